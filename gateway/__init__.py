@@ -1,0 +1,1 @@
+"""An OpenAI-compatible LLM gateway in front of HolySheep AI, served by BentoML."""

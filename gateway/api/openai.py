@@ -1,0 +1,85 @@
+"""The OpenAI-compatible API: ``/v1/chat/completions`` (JSON and SSE) and ``/v1/models``.
+
+Answers are the upstream's bytes, untouched; what the gateway adds travels in headers
+(``x-gateway-cost-usd``, ``x-gateway-model``, ``x-gateway-attempts``) or, for streams whose
+client asked for usage, as ``cost_usd`` inside the final usage chunk.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from ..errors import GatewayError
+from ..pricing import cost_usd, format_usd, read_usage, to_micro
+from ..schemas import Usage
+from ..sse import encode
+from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
+from .requests import authorize
+
+router = APIRouter()
+
+DONE = b"data: [DONE]\n\n"
+
+
+@router.post("/v1/chat/completions")
+async def chat_completions(request: Request) -> Response:
+    call = await run_chat(request, "/v1/chat/completions", seed_defaults=False)
+    headers = call.headers()
+    if call.plan.stream:
+        return StreamingResponse(
+            relay(call, _stream_renderer(call), _done),
+            media_type="text/event-stream",
+            headers={**SSE_HEADERS, **headers},
+        )
+    reply = call.served.result
+    _, cost = call.book.charge(call.served, reply.data.get("usage"))
+    if cost is not None:
+        headers["x-gateway-cost-usd"] = format_usd(cost)
+    call.book.close()
+    return Response(reply.body, media_type="application/json", headers=headers)
+
+
+def _stream_renderer(call: ChatCall) -> Any:
+    wants_usage = call.plan.wants_usage
+    entry = call.served.entry
+
+    def render(raw: bytes, chunk: dict[str, Any]) -> bytes | None:
+        usage = chunk.get("usage")
+        if usage:
+            if wants_usage:
+                tokens = read_usage(usage)
+                if tokens is not None:
+                    usage["cost_usd"] = float(to_micro(cost_usd(entry, *tokens)))
+                return encode(orjson.dumps(chunk))
+            if not chunk.get("choices"):
+                return None  # the usage chunk the gateway asked for on its own behalf
+        return raw + b"\n\n"
+
+    return render
+
+
+def _done(usage: Usage, cost: Decimal | None) -> bytes:
+    return DONE
+
+
+@router.get("/v1/models")
+async def list_models(request: Request) -> Response:
+    gateway = gateway_of(request)
+    authorize(request, gateway.settings.api_keys)
+    data = [
+        {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
+        for name, entry in gateway.catalog.models.items()
+    ]
+    return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
+
+
+@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+                  include_in_schema=False)
+async def unknown_v1_route(path: str) -> Response:
+    raise GatewayError(404, f"Unknown endpoint /v1/{path}.", code="unknown_url")

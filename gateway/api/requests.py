@@ -1,0 +1,74 @@
+"""Reading a request safely: authentication, a bounded body, and cancel-on-disconnect."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+import orjson
+from starlette.requests import Request
+
+from ..errors import GatewayError, bad_request, body_too_large, unauthorized
+
+T = TypeVar("T")
+
+
+def authorize(request: Request, keys: tuple[bytes, ...]) -> bytes | None:
+    """Check ``Authorization: Bearer <key>`` in constant time; returns the key (the tenant)."""
+    if not keys:
+        return None
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    presented = token.strip().encode()
+    matched = False
+    for key in keys:  # compare against every key so timing says nothing about which one
+        matched |= hmac.compare_digest(presented, key)
+    if scheme.lower() != "bearer" or not matched:
+        raise unauthorized()
+    return presented
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise body_too_large(limit)
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise body_too_large(limit)
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not body:
+        raise bad_request("The request body is empty; send a JSON object.")
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+
+
+async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
+    """Run ``work`` but cancel it the moment the client goes away, so no upstream call outlives
+    the request that wanted it."""
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    try:
+        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not task.done():
+            task.cancel()
+        watcher.cancel()
+    if task.cancelled():
+        raise GatewayError(499, "The client closed the request.", code="client_closed_request")
+    return task.result()
+
+
+async def _wait_for_disconnect(request: Request) -> None:
+    while True:
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            return

@@ -1,0 +1,52 @@
+"""Turning a client's chat request into what the router sends upstream."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .catalog import Catalog, ModelEntry
+from .errors import bad_request, model_not_found
+from .schemas import validate_chat
+
+
+@dataclass(slots=True)
+class ChatPlan:
+    """A validated chat request: which catalog model, and the body to send upstream."""
+
+    model: str
+    entry: ModelEntry
+    payload: dict[str, Any]
+    stream: bool
+    wants_usage: bool
+
+
+def plan_chat(catalog: Catalog, body: Any, *, seed_defaults: bool) -> ChatPlan:
+    """Validate ``body`` and prepare the upstream payload.
+
+    ``seed_defaults`` (the ``/call`` contract) fills a missing model, ``max_tokens`` and
+    ``temperature`` from the catalog; the OpenAI API passes the client's choices through as
+    they are. Streams always ask the upstream for usage, so every stream can be priced.
+    """
+    request = validate_chat(body)
+    name = request.model
+    if name is None:
+        if not seed_defaults:
+            raise bad_request("'model' is required.", param="model", code="missing_required_parameter")
+        name = catalog.default_model
+    entry = catalog.get(name)
+    if entry is None:
+        raise model_not_found(name)
+    if entry.kind != "chat":
+        raise bad_request(f"The model {name!r} is not a chat model.", param="model",
+                          code="model_not_supported")
+    payload = dict(body)
+    if seed_defaults:
+        for key in ("max_tokens", "temperature"):
+            if payload.get(key) is None and getattr(entry, key) is not None:
+                payload[key] = getattr(entry, key)
+    wants_usage = False
+    if request.stream:
+        wants_usage = bool(request.stream_options and request.stream_options.include_usage)
+        payload["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
+    return ChatPlan(name, entry, payload, request.stream, wants_usage)

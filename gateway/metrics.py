@@ -1,0 +1,87 @@
+"""Every Prometheus metric the gateway exports, declared in one place.
+
+Served on BentoML's own ``/metrics``. ``prometheus_client`` is imported only when ``Metrics`` is
+built in a worker: BentoML sets ``PROMETHEUS_MULTIPROC_DIR`` after importing the service module,
+and a client imported earlier would count in single-process mode, invisible to ``/metrics``.
+Labels come from small fixed sets: catalog model names, route names, status classes.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from .breaker import State
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
+                   10, 30, 60, 120, 300)
+OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
+BREAKER_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        """``registry`` is for tests; workers register with the default (multiprocess) one."""
+        from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+
+        registry = registry or REGISTRY
+
+        self.requests = Counter(
+            "gateway_requests_total", "Requests answered, by route, model and status class.",
+            ["endpoint", "model", "status_class"], registry=registry)
+        self.errors = Counter(
+            "gateway_errors_total", "Requests that ended in an error, by OpenAI error type.",
+            ["endpoint", "type"], registry=registry)
+        self.latency = Histogram(
+            "gateway_request_duration_seconds", "Total time from request to last byte.",
+            ["endpoint", "model"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.upstream_latency = Histogram(
+            "gateway_upstream_duration_seconds",
+            "Time spent waiting on the upstream (all attempts of a request).",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.overhead = Histogram(
+            "gateway_overhead_seconds",
+            "Time the gateway itself added: total minus time waiting on the upstream.",
+            ["endpoint"], buckets=OVERHEAD_BUCKETS, registry=registry)
+        self.ttft = Histogram(
+            "gateway_time_to_first_token_seconds", "Time to the first streamed chunk.",
+            ["model"], buckets=LATENCY_BUCKETS, registry=registry)
+        self.tokens = Counter(
+            "gateway_tokens_total", "Tokens billed, by model and direction (input/output).",
+            ["model", "direction"], registry=registry)
+        self.cost = Counter("gateway_cost_usd_total", "Upstream cost in US dollars.", ["model"],
+                            registry=registry)
+        self.fallbacks = Counter(
+            "gateway_fallbacks_total", "Requests answered by a model other than the one asked for.",
+            ["requested", "served"], registry=registry)
+        self.retries = Counter(
+            "gateway_upstream_failures_total",
+            "Failed upstream attempts (each one retried or fallen back from), by kind.",
+            ["model", "kind"], registry=registry)
+        self.breaker = Gauge(
+            "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
+            ["model"], multiprocess_mode="max", registry=registry)
+
+    def observe_failure(self, model: str, kind: str) -> None:
+        self.retries.labels(model, kind).inc()
+
+    def observe_breaker(self, model: str, state: State) -> None:
+        self.breaker.labels(model).set(BREAKER_VALUES[state])
+
+    def observe_usage(self, model: str, prompt: int, completion: int, cost: Decimal) -> None:
+        self.tokens.labels(model, "input").inc(prompt)
+        self.tokens.labels(model, "output").inc(completion)
+        self.cost.labels(model).inc(float(cost))
+
+    def observe_request(
+        self, endpoint: str, model: str, status: int, total_s: float, overhead_s: float,
+        error_type: str | None = None,
+    ) -> None:
+        self.requests.labels(endpoint, model, f"{status // 100}xx").inc()
+        self.latency.labels(endpoint, model).observe(total_s)
+        self.overhead.labels(endpoint).observe(max(0.0, overhead_s))
+        if error_type is not None:
+            self.errors.labels(endpoint, error_type).inc()

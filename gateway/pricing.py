@@ -1,0 +1,38 @@
+"""Tokens to US dollars, exactly: Decimal all the way, rounded to the micro-dollar at the edge."""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+
+from .catalog import ModelEntry
+
+MILLION = Decimal(1_000_000)
+MICRO = Decimal("0.000001")
+
+
+def cost_usd(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> Decimal:
+    """Exact cost: input and output tokens priced separately, never rounded here."""
+    return (
+        Decimal(prompt_tokens) * entry.input_usd_per_mtok
+        + Decimal(completion_tokens) * entry.output_usd_per_mtok
+    ) / MILLION
+
+
+def to_micro(amount: Decimal) -> Decimal:
+    """Round to the micro-dollar (half up), for display only."""
+    return amount.quantize(MICRO, rounding=ROUND_HALF_UP)
+
+
+def format_usd(amount: Decimal) -> str:
+    """The micro-dollar string used in headers, e.g. ``0.000168``."""
+    return str(to_micro(amount))
+
+
+def read_usage(usage: object) -> tuple[int, int] | None:
+    """(prompt_tokens, completion_tokens) from an upstream ``usage`` object, if it has one."""
+    if not isinstance(usage, dict):
+        return None
+    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion

@@ -1,0 +1,83 @@
+"""Every environment variable the gateway reads, typed and validated in one place."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_BASE_URL = "https://api.holysheep.ai/v1"
+
+
+class Settings(BaseSettings):
+    """Gateway configuration. Read once at start-up; nothing else touches ``os.environ``."""
+
+    model_config = SettingsConfigDict(extra="ignore")
+
+    # Upstream
+    upstream_api_key: SecretStr | None = Field(None, validation_alias="HOLYSHEEP_API_KEY")
+    upstream_base_url: str = Field(DEFAULT_BASE_URL, validation_alias="HOLYSHEEP_BASE_URL")
+    http_client: str = Field("aiohttp", validation_alias="GATEWAY_HTTP_CLIENT")
+    max_connections: int = Field(100, ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS")
+    max_keepalive: int = Field(20, ge=0, validation_alias="GATEWAY_MAX_KEEPALIVE")
+    upstream_timeout_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_UPSTREAM_TIMEOUT")
+    connect_timeout_s: float = Field(5.0, gt=0, validation_alias="GATEWAY_CONNECT_TIMEOUT")
+    stream_idle_timeout_s: float = Field(
+        30.0, gt=0, validation_alias="GATEWAY_STREAM_IDLE_TIMEOUT"
+    )
+
+    # Catalog and clients
+    config_path: Path | None = Field(None, validation_alias="GATEWAY_CONFIG")
+    api_keys_csv: str = Field("", validation_alias="GATEWAY_API_KEYS")
+    redis_url: str | None = Field(None, validation_alias="REDIS_URL")
+
+    # Service and request limits
+    timeout_s: float = Field(300.0, gt=0, validation_alias="GATEWAY_TIMEOUT")
+    max_concurrency: int = Field(50, ge=1, validation_alias="GATEWAY_MAX_CONCURRENCY")
+    workers: int = Field(1, ge=1, validation_alias="GATEWAY_WORKERS")
+    max_body_bytes: int = Field(1 << 20, ge=1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
+
+    # Retries
+    retry_max_attempts: int = Field(3, ge=1, validation_alias="GATEWAY_RETRY_ATTEMPTS")
+    retry_base_s: float = Field(0.25, ge=0, validation_alias="GATEWAY_RETRY_BASE")
+    retry_max_wait_s: float = Field(8.0, ge=0, validation_alias="GATEWAY_RETRY_MAX_WAIT")
+    retry_after_max_s: float = Field(30.0, ge=0, validation_alias="GATEWAY_RETRY_AFTER_MAX")
+    retry_statuses_csv: str = Field(
+        "429,500,502,503,504", validation_alias="GATEWAY_RETRY_STATUSES"
+    )
+
+    # Circuit breaker
+    breaker_failures: int = Field(5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")
+    breaker_ratio: float = Field(0.5, gt=0, le=1, validation_alias="GATEWAY_BREAKER_RATIO")
+    breaker_window_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_BREAKER_WINDOW")
+    breaker_min_calls: int = Field(20, ge=1, validation_alias="GATEWAY_BREAKER_MIN_CALLS")
+    breaker_cooldown_s: float = Field(15.0, gt=0, validation_alias="GATEWAY_BREAKER_COOLDOWN")
+
+    @field_validator("upstream_base_url")
+    @classmethod
+    def _strip_slash(cls, value: str) -> str:
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/")
+
+    @field_validator("http_client")
+    @classmethod
+    def _known_client(cls, value: str) -> str:
+        if value not in ("aiohttp", "httpx"):
+            raise ValueError("must be 'aiohttp' or 'httpx'")
+        return value
+
+    @cached_property
+    def api_keys(self) -> tuple[bytes, ...]:
+        """Client keys as bytes, ready for a constant-time comparison."""
+        return tuple(k.strip().encode() for k in self.api_keys_csv.split(",") if k.strip())
+
+    @cached_property
+    def retry_statuses(self) -> frozenset[int]:
+        return frozenset(int(s) for s in self.retry_statuses_csv.split(",") if s.strip())
+
+    @property
+    def upstream_secret(self) -> str:
+        return self.upstream_api_key.get_secret_value() if self.upstream_api_key else ""

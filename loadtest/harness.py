@@ -1,0 +1,137 @@
+"""Real processes for tests, the demo and benchmarks: the fake provider, ``bentoml serve``.
+
+Each runs on a free loopback port, logs to a file the tests can read (to prove, say, that the
+upstream key never reaches a log line), and is stopped when the test or session ends.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+UPSTREAM_KEY = "sk-upstream-SECRET-5f3a9c"
+CLIENT_KEY = "gw-client-key-1"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class Process:
+    """A child process in its own process group, with its output in ``log_path``."""
+
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+        self.log_path = log_path
+        self._log = log_path.open("wb")
+        self.proc = subprocess.Popen(
+            args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})}, start_new_session=True,
+        )
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+
+
+def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.proc.poll() is not None:
+            raise RuntimeError(f"process exited early:\n{proc.log()[-4000:]}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} not ready after {timeout} s:\n{proc.log()[-4000:]}")
+
+
+class FakeProvider:
+    """The fake OpenAI-compatible upstream, with its control API wrapped for tests."""
+
+    def __init__(self, log_dir: Path, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            [sys.executable, "-m", "loadtest.fake_provider", "--host", "127.0.0.1",
+             "--port", str(self.port), "--api-key", UPSTREAM_KEY, *args],
+            log_dir / f"fake-{self.port}.log",
+        )
+        wait_http(f"{self.url}/_fake/stats", self.process, timeout=30)
+
+    @property
+    def base_url(self) -> str:
+        return f"{self.url}/v1"
+
+    def fault(self, **spec: Any) -> None:
+        httpx.post(f"{self.url}/_fake/faults", json=spec).raise_for_status()
+
+    def configure(self, **config: Any) -> None:
+        httpx.post(f"{self.url}/_fake/config", json=config).raise_for_status()
+
+    def reset(self) -> None:
+        httpx.post(f"{self.url}/_fake/reset").raise_for_status()
+
+    def stats(self) -> dict[str, Any]:
+        response = httpx.get(f"{self.url}/_fake/stats")
+        response.raise_for_status()
+        return dict(response.json())
+
+    def calls(self, model: str) -> int:
+        return int(self.stats()["requests"].get(model, 0))
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class GatewayServer:
+    """``bentoml serve service:LLMGateway`` (or a built bento) on a free loopback port."""
+
+    def __init__(self, log_dir: Path, upstream: str, env: dict[str, str] | None = None,
+                 target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        full_env = {
+            "HOLYSHEEP_BASE_URL": upstream,
+            "HOLYSHEEP_API_KEY": UPSTREAM_KEY,
+            "GATEWAY_API_KEYS": CLIENT_KEY,
+            "GATEWAY_RETRY_BASE": "0.02",
+            "BENTOML_DO_NOT_TRACK": "true",
+            **(env or {}),
+            **(extra_env or {}),
+        }
+        self.process = Process(
+            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+             "--port", str(self.port)],
+            log_dir / f"gateway-{self.port}.log",
+            env=full_env,
+        )
+        wait_http(f"{self.url}/readyz", self.process, timeout=90)
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def stop(self) -> None:
+        self.process.stop()

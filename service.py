@@ -1,0 +1,45 @@
+"""The BentoML service: builds the gateway from settings and mounts its routes. Nothing else."""
+
+from __future__ import annotations
+
+import logging
+
+import bentoml
+
+from gateway.api.app import create_app
+from gateway.catalog import load_catalog
+from gateway.context import Gateway
+from gateway.metrics import Metrics
+from gateway.settings import Settings
+
+logger = logging.getLogger("gateway")
+
+settings = Settings()
+catalog = load_catalog(settings.config_path)
+app = create_app(settings.max_concurrency)
+
+# BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT)
+# fires first and the client gets an OpenAI-shaped 504, not BentoML's.
+TIMEOUT_GRACE_S = 5
+
+
+@bentoml.service(
+    name="llm-gateway",
+    workers=settings.workers,
+    traffic={"timeout": settings.timeout_s + TIMEOUT_GRACE_S},
+)
+@bentoml.asgi_app(app, path="/")
+class LLMGateway:
+    """An OpenAI-compatible gateway in front of HolySheep AI (or any OpenAI-compatible URL)."""
+
+    def __init__(self) -> None:
+        if not settings.api_keys:
+            logger.warning("GATEWAY_API_KEYS is not set: the gateway accepts every client.")
+        if not settings.upstream_api_key:
+            logger.warning("HOLYSHEEP_API_KEY is not set: upstream calls carry no key.")
+        self.gateway = Gateway.build(settings, catalog, Metrics())
+        app.state.gateway = self.gateway
+
+    @bentoml.on_shutdown
+    async def close(self) -> None:
+        await self.gateway.aclose()
