@@ -61,6 +61,12 @@ class Metrics:
             "gateway_upstream_failures_total",
             "Failed upstream attempts (each one retried or fallen back from), by kind.",
             ["model", "kind"], registry=registry)
+        self.batch_size = Histogram(
+            "gateway_batch_size", "Inputs per upstream embeddings call made by the batcher.",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
+        self.batch_wait = Histogram(
+            "gateway_batch_wait_seconds", "Longest queue wait of a job in a dispatched batch.",
+            buckets=OVERHEAD_BUCKETS + (0.25,), registry=registry)
         self.breaker = Gauge(
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)

@@ -48,6 +48,13 @@ class Settings(BaseSettings):
         "429,500,502,503,504", validation_alias="GATEWAY_RETRY_STATUSES"
     )
 
+    # Adaptive batching of upstream embedding calls, and the /batch endpoint
+    batch_max_size: int = Field(32, ge=1, validation_alias="GATEWAY_BATCH_MAX_SIZE")
+    batch_max_latency_ms: float = Field(50.0, ge=0, validation_alias="GATEWAY_BATCH_MAX_LATENCY_MS")
+    batch_max_concurrent: int = Field(2, ge=1, validation_alias="GATEWAY_BATCH_MAX_CONCURRENT")
+    batch_max_requests: int = Field(100, ge=1, validation_alias="GATEWAY_BATCH_MAX_REQUESTS")
+    batch_parallelism: int = Field(8, ge=1, validation_alias="GATEWAY_BATCH_PARALLELISM")
+
     # Circuit breaker
     breaker_failures: int = Field(5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")
     breaker_ratio: float = Field(0.5, gt=0, le=1, validation_alias="GATEWAY_BREAKER_RATIO")

@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import GatewayError
-from . import openai, seed
+from . import batch, openai, seed
 from .admission import AdmissionMiddleware
 
 logger = logging.getLogger("gateway")
@@ -42,6 +42,7 @@ def create_app(max_concurrency: int) -> FastAPI:
     app = FastAPI(title="LLM Gateway", docs_url=None, redoc_url=None, openapi_url=None)
     app.include_router(seed.router)
     app.include_router(openai.router)
+    app.include_router(batch.router)
     app.add_exception_handler(GatewayError, _gateway_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)

@@ -7,6 +7,7 @@ client asked for usage, as ``cost_usd`` inside the final usage chunk.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -15,12 +16,13 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from ..accounting import RequestBook
 from ..errors import GatewayError
 from ..pricing import cost_usd, format_usd, read_usage, to_micro
 from ..schemas import Usage
 from ..sse import encode
 from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
-from .requests import authorize
+from .requests import authorize, cancel_on_disconnect, read_json
 
 router = APIRouter()
 
@@ -45,7 +47,7 @@ async def chat_completions(request: Request) -> Response:
     return Response(reply.body, media_type="application/json", headers=headers)
 
 
-def _stream_renderer(call: ChatCall) -> Any:
+def _stream_renderer(call: ChatCall) -> Callable[[bytes, dict[str, Any]], bytes | None]:
     wants_usage = call.plan.wants_usage
     entry = call.served.entry
 
@@ -66,6 +68,26 @@ def _stream_renderer(call: ChatCall) -> Any:
 
 def _done(usage: Usage, cost: Decimal | None) -> bytes:
     return DONE
+
+
+@router.post("/v1/embeddings")
+async def embeddings(request: Request) -> Response:
+    gateway = gateway_of(request)
+    book = RequestBook(gateway.stats, gateway.metrics, "/v1/embeddings")
+    try:
+        authorize(request, gateway.settings.api_keys)
+        body = await read_json(request, gateway.settings.max_body_bytes)
+        answer = await cancel_on_disconnect(request, gateway.embeddings.embed(body))
+    except GatewayError as error:
+        book.close(error=error)
+        raise
+    book.model = answer.served
+    book.close()
+    return Response(answer.body, media_type="application/json", headers={
+        "x-gateway-cost-usd": format_usd(answer.cost),
+        "x-gateway-model": answer.served,
+        "x-gateway-batch-size": str(answer.batch_size),
+    })
 
 
 @router.get("/v1/models")

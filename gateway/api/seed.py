@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
 from ..pricing import to_micro
+from ..router import Served
 from ..schemas import CallResponse, Usage
 from ..sse import encode
 from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
@@ -23,6 +24,21 @@ def _dollars(cost: Decimal | None) -> float | None:
     return None if cost is None else float(to_micro(cost))
 
 
+def simplify(served: Served, usage: Usage, cost: Decimal | None, latency_ms: float) -> CallResponse:
+    """The seed's answer shape from an upstream chat completion."""
+    data = served.result.data
+    choice = (data.get("choices") or [{}])[0]
+    return CallResponse(
+        id=str(data.get("id", "")),
+        model=str(data.get("model") or served.entry.upstream_model),
+        content=(choice.get("message") or {}).get("content") or "",
+        finish_reason=choice.get("finish_reason"),
+        usage=usage,
+        latency_ms=latency_ms,
+        cost_usd=_dollars(cost),
+    )
+
+
 @router.post("/call")
 async def call(request: Request) -> Response:
     chat = await run_chat(request, "/call", seed_defaults=True)
@@ -31,17 +47,8 @@ async def call(request: Request) -> Response:
         return StreamingResponse(relay(chat, render, finish), media_type="text/event-stream",
                                  headers={**SSE_HEADERS, **chat.headers()})
     data = chat.served.result.data
-    choice = (data.get("choices") or [{}])[0]
     usage, cost = chat.book.charge(chat.served, data.get("usage"))
-    answer = CallResponse(
-        id=str(data.get("id", "")),
-        model=str(data.get("model") or chat.served.entry.upstream_model),
-        content=(choice.get("message") or {}).get("content") or "",
-        finish_reason=choice.get("finish_reason"),
-        usage=usage,
-        latency_ms=chat.book.elapsed_ms(),
-        cost_usd=_dollars(cost),
-    )
+    answer = simplify(chat.served, usage, cost, chat.book.elapsed_ms())
     chat.book.close()
     return Response(answer.model_dump_json(), media_type="application/json",
                     headers=chat.headers())
