@@ -66,7 +66,7 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
         self.batch_wait = Histogram(
             "gateway_batch_wait_seconds", "Longest queue wait of a job in a dispatched batch.",
-            buckets=OVERHEAD_BUCKETS + (0.25,), registry=registry)
+            buckets=OVERHEAD_BUCKETS, registry=registry)
         self.breaker = Gauge(
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)

@@ -56,8 +56,8 @@ class Process:
 def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.proc.poll() is not None:
-            raise RuntimeError(f"process exited early:\n{proc.log()[-4000:]}")
+        if proc.proc.poll() is not None or "startup failed" in proc.log():
+            raise RuntimeError(f"process failed to start:\n{proc.log()[-4000:]}")
         try:
             if httpx.get(url, timeout=1.0).status_code == 200:
                 return

@@ -151,4 +151,5 @@ def test_async_sdk_streams(gateway: GatewayServer) -> None:
 def test_models_are_listed_in_openai_shape(sdk: openai.OpenAI) -> None:
     models = {m.id: m.owned_by for m in sdk.models.list()}
     assert models == {"deepseek-v3.2": "deepseek", "gemini-2.5-flash": "google",
-                      "gpt-4.1": "openai", "claude-sonnet-4.5": "anthropic"}
+                      "gpt-4.1": "openai", "claude-sonnet-4.5": "anthropic",
+                      "text-embedding-3-small": "openai"}

@@ -66,7 +66,8 @@ def test_models_lists_the_catalog_with_prices(client: httpx.Client) -> None:
     body = client.get("/models").json()
     prices = {m["id"]: (m["provider"], m["input_usd_per_mtok"]) for m in body["models"]}
     assert prices == {"deepseek-v3.2": ("deepseek", 0.42), "gemini-2.5-flash": ("google", 2.5),
-                      "gpt-4.1": ("openai", 8.0), "claude-sonnet-4.5": ("anthropic", 15.0)}
+                      "gpt-4.1": ("openai", 8.0), "claude-sonnet-4.5": ("anthropic", 15.0),
+                      "text-embedding-3-small": ("openai", 0.02)}
     assert body["currency"] == "USD"
     assert "¥1 = $1" in body["note"]
 
