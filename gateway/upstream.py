@@ -275,7 +275,7 @@ class UpstreamStream:
                         return
                     yield event.raw, self._inspect(event.data)
         except (TimeoutError, httpx.HTTPError, aiohttp.ClientError) as exc:
-            if isinstance(exc, TimeoutError):
+            if isinstance(exc, TimeoutError | httpx.TimeoutException):
                 raise UpstreamFailure(
                     TIMEOUT, f"the upstream stream stalled for more than {self._idle_s:g} s"
                 ) from None
