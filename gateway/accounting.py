@@ -39,13 +39,17 @@ class RequestBook:
             self._metrics.fallbacks.labels(requested, served.name).inc()
 
     def charge(self, served: Served, usage: object) -> tuple[Usage, Decimal | None]:
-        """Price the upstream's usage (input and output separately) and count it."""
+        """Price the upstream's usage (input and output separately) and count it; an answer
+        from the cache cost nothing upstream."""
         tokens = read_usage(usage)
         if tokens is None:
             return Usage(), None
         prompt, completion = tokens
-        cost = cost_usd(served.entry, prompt, completion)
-        self._metrics.observe_usage(served.name, prompt, completion, cost)
+        if served.cached:
+            cost = Decimal(0)
+        else:
+            cost = cost_usd(served.entry, prompt, completion)
+            self._metrics.observe_usage(served.name, prompt, completion, cost)
         return Usage(prompt_tokens=prompt, completion_tokens=completion,
                      total_tokens=prompt + completion), cost
 

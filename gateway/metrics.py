@@ -67,6 +67,22 @@ class Metrics:
         self.batch_wait = Histogram(
             "gateway_batch_wait_seconds", "Longest queue wait of a job in a dispatched batch.",
             buckets=OVERHEAD_BUCKETS, registry=registry)
+        self.cache_results = Counter(
+            "gateway_cache_requests_total",
+            "Cache lookups by result: hit, semantic_hit, miss, coalesced, error.",
+            ["result"], registry=registry)
+        self.cache_lookup = Histogram(
+            "gateway_cache_lookup_seconds", "Time to look a request up in the cache.",
+            buckets=OVERHEAD_BUCKETS, registry=registry)
+        self.cache_saved = Counter(
+            "gateway_cache_saved_usd_total", "Upstream dollars not spent thanks to cache hits.",
+            registry=registry)
+        self.cache_store_errors = Counter(
+            "gateway_cache_store_errors_total",
+            "Cache store operations that failed (the cache then fails open).", registry=registry)
+        self.cache_entries = Gauge(
+            "gateway_cache_entries", "Entries in the in-process cache store.",
+            multiprocess_mode="livesum", registry=registry)
         self.breaker = Gauge(
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)

@@ -38,6 +38,14 @@ class Served:
     attempts: int
     tried: list[str] = field(default_factory=list)
     upstream_s: float = 0.0
+    cached: bool = False
+
+    def result_usage(self) -> Any:
+        """The usage the answer reports (a reply's body, or a stream's totals)."""
+        data = getattr(self.result, "data", None)
+        if isinstance(data, dict):
+            return data.get("usage")
+        return getattr(self.result, "usage", None)
 
 
 class Router:

@@ -53,6 +53,8 @@ class CallResponse(BaseModel):
     usage: Usage
     latency_ms: float
     cost_usd: float | None
+    cache: str | None = None
+    saved_usd: float | None = None
 
 
 def validate_chat(body: Any) -> ChatRequest:

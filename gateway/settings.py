@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     batch_max_requests: int = Field(100, ge=1, validation_alias="GATEWAY_BATCH_MAX_REQUESTS")
     batch_parallelism: int = Field(8, ge=1, validation_alias="GATEWAY_BATCH_PARALLELISM")
 
+    # Response cache
+    cache_enabled: bool = Field(True, validation_alias="GATEWAY_CACHE")
+    cache_ttl_s: float = Field(3600.0, gt=0, validation_alias="GATEWAY_CACHE_TTL")
+    cache_max_entries: int = Field(10_000, ge=1, validation_alias="GATEWAY_CACHE_MAX_ENTRIES")
+    cache_max_bytes: int = Field(64 << 20, ge=1024, validation_alias="GATEWAY_CACHE_MAX_BYTES")
+    cache_store_length: bool = Field(False, validation_alias="GATEWAY_CACHE_STORE_LENGTH")
+    cache_redis_timeout_s: float = Field(0.1, gt=0, validation_alias="GATEWAY_CACHE_REDIS_TIMEOUT")
+
     # Circuit breaker
     breaker_failures: int = Field(5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")
     breaker_ratio: float = Field(0.5, gt=0, le=1, validation_alias="GATEWAY_BREAKER_RATIO")

@@ -105,6 +105,32 @@ class FakeProvider:
         self.process.stop()
 
 
+class RedisServer:
+    """A throwaway ``redis-server`` on a free loopback port, with no persistence."""
+
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = Process(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--protected-mode", "yes"],
+            log_dir / f"redis-{self.port}.log",
+        )
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{self.process.log()}")
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 class GatewayServer:
     """``bentoml serve service:LLMGateway`` (or a built bento) on a free loopback port."""
 
@@ -117,6 +143,7 @@ class GatewayServer:
             "HOLYSHEEP_API_KEY": UPSTREAM_KEY,
             "GATEWAY_API_KEYS": CLIENT_KEY,
             "GATEWAY_RETRY_BASE": "0.02",
+            "GATEWAY_CACHE": "false",
             "BENTOML_DO_NOT_TRACK": "true",
             **(env or {}),
             **(extra_env or {}),

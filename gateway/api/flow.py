@@ -1,27 +1,45 @@
 """The path every chat request shares, whichever API it came in by:
-authenticate → read a bounded body → validate and plan → router (retries, fallbacks, deadline),
-and for streams the relay loop that turns an upstream failure into a final error event.
+authenticate → read a bounded body → validate and plan → cache (lookup, coalescing) → router
+(retries, fallbacks, deadline), and for streams the relay loop that turns an upstream failure
+into a final error event.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import Any, Protocol
 
 from starlette.requests import Request
 
 from ..accounting import RequestBook
+from ..cache.entry import CachedAnswer
+from ..cache.keys import exact_key
+from ..cache.replay import Assembler, ReplayStream
+from ..cache.tiers import Directives
 from ..chat import ChatPlan, plan_chat
 from ..context import Gateway
 from ..errors import GatewayError
+from ..pricing import cost_usd, format_usd, read_usage
 from ..router import Served
 from ..schemas import Usage
-from ..upstream import UpstreamFailure, UpstreamStream
+from ..upstream import UpstreamFailure, UpstreamReply
 from .requests import authorize, cancel_on_disconnect, read_json
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
+
+
+class ChunkStream(Protocol):
+    """An upstream stream or a cache replay: ``(raw_event, chunk)`` pairs, then the totals."""
+
+    usage: dict[str, Any] | None
+    finish_reason: str | None
+    model: str | None
+
+    def __aiter__(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]: ...
+    async def aclose(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -30,10 +48,30 @@ class ChatCall:
     book: RequestBook
     plan: ChatPlan
     served: Served
+    cache_status: str | None = None  # hit | coalesced | miss; None when the cache is off
+    cache_key: str | None = None  # set when the answer may be stored
 
     def headers(self) -> dict[str, str]:
-        return {"x-gateway-model": self.served.name,
-                "x-gateway-attempts": str(self.served.attempts)}
+        headers = {"x-gateway-model": self.served.name,
+                   "x-gateway-attempts": str(self.served.attempts)}
+        if self.cache_status is not None:
+            headers["x-gateway-cache"] = self.cache_status
+        if self.served.cached:
+            headers["x-gateway-saved-usd"] = format_usd(self.saved())
+        return headers
+
+    def saved(self) -> Decimal:
+        tokens = read_usage(self.served.result_usage())
+        return cost_usd(self.served.entry, *tokens) if tokens else Decimal(0)
+
+    def remember(self, body: bytes, usage: Any, finish_reasons: list[str | None]) -> None:
+        """Store a complete answer, if this request may be stored and the answer deserves it."""
+        cache = self.gateway.cache
+        if cache is None or self.cache_key is None or not cache.storable(finish_reasons):
+            return
+        tokens = read_usage(usage) or (0, 0)
+        cache.save(self.cache_key, CachedAnswer(body, self.served.name, *tokens,
+                                                cost_usd(self.served.entry, *tokens), time.time()))
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -41,24 +79,63 @@ def gateway_of(request: Request) -> Gateway:
     return gateway
 
 
+def _from_cache(gateway: Gateway, plan: ChatPlan, answer: CachedAnswer) -> Served:
+    entry = gateway.catalog.get(answer.model) or plan.entry
+    result: Any = ReplayStream(answer) if plan.stream else UpstreamReply(200, answer.body, answer.data())
+    return Served(answer.model if answer.model in gateway.catalog.models else plan.model,
+                  entry, result, attempts=0, cached=True)
+
+
+def _share(served: Served) -> CachedAnswer:
+    reply: UpstreamReply = served.result
+    tokens = read_usage(reply.data.get("usage")) or (0, 0)
+    return CachedAnswer(reply.body, served.name, *tokens, cost_usd(served.entry, *tokens),
+                        time.time())
+
+
 async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> ChatCall:
-    """Everything up to the upstream's answer (or its opened stream)."""
+    """Everything up to the upstream's answer (or its opened stream, or the cache's)."""
     gateway = gateway_of(request)
     book = RequestBook(gateway.stats, gateway.metrics, endpoint)
     settings = gateway.settings
     try:
-        authorize(request, settings.api_keys)
+        tenant = authorize(request, settings.api_keys)
         body = await read_json(request, settings.max_body_bytes)
         plan = plan_chat(gateway.catalog, body, seed_defaults=seed_defaults)
         book.model = plan.model
         deadline = book.started + settings.timeout_s
         route = gateway.router.open_stream if plan.stream else gateway.router.complete
-        served = await cancel_on_disconnect(request, route(plan.model, plan.payload, deadline))
+        cache = gateway.cache
+        if cache is None:
+            served = await cancel_on_disconnect(request, route(plan.model, plan.payload, deadline))
+            book.served(plan.model, served)
+            return ChatCall(gateway, book, plan, served)
+
+        directives = Directives.parse(request.headers.get("cache-control"))
+        key = exact_key(tenant, plan.model, plan.payload)
+        store_key = key if directives.store else None
+        if directives.lookup:
+            answer = await cache.lookup(key)
+            if answer is not None:
+                return ChatCall(gateway, book, plan, _from_cache(gateway, plan, answer), "hit")
+        if plan.stream or not directives.lookup:
+            served = await cancel_on_disconnect(request, route(plan.model, plan.payload, deadline))
+        else:
+            result = await cancel_on_disconnect(request, cache.coalesced(
+                key, lambda: route(plan.model, plan.payload, deadline), _share))
+            if isinstance(result, CachedAnswer):
+                return ChatCall(gateway, book, plan, _from_cache(gateway, plan, result), "coalesced")
+            served = result
     except GatewayError as error:
         book.close(error=error)
         raise
     book.served(plan.model, served)
-    return ChatCall(gateway, book, plan, served)
+    call = ChatCall(gateway, book, plan, served, "miss", store_key)
+    if not plan.stream:
+        data = served.result.data
+        call.remember(served.result.body, data.get("usage"),
+                      [c.get("finish_reason") for c in data.get("choices") or ()])
+    return call
 
 
 async def relay(
@@ -66,13 +143,17 @@ async def relay(
     render: Callable[[bytes, dict[str, Any]], bytes | None],
     finish: Callable[[Usage, Decimal | None], bytes],
 ) -> AsyncIterator[bytes]:
-    """Relay the upstream stream chunk by chunk through ``render``, then ``finish``. A failure
-    after the first byte cannot fall back any more: it ends the stream with an error event and
-    no ``[DONE]``, so no client mistakes a cut answer for a whole one."""
-    stream: UpstreamStream = call.served.result
+    """Relay the stream chunk by chunk through ``render``, then ``finish``. A failure after the
+    first byte cannot fall back any more: it ends the stream with an error event and no
+    ``[DONE]``, so no client mistakes a cut answer for a whole one. Only a stream that ended
+    normally is offered to the cache."""
+    stream: ChunkStream = call.served.result
+    assembler = Assembler() if call.cache_key is not None else None
     first = True
     try:
         async for raw, chunk in stream:
+            if assembler is not None:
+                assembler.feed(chunk)
             out = render(raw, chunk)
             if out:
                 if first:
@@ -80,6 +161,8 @@ async def relay(
                     first = False
                 yield out
         usage, cost = call.book.charge(call.served, stream.usage)
+        if assembler is not None and assembler.fit:
+            call.remember(assembler.body(stream.usage), stream.usage, assembler.finish_reasons())
         yield finish(usage, cost)
         call.book.close()
     except UpstreamFailure as failure:

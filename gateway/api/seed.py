@@ -49,6 +49,9 @@ async def call(request: Request) -> Response:
     data = chat.served.result.data
     usage, cost = chat.book.charge(chat.served, data.get("usage"))
     answer = simplify(chat.served, usage, cost, chat.book.elapsed_ms())
+    answer.cache = chat.cache_status
+    if chat.served.cached:
+        answer.saved_usd = _dollars(chat.saved())
     chat.book.close()
     return Response(answer.model_dump_json(), media_type="application/json",
                     headers=chat.headers())
@@ -78,6 +81,7 @@ def _stream_format(
             "usage": usage.model_dump(),
             "latency_ms": chat.book.elapsed_ms(),
             "cost_usd": _dollars(cost),
+            "cache": chat.cache_status,
         })) + b"data: [DONE]\n\n"
 
     return render, finish
