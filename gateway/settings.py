@@ -37,6 +37,7 @@ class Settings(BaseSettings):
     timeout_s: float = Field(300.0, gt=0, validation_alias="GATEWAY_TIMEOUT")
     max_concurrency: int = Field(50, ge=1, validation_alias="GATEWAY_MAX_CONCURRENCY")
     workers: int = Field(1, ge=1, validation_alias="GATEWAY_WORKERS")
+    bentoml_telemetry: bool = Field(False, validation_alias="GATEWAY_BENTOML_TELEMETRY")
     max_body_bytes: int = Field(1 << 20, ge=1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
 
     # Retries

@@ -13,9 +13,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
 
 from ..accounting import RequestBook
 from ..chat import plan_chat
@@ -25,8 +25,6 @@ from ..pricing import to_micro
 from .flow import gateway_of
 from .requests import authorize, cancel_on_disconnect, read_json
 from .seed import simplify
-
-router = APIRouter()
 
 
 async def _one(gateway: Gateway, index: int, item: Any, gate: asyncio.Semaphore,
@@ -49,7 +47,6 @@ async def _one(gateway: Gateway, index: int, item: Any, gate: asyncio.Semaphore,
     return {"index": index, "status": 200, "response": answer.model_dump()}, cost or Decimal(0)
 
 
-@router.post("/batch")
 async def batch(request: Request) -> Response:
     started = time.monotonic()
     gateway = gateway_of(request)
@@ -77,3 +74,6 @@ async def batch(request: Request) -> Response:
         "total_cost_usd": float(to_micro(total)),
         "latency_ms": round(1000 * (time.monotonic() - started), 3),
     }), media_type="application/json")
+
+
+routes = [Route("/batch", batch, methods=["POST"])]

@@ -12,9 +12,9 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from ..accounting import RequestBook
 from ..errors import GatewayError
@@ -24,12 +24,9 @@ from ..sse import encode
 from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
 from .requests import authorize, cancel_on_disconnect, read_json
 
-router = APIRouter()
-
 DONE = b"data: [DONE]\n\n"
 
 
-@router.post("/v1/chat/completions")
 async def chat_completions(request: Request) -> Response:
     call = await run_chat(request, "/v1/chat/completions", seed_defaults=False)
     headers = call.headers()
@@ -70,7 +67,6 @@ def _done(usage: Usage, cost: Decimal | None) -> bytes:
     return DONE
 
 
-@router.post("/v1/embeddings")
 async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
     book = RequestBook(gateway.stats, gateway.metrics, "/v1/embeddings")
@@ -90,7 +86,6 @@ async def embeddings(request: Request) -> Response:
     })
 
 
-@router.get("/v1/models")
 async def list_models(request: Request) -> Response:
     gateway = gateway_of(request)
     authorize(request, gateway.settings.api_keys)
@@ -101,7 +96,13 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
-@router.api_route("/v1/{path:path}", methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
-                  include_in_schema=False)
-async def unknown_v1_route(path: str) -> Response:
-    raise GatewayError(404, f"Unknown endpoint /v1/{path}.", code="unknown_url")
+async def unknown_v1_route(request: Request) -> Response:
+    raise GatewayError(404, f"Unknown endpoint {request.url.path}.", code="unknown_url")
+
+
+routes = [
+    Route("/v1/chat/completions", chat_completions, methods=["POST"]),
+    Route("/v1/embeddings", embeddings, methods=["POST"]),
+    Route("/v1/models", list_models, methods=["GET"]),
+    Route("/v1/{path:path}", unknown_v1_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
+]

@@ -7,17 +7,15 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
-from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
 
 from ..pricing import to_micro
 from ..router import Served
 from ..schemas import CallResponse, Usage
 from ..sse import encode
 from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
-
-router = APIRouter()
 
 
 def _dollars(cost: Decimal | None) -> float | None:
@@ -39,7 +37,6 @@ def simplify(served: Served, usage: Usage, cost: Decimal | None, latency_ms: flo
     )
 
 
-@router.post("/call")
 async def call(request: Request) -> Response:
     chat = await run_chat(request, "/call", seed_defaults=True)
     if chat.plan.stream:
@@ -87,7 +84,6 @@ def _stream_format(
     return render, finish
 
 
-@router.get("/models")
 async def models(request: Request) -> Response:
     catalog = gateway_of(request).catalog
     return Response(orjson.dumps({
@@ -110,9 +106,15 @@ async def models(request: Request) -> Response:
     }), media_type="application/json")
 
 
-@router.get("/health")
 async def health(request: Request) -> Response:
     gateway = gateway_of(request)
     report = gateway.stats.snapshot()
     report["breakers"] = gateway.router.breaker_states()
     return Response(orjson.dumps(report), media_type="application/json")
+
+
+routes = [
+    Route("/call", call, methods=["POST"]),
+    Route("/models", models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+]

@@ -36,7 +36,9 @@ def test_build_makes_a_bento_with_the_labels_and_the_catalog(
     assert name == "llm-gateway"
     bento_dir = Path(env["BENTOML_HOME"]) / "bentos" / name / version
     manifest = yaml.safe_load((bento_dir / "bento.yaml").read_text())
-    assert manifest["labels"] == {"team": "platform", "environment": "production"}
+    labels = manifest["labels"]
+    assert (labels["team"], labels["environment"]) == ("platform", "production")
+    assert labels.get("openai_endpoint") == "/v1"  # BentoML's own tag for OpenAI-compatible routes
     assert (bento_dir / "src" / "gateway" / "models.yaml").is_file()
     assert (bento_dir / "src" / "service.py").is_file()
     assert not (bento_dir / "src" / "tests").exists()
