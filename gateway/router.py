@@ -20,10 +20,11 @@ import orjson
 from .breaker import CircuitBreaker, State
 from .catalog import Catalog, ModelEntry
 from .errors import GatewayError
+from .failures import STATUS, TIMEOUT, UpstreamFailure
 from .health import ServiceStats
 from .metrics import Metrics
 from .settings import Settings
-from .upstream import STATUS, TIMEOUT, UpstreamClient, UpstreamFailure, UpstreamReply, UpstreamStream
+from .upstream import UpstreamClient, UpstreamReply, UpstreamStream
 
 T = TypeVar("T")
 

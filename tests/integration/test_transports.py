@@ -1,0 +1,52 @@
+"""The httpx transport (GATEWAY_HTTP_CLIENT=httpx) behaves like the default aiohttp one."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer
+
+MESSAGES = [{"role": "user", "content": "over httpx"}]
+
+
+@pytest.fixture(scope="module")
+def httpx_gateway(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
+    server = GatewayServer(log_dir, fake.base_url, env={
+        "GATEWAY_HTTP_CLIENT": "httpx", "GATEWAY_UPSTREAM_TIMEOUT": "0.5"})
+    yield server
+    server.stop()
+
+
+def test_completions_and_streams_work_over_httpx(httpx_gateway: GatewayServer) -> None:
+    sdk = openai.OpenAI(base_url=httpx_gateway.v1, api_key=CLIENT_KEY, max_retries=0)
+    whole = sdk.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
+    streamed = "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(
+        model="gpt-4.1", messages=MESSAGES, stream=True) if c.choices)
+    assert streamed == whole.choices[0].message.content
+
+
+def test_a_drop_mid_stream_is_an_error_event_over_httpx(
+    httpx_gateway: GatewayServer, fake: FakeProvider
+) -> None:
+    fake.fault(model="gpt-4.1", kind="drop", after_chunks=2)
+    with httpx.stream("POST", f"{httpx_gateway.v1}/chat/completions",
+                      headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                      json={"model": "gpt-4.1", "messages": MESSAGES, "stream": True}) as response:
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert "[DONE]" not in events
+    assert json.loads(events[-1])["error"]["code"] == "stream_truncated"
+
+
+def test_a_hang_falls_back_over_httpx(httpx_gateway: GatewayServer, fake: FakeProvider) -> None:
+    fake.fault(model="deepseek-v3.2", kind="hang")
+    response = httpx.post(f"{httpx_gateway.v1}/chat/completions",
+                          headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10,
+                          json={"model": "deepseek-v3.2", "messages": MESSAGES})
+    assert response.headers["x-gateway-model"] == "gemini-2.5-flash"
+    assert fake.calls("deepseek-v3.2") == 3
