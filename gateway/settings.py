@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -36,7 +37,7 @@ class Settings(BaseSettings):
     # Service and request limits
     timeout_s: float = Field(300.0, gt=0, validation_alias="GATEWAY_TIMEOUT")
     max_concurrency: int = Field(50, ge=1, validation_alias="GATEWAY_MAX_CONCURRENCY")
-    workers: int = Field(1, ge=1, validation_alias="GATEWAY_WORKERS")
+    workers: int | Literal["cpu_count"] = Field(1, validation_alias="GATEWAY_WORKERS")
     bentoml_telemetry: bool = Field(False, validation_alias="GATEWAY_BENTOML_TELEMETRY")
     max_body_bytes: int = Field(1 << 20, ge=1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
 
@@ -77,6 +78,13 @@ class Settings(BaseSettings):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("workers")
+    @classmethod
+    def _positive_workers(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1:
+            raise ValueError("must be at least 1, or 'cpu_count'")
+        return value
 
     @field_validator("http_client")
     @classmethod

@@ -51,13 +51,13 @@ class Bench:
 
     def k6(self, name: str, target: str, body: dict[str, Any], *, rate: int | None = None,
            vus: int | None = None, duration: int = 10, key: str = CLIENT_KEY,
-           raw: bool = False) -> dict[str, Any]:
+           raw: bool = False, unique: bool = False) -> dict[str, Any]:
         """One k6 run; returns its summary metrics (and keeps per-request CSV when ``raw``)."""
         body_file = self.out / f"{name}.body.json"
         body_file.write_text(json.dumps(body))
         summary = self.out / f"{name}.summary.json"
         env = {"TARGET": target, "BODY_FILE": str(body_file), "SUMMARY": str(summary),
-               "DURATION": f"{duration}s", "KEY": key}
+               "DURATION": f"{duration}s", "KEY": key, "UNIQUE": "1" if unique else "0"}
         if rate:
             env |= {"RATE": str(rate), "PREALLOC": str(max(20, rate // 2))}
         else:
@@ -217,6 +217,44 @@ def embeddings(args: argparse.Namespace) -> None:
                 header=["path", "req/s", "errors", "upstream calls"])
 
 
+def cache(args: argparse.Namespace) -> None:
+    """Hit latency, and what the cache costs on a miss, against a gateway without one."""
+    bench = Bench(args.out)
+    d = args.duration
+    rows = []
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, \
+            bench.gateway(fake, GATEWAY_CACHE="true") as on, bench.gateway(fake) as off:
+        httpx.post(f"{on.v1}/chat/completions", json=CHAT,
+                   headers={"Authorization": f"Bearer {CLIENT_KEY}"})  # fill the entry
+        runs = [("direct to the fake provider", f"{fake.base_url}/chat/completions", UPSTREAM_KEY, True),
+                ("gateway, cache off (unique prompts)", f"{off.v1}/chat/completions", CLIENT_KEY, True),
+                ("gateway, cache on, misses (unique prompts)", f"{on.v1}/chat/completions", CLIENT_KEY, True),
+                ("gateway, cache on, hits (one prompt)", f"{on.v1}/chat/completions", CLIENT_KEY, False)]
+        for label, target, key, unique in runs:
+            m = bench.k6(f"cache-{len(rows)}", target, CHAT, rate=100, duration=d, key=key,
+                         unique=unique)
+            rows.append([label, f"{trend(m, 'http_req_duration', 'med'):.2f}",
+                         f"{trend(m, 'http_req_duration', 'p(99)'):.2f}", f"{failed(m):.2%}"])
+        metrics = httpx.get(f"{on.url}/metrics").text
+    lookups = _histogram_quantiles(metrics, "gateway_cache_lookup_seconds", (0.5, 0.99))
+    print_table(f"Cache at 100 req/s for {d} s each (client-side ms)", rows,
+                header=["path", "p50 ms", "p99 ms", "errors"])
+    print(f"\ncache lookup inside the gateway (histogram buckets): p50 <= {lookups[0] * 1000:.2f} ms, "
+          f"p99 <= {lookups[1] * 1000:.2f} ms")
+
+
+def _histogram_quantiles(text: str, name: str, quantiles: tuple[float, ...]) -> list[float]:
+    """Upper bucket bounds holding the given quantiles of a Prometheus histogram."""
+    buckets: list[tuple[float, float]] = []
+    for line in text.splitlines():
+        if line.startswith(f"{name}_bucket"):
+            bound = line.split('le="')[1].split('"')[0]
+            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1])))
+    buckets.sort()
+    total = buckets[-1][1] if buckets else 0.0
+    return [next((b for b, c in buckets if c >= q * total), float("nan")) for q in quantiles]
+
+
 def faults(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
@@ -268,6 +306,9 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=10)
     p.add_argument("--latency-ms", type=int, default=20)
     p.set_defaults(run=embeddings)
+    p = sub.add_parser("cache")
+    p.add_argument("--duration", type=int, default=10)
+    p.set_defaults(run=cache)
     p = sub.add_parser("faults")
     p.set_defaults(run=faults)
     p = sub.add_parser("seed")

@@ -1,6 +1,7 @@
 // One benchmark run, driven by loadtest/bench.py: POST a fixed body to TARGET at a fixed arrival
 // rate (RATE per second) or with a fixed number of VUs (VUS), for DURATION; write the summary to
-// SUMMARY. For streams, http_req_waiting is the time to the first byte.
+// SUMMARY. For streams, http_req_waiting is the time to the first byte. UNIQUE=1 makes every
+// request's last message different (cache-miss runs).
 import http from 'k6/http';
 
 const TARGET = __ENV.TARGET;
@@ -20,8 +21,18 @@ export const options = {
   noConnectionReuse: false,
 };
 
+const UNIQUE = __ENV.UNIQUE === '1';
+const PARSED = UNIQUE ? JSON.parse(BODY) : null;
+
 export default function () {
-  http.post(TARGET, BODY, { headers: HEADERS });
+  let body = BODY;
+  if (UNIQUE) {
+    const messages = PARSED.messages.slice(0, -1);
+    const last = PARSED.messages[PARSED.messages.length - 1];
+    messages.push({ role: last.role, content: `${last.content} #${__VU}-${__ITER}-${Date.now()}` });
+    body = JSON.stringify({ ...PARSED, messages });
+  }
+  http.post(TARGET, body, { headers: HEADERS });
 }
 
 export function handleSummary(data) {
