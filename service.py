@@ -9,6 +9,7 @@ import bentoml
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.context import Gateway
+from gateway.gcwatch import GcWatch
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 
@@ -46,9 +47,16 @@ class LLMGateway:
             logger.warning("GATEWAY_API_KEYS is not set: the gateway accepts every client.")
         if not settings.upstream_api_key:
             logger.warning("HOLYSHEEP_API_KEY is not set: upstream calls carry no key.")
-        self.gateway = Gateway.build(settings, catalog, Metrics())
+        metrics = Metrics()
+        self.gateway = Gateway.build(settings, catalog, metrics)
         app.state.gateway = self.gateway
+        self.gc_watch = GcWatch(metrics)
+
+    @bentoml.on_startup
+    def freeze_start_up_heap(self) -> None:
+        self.gc_watch.install()
 
     @bentoml.on_shutdown
     async def close(self) -> None:
+        self.gc_watch.uninstall()
         await self.gateway.aclose()

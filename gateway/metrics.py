@@ -83,6 +83,9 @@ class Metrics:
         self.cache_entries = Gauge(
             "gateway_cache_entries", "Entries in the in-process cache store.",
             multiprocess_mode="livesum", registry=registry)
+        self.gc_pause = Histogram(
+            "gateway_gc_pause_seconds", "Garbage-collector pauses, by generation.",
+            ["generation"], buckets=OVERHEAD_BUCKETS, registry=registry)
         self.breaker = Gauge(
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)

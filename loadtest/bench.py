@@ -3,6 +3,8 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
 
     python -m loadtest.bench overhead [--rounds 2] [--duration 10]   # issue 6 table + PNG
     python -m loadtest.bench embeddings                               # batching on vs off
+    python -m loadtest.bench cache                                    # hit latency, miss cost
+    python -m loadtest.bench soak [--minutes 10] [--rate 200]         # memory growth, GC pauses
     python -m loadtest.bench faults                                   # 20% 503s on deepseek-v3.2
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
 
@@ -95,7 +97,8 @@ def trend(metrics: dict[str, Any], name: str, stat: str) -> float:
 
 
 def rate(metrics: dict[str, Any]) -> float:
-    return float(metrics["http_reqs"]["values"]["rate"])
+    """Successful requests per second (an error answered fast must not count as throughput)."""
+    return float(metrics["http_reqs"]["values"]["rate"]) * (1 - failed(metrics))
 
 
 def failed(metrics: dict[str, Any]) -> float:
@@ -137,7 +140,9 @@ def overhead(args: argparse.Namespace) -> None:
                     "p99": trend(m, "http_req_waiting", "p(99)"), "failed": failed(m)})
         memory = rss_mb(gw)
         ready = gw.ready_s  # type: ignore[attr-defined]
-    with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", "50") as slow, bench.gateway(slow) as gw:
+    # 100 clients in flight need an admission limit above the default 50 per worker.
+    with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", "50") as slow, \
+            bench.gateway(slow, GATEWAY_MAX_CONCURRENCY="200", GATEWAY_WORKERS=args.workers) as gw:
         for r in range(args.rounds):
             for label, target, key in (("direct", f"{slow.base_url}/chat/completions", UPSTREAM_KEY),
                                        ("gateway", f"{gw.v1}/chat/completions", CLIENT_KEY)):
@@ -157,7 +162,8 @@ def overhead(args: argparse.Namespace) -> None:
                  f"{med('stream-gateway', 'p99') - med('stream-direct', 'p99'):+.2f}"])
     rows.append(["50 VUs, instant provider: req/s direct / gateway",
                  f"{med('vus50-direct', 'rps'):.0f} / {med('vus50-gateway', 'rps'):.0f}"])
-    rows.append(["100 VUs, 50 ms provider: req/s direct / gateway (ratio)",
+    rows.append([f"100 VUs, 50 ms provider ({args.workers} worker(s), GATEWAY_MAX_CONCURRENCY=200): "
+                 "req/s direct / gateway",
                  f"{med('slow-direct', 'rps'):.0f} / {med('slow-gateway', 'rps'):.0f} "
                  f"({med('slow-gateway', 'rps') / med('slow-direct', 'rps'):.1%})"])
     worst_error = max(s["failed"] for runs in stats.values() for s in runs)
@@ -255,6 +261,40 @@ def _histogram_quantiles(text: str, name: str, quantiles: tuple[float, ...]) -> 
     return [next((b for b, c in buckets if c >= q * total), float("nan")) for q in quantiles]
 
 
+def soak(args: argparse.Namespace) -> None:
+    """RSS over a long steady run (growth means a leak) and the GC pauses it saw."""
+    bench = Bench(args.out)
+    seconds = int(args.minutes * 60)
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
+        bench.k6("soak-warmup", f"{gw.v1}/chat/completions", CHAT, rate=args.rate, duration=10,
+                 unique=True)
+        samples = [(0, rss_mb(gw))]
+        body_file = args.out / "soak.body.json"
+        body_file.write_text(json.dumps(CHAT))
+        summary = args.out / "soak.summary.json"
+        proc = subprocess.Popen(
+            [k6_binary(), "run", "--quiet", "--no-usage-report",
+             "-e", f"TARGET={gw.v1}/chat/completions", "-e", f"BODY_FILE={body_file}",
+             "-e", f"SUMMARY={summary}", "-e", f"DURATION={seconds}s", "-e", f"RATE={args.rate}",
+             "-e", "PREALLOC=50", "-e", "UNIQUE=1", "-e", f"KEY={CLIENT_KEY}",
+             str(ROOT / "loadtest" / "k6-bench.js")], stdout=subprocess.DEVNULL)
+        started = time.monotonic()
+        while proc.poll() is None and time.monotonic() - started < seconds + 60:
+            time.sleep(min(30, seconds / 10))
+            samples.append((round(time.monotonic() - started), rss_mb(gw)))
+        proc.wait(timeout=60)
+        m = json.loads(summary.read_text())["metrics"]
+        metrics = httpx.get(f"{gw.url}/metrics").text
+    pauses = _histogram_quantiles(metrics, "gateway_gc_pause_seconds", (0.5, 0.99, 1.0))
+    rows = [["requests", f"{int(m['http_reqs']['values']['count'])} at {args.rate}/s, "
+                         f"{failed(m):.2%} failed"],
+            ["RSS at start / end (MB)", f"{samples[0][1]} / {samples[-1][1]}"],
+            ["RSS samples (s: MB)", ", ".join(f"{t}: {r[0] if r else '?'}" for t, r in samples)],
+            ["GC pauses p50 / p99 / max (upper bucket bound, ms)",
+             " / ".join(f"{p * 1000:g}" for p in pauses)]]
+    print_table(f"Soak: {args.minutes:g} min of non-streaming completions through one worker", rows)
+
+
 def faults(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
@@ -300,6 +340,7 @@ def main() -> None:
     p = sub.add_parser("overhead")
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=10)
+    p.add_argument("--workers", default="1", help="GATEWAY_WORKERS for the 50 ms provider run")
     p.set_defaults(run=overhead)
     p = sub.add_parser("embeddings")
     p.add_argument("--vus", type=int, default=64)
@@ -309,6 +350,10 @@ def main() -> None:
     p = sub.add_parser("cache")
     p.add_argument("--duration", type=int, default=10)
     p.set_defaults(run=cache)
+    p = sub.add_parser("soak")
+    p.add_argument("--minutes", type=float, default=10)
+    p.add_argument("--rate", type=int, default=200)
+    p.set_defaults(run=soak)
     p = sub.add_parser("faults")
     p.set_defaults(run=faults)
     p = sub.add_parser("seed")
