@@ -158,6 +158,9 @@ class _HttpxStream:
         self.headers: Mapping[str, str] = response.headers
 
     async def chunks(self) -> AsyncIterator[bytes]:
+        if self._response.is_stream_consumed:  # a transport that answered with the whole body
+            yield self._response.content
+            return
         try:
             async for chunk in self._response.aiter_raw():
                 yield chunk
