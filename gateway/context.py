@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from .cache.memory import MemoryStore
 from .cache.redis import RedisStore
-from .cache.tiers import ResponseCache, Store
+from .cache.tiers import ResponseCache, SemanticTier, Store
 from .catalog import Catalog
 from .embeddings import Embeddings
 from .health import ServiceStats
@@ -26,6 +27,7 @@ class Gateway:
     metrics: Metrics
     embeddings: Embeddings
     cache: ResponseCache | None
+    semantic: SemanticTier | None
 
     @classmethod
     def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics) -> Gateway:
@@ -44,10 +46,58 @@ class Gateway:
                 store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes,
                                     settings.cache_ttl_s)
             cache = ResponseCache(store, metrics, store_length=settings.cache_store_length)
-        return cls(settings, catalog, upstream, router, stats, metrics, embeddings, cache)
+        semantic = build_semantic_tier(settings, router, metrics) if cache is not None else None
+        return cls(settings, catalog, upstream, router, stats, metrics, embeddings, cache,
+                   semantic)
 
     async def aclose(self) -> None:
+        if self.semantic is not None:
+            await self.semantic.aclose()
         if self.cache is not None:
             await self.cache.aclose()
         await self.embeddings.aclose()
         await self.upstream.aclose()
+
+
+def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) -> SemanticTier | None:
+    """The semantic tier, when switched on: its embedder behind the one batcher, its index, and
+    the Redis log that keeps replicas' indexes in step."""
+    if not settings.semantic_cache:
+        return None
+    import numpy as np
+
+    from .batching import Batcher
+    from .cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
+    from .cache.index import RedisVectorLog, VectorIndex
+    from .cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+
+    embedder: Embedder
+    if settings.semantic_embedder == "local":
+        embedder = LocalMiniLM()
+    else:
+        model = settings.semantic_embedding_model
+
+        async def upstream_vectors(texts: list[str]) -> list[list[float]]:
+            served = await router.embed(model, {"input": texts},
+                                        time.monotonic() + settings.upstream_timeout_s)
+            rows = sorted(served.result.data.get("data") or [], key=lambda r: r.get("index", 0))
+            return [row["embedding"] for row in rows]
+
+        embedder = UpstreamEmbedder(upstream_vectors, dim=0)
+
+    async def embed_rows(texts: list[str]) -> list[np.ndarray]:
+        return list(await embedder.embed(texts))
+
+    batcher: Batcher[str, np.ndarray] = Batcher(
+        embed_rows, max_batch_size=settings.batch_max_size,
+        max_latency_s=settings.batch_max_latency_ms / 1000, max_concurrent=1,
+        observe=lambda size, wait: metrics.batch_size.observe(size))
+    log = None
+    if settings.redis_url:
+        log = RedisVectorLog(settings.redis_url, settings.cache_max_entries,
+                             timeout_s=settings.cache_redis_timeout_s,
+                             on_error=metrics.cache_store_errors.inc)
+    return SemanticTier(batcher.submit, VectorIndex(settings.cache_max_entries),
+                        SemanticMatcher(settings.semantic_threshold or DEFAULT_THRESHOLD),
+                        metrics, settings.cache_ttl_s, log)
+

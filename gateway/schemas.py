@@ -54,6 +54,7 @@ class CallResponse(BaseModel):
     latency_ms: float
     cost_usd: float | None
     cache: str | None = None
+    similarity: float | None = None
     saved_usd: float | None = None
 
 

@@ -64,6 +64,13 @@ class Settings(BaseSettings):
     cache_max_bytes: int = Field(64 << 20, ge=1024, validation_alias="GATEWAY_CACHE_MAX_BYTES")
     cache_store_length: bool = Field(False, validation_alias="GATEWAY_CACHE_STORE_LENGTH")
     cache_redis_timeout_s: float = Field(0.1, gt=0, validation_alias="GATEWAY_CACHE_REDIS_TIMEOUT")
+    semantic_cache: bool = Field(False, validation_alias="GATEWAY_SEMANTIC_CACHE")
+    semantic_threshold: float | None = Field(None, gt=0, le=1,
+                                             validation_alias="GATEWAY_SEMANTIC_THRESHOLD")
+    semantic_embedder: Literal["local", "upstream"] = Field(
+        "local", validation_alias="GATEWAY_SEMANTIC_EMBEDDER")
+    semantic_embedding_model: str = Field("text-embedding-3-small",
+                                          validation_alias="GATEWAY_SEMANTIC_EMBEDDING_MODEL")
 
     # Circuit breaker
     breaker_failures: int = Field(5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")

@@ -16,9 +16,11 @@ from starlette.requests import Request
 
 from ..accounting import RequestBook
 from ..cache.entry import CachedAnswer
-from ..cache.keys import exact_key
+from ..cache.keys import exact_key, semantic_scope
 from ..cache.replay import Assembler, ReplayStream
+from ..cache.semantic import conversation_text
 from ..cache.tiers import Directives
+from ..cache.verify import covered_language
 from ..chat import ChatPlan, plan_chat
 from ..context import Gateway
 from ..errors import GatewayError
@@ -43,19 +45,34 @@ class ChunkStream(Protocol):
 
 
 @dataclass(slots=True)
+class CacheTicket:
+    """A request's place in the cache: its exact key, whether its answer may be stored, and
+    (with the semantic tier) its scope, text and vector."""
+
+    key: str
+    store: bool
+    scope: str | None = None
+    text: str | None = None
+    vector: Any = None
+
+
+@dataclass(slots=True)
 class ChatCall:
     gateway: Gateway
     book: RequestBook
     plan: ChatPlan
     served: Served
-    cache_status: str | None = None  # hit | coalesced | miss; None when the cache is off
-    cache_key: str | None = None  # set when the answer may be stored
+    cache_status: str | None = None  # hit | semantic-hit | coalesced | miss; None: cache off
+    ticket: CacheTicket | None = None  # set when the answer may be stored
+    similarity: float | None = None
 
     def headers(self) -> dict[str, str]:
         headers = {"x-gateway-model": self.served.name,
                    "x-gateway-attempts": str(self.served.attempts)}
         if self.cache_status is not None:
             headers["x-gateway-cache"] = self.cache_status
+        if self.similarity is not None:
+            headers["x-gateway-cache-similarity"] = f"{self.similarity:.4f}"
         if self.served.cached:
             headers["x-gateway-saved-usd"] = format_usd(self.saved())
         return headers
@@ -64,14 +81,21 @@ class ChatCall:
         tokens = read_usage(self.served.result_usage())
         return cost_usd(self.served.entry, *tokens) if tokens else Decimal(0)
 
+    @property
+    def storing(self) -> bool:
+        return self.ticket is not None and self.ticket.store
+
     def remember(self, body: bytes, usage: Any, finish_reasons: list[str | None]) -> None:
         """Store a complete answer, if this request may be stored and the answer deserves it."""
-        cache = self.gateway.cache
-        if cache is None or self.cache_key is None or not cache.storable(finish_reasons):
+        cache, ticket = self.gateway.cache, self.ticket
+        if cache is None or ticket is None or not ticket.store or not cache.storable(finish_reasons):
             return
         tokens = read_usage(usage) or (0, 0)
-        cache.save(self.cache_key, CachedAnswer(body, self.served.name, *tokens,
-                                                cost_usd(self.served.entry, *tokens), time.time()))
+        cache.save(ticket.key, CachedAnswer(body, self.served.name, *tokens,
+                                            cost_usd(self.served.entry, *tokens), time.time()))
+        semantic = self.gateway.semantic
+        if semantic is not None and ticket.vector is not None and ticket.scope and ticket.text:
+            semantic.remember(ticket.scope, ticket.key, ticket.text, ticket.vector)
 
 
 def gateway_of(request: Request) -> Gateway:
@@ -93,6 +117,28 @@ def _share(served: Served) -> CachedAnswer:
                         time.time())
 
 
+async def _semantic_lookup(gateway: Gateway, tenant: bytes | None, plan: ChatPlan,
+                           ticket: CacheTicket) -> tuple[CachedAnswer, float] | None:
+    """The semantic tier's answer, if it has a safe one; fills the ticket's vector either way,
+    so the answer can be filed under it. Text the embedder does not cover skips the tier."""
+    semantic, cache = gateway.semantic, gateway.cache
+    if semantic is None or cache is None:
+        return None
+    text = conversation_text(plan.payload.get("messages") or [])
+    if not covered_language(text):
+        return None
+    ticket.scope, ticket.text = semantic_scope(tenant, plan.model, plan.payload), text
+    match = await semantic.lookup(ticket.scope, text)
+    ticket.vector = match.vector
+    if match.key is None:
+        return None
+    answer = await cache.lookup(match.key)
+    if answer is None:  # expired or evicted from the store: drop it from the index too
+        semantic.forget(ticket.scope, match.key)
+        return None
+    return answer, match.similarity
+
+
 async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> ChatCall:
     """Everything up to the upstream's answer (or its opened stream, or the cache's)."""
     gateway = gateway_of(request)
@@ -112,25 +158,33 @@ async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> C
             return ChatCall(gateway, book, plan, served)
 
         directives = Directives.parse(request.headers.get("cache-control"))
-        key = exact_key(tenant, plan.model, plan.payload)
-        store_key = key if directives.store else None
+        ticket = CacheTicket(exact_key(tenant, plan.model, plan.payload), directives.store)
         if directives.lookup:
-            answer = await cache.lookup(key)
+            answer = await cache.lookup(ticket.key)
             if answer is not None:
+                cache.count("hit", answer)
                 return ChatCall(gateway, book, plan, _from_cache(gateway, plan, answer), "hit")
+            hit = await _semantic_lookup(gateway, tenant, plan, ticket)
+            if hit is not None:
+                answer, similarity = hit
+                cache.count("semantic_hit", answer)
+                return ChatCall(gateway, book, plan, _from_cache(gateway, plan, answer),
+                                "semantic-hit", similarity=similarity)
         if plan.stream or not directives.lookup:
             served = await cancel_on_disconnect(request, route(plan.model, plan.payload, deadline))
         else:
             result = await cancel_on_disconnect(request, cache.coalesced(
-                key, lambda: route(plan.model, plan.payload, deadline), _share))
+                ticket.key, lambda: route(plan.model, plan.payload, deadline), _share))
             if isinstance(result, CachedAnswer):
+                cache.count("coalesced")
                 return ChatCall(gateway, book, plan, _from_cache(gateway, plan, result), "coalesced")
             served = result
+        cache.count("miss")
     except GatewayError as error:
         book.close(error=error)
         raise
     book.served(plan.model, served)
-    call = ChatCall(gateway, book, plan, served, "miss", store_key)
+    call = ChatCall(gateway, book, plan, served, "miss", ticket)
     if not plan.stream:
         data = served.result.data
         call.remember(served.result.body, data.get("usage"),
@@ -148,7 +202,7 @@ async def relay(
     ``[DONE]``, so no client mistakes a cut answer for a whole one. Only a stream that ended
     normally is offered to the cache."""
     stream: ChunkStream = call.served.result
-    assembler = Assembler() if call.cache_key is not None else None
+    assembler = Assembler() if call.storing else None
     first = True
     try:
         async for raw, chunk in stream:

@@ -47,6 +47,7 @@ async def call(request: Request) -> Response:
     usage, cost = chat.book.charge(chat.served, data.get("usage"))
     answer = simplify(chat.served, usage, cost, chat.book.elapsed_ms())
     answer.cache = chat.cache_status
+    answer.similarity = chat.similarity
     if chat.served.cached:
         answer.saved_usd = _dollars(chat.saved())
     chat.book.close()

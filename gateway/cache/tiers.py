@@ -1,5 +1,5 @@
-"""The response cache in front of the router: exact lookup, coalescing of identical requests in
-flight, and storing only complete, successful answers.
+"""The response cache in front of the router: exact lookup, the optional semantic tier,
+coalescing of identical requests in flight, and storing only complete, successful answers.
 
 Cache-Control from the client: ``no-cache`` skips the lookup (and coalescing), ``no-store``
 keeps the answer out of the cache. Never stored: errors, truncated streams, and
@@ -14,8 +14,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
+import numpy as np
+
 from ..metrics import Metrics
 from .entry import CachedAnswer
+from .index import RedisVectorLog, VectorIndex
+from .semantic import SemanticMatcher
 
 T = TypeVar("T")
 
@@ -47,20 +51,23 @@ class ResponseCache:
         self._writes: set[asyncio.Task[None]] = set()
 
     async def lookup(self, key: str) -> CachedAnswer | None:
+        """The stored answer under ``key``, if any (results are counted by ``count``)."""
         started = time.perf_counter()
         raw = await self._store.get(key)
         self._metrics.cache_lookup.observe(time.perf_counter() - started)
         if raw is None:
-            self._metrics.cache_results.labels("miss").inc()
             return None
         try:
-            answer = CachedAnswer.loads(raw)
+            return CachedAnswer.loads(raw)
         except (ValueError, KeyError, TypeError):
             self._metrics.cache_results.labels("error").inc()
             return None
-        self._metrics.cache_results.labels("hit").inc()
-        self._metrics.cache_saved.inc(float(answer.cost_usd))
-        return answer
+
+    def count(self, result: str, answer: CachedAnswer | None = None) -> None:
+        """One result per request: hit, semantic_hit, coalesced or miss."""
+        self._metrics.cache_results.labels(result).inc()
+        if answer is not None and result != "coalesced":
+            self._metrics.cache_saved.inc(float(answer.cost_usd))
 
     def storable(self, finish_reasons: list[str | None]) -> bool:
         if not finish_reasons or any(r is None for r in finish_reasons):
@@ -93,7 +100,6 @@ class ResponseCache:
             answer = await asyncio.shield(leader)
             if answer is None:
                 return await compute()
-            self._metrics.cache_results.labels("coalesced").inc()
             return answer
         future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
@@ -116,3 +122,57 @@ class ResponseCache:
         if self._writes:
             await asyncio.gather(*self._writes, return_exceptions=True)
         await self._store.aclose()
+
+
+@dataclass(slots=True)
+class SemanticMatch:
+    """What the semantic tier found for a request, and the vector to file it under later."""
+
+    vector: np.ndarray
+    key: str | None = None
+    similarity: float = 0.0
+
+
+class SemanticTier:
+    """Embeds the conversation (in batches: a burst of requests costs one forward pass), finds
+    the nearest earlier request in the same scope and lets the matcher decide."""
+
+    def __init__(self, embed: Callable[[list[str]], Awaitable[list[np.ndarray]]],
+                 index: VectorIndex, matcher: SemanticMatcher, metrics: Metrics, ttl_s: float,
+                 log: RedisVectorLog | None = None) -> None:
+        self._embed = embed
+        self._index = index
+        self._matcher = matcher
+        self._metrics = metrics
+        self._ttl_s = ttl_s
+        self._log = log
+        self._writes: set[asyncio.Task[None]] = set()
+
+    async def lookup(self, scope: str, text: str) -> SemanticMatch:
+        (vector,) = await self._embed([text])
+        if self._log is not None:
+            await self._log.pull(self._index)
+        match = SemanticMatch(vector)
+        neighbour = self._index.nearest(scope, vector)
+        if neighbour is not None:
+            accepted, _ = self._matcher.accept(text, neighbour.text, neighbour.similarity)
+            if accepted:
+                match.key, match.similarity = neighbour.key, neighbour.similarity
+        return match
+
+    def forget(self, scope: str, key: str) -> None:
+        self._index.discard(scope, key)
+
+    def remember(self, scope: str, key: str, text: str, vector: np.ndarray) -> None:
+        expires = time.time() + self._ttl_s
+        self._index.add(scope, key, vector, text, expires)
+        if self._log is not None:
+            task = asyncio.ensure_future(self._log.append(scope, key, vector, text, expires))
+            self._writes.add(task)
+            task.add_done_callback(self._writes.discard)
+
+    async def aclose(self) -> None:
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
+        if self._log is not None:
+            await self._log.aclose()
