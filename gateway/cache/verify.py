@@ -135,20 +135,37 @@ def covered_language(text: str) -> bool:
     if not letters:
         return False
     foreign = sum(1 for c in letters if ord(c) > 127)
-    if foreign / len(letters) > 0.02:
+    if foreign / len(letters) > 0.06:
         return False
     words = [w.lower() for w in re.findall(r"[A-Za-z]+", text)]
     vietnamese = sum(1 for w in words if w in VIETNAMESE_ASCII)
     return vietnamese < 2 or vietnamese / len(words) < 0.25
 
 
+SCALES = {"hundred": 100, "thousand": 1000, "million": 10**6, "billion": 10**9}
+
+
 def _numbers(words: list[str]) -> Counter[str]:
+    """Numbers as values: "200", "two hundred" and "2,00" would all read 200 ("2,00" as 200)."""
     found: Counter[str] = Counter()
-    for w in words:
+    pending: int | None = None  # a spelled-out cardinal being read ("two hundred five")
+    for w in [*words, ""]:
+        value = NUMBER_WORDS.get(w)
+        if value is not None and value.isdigit():
+            n = int(value)
+            if w in SCALES:
+                pending = (pending or 1) * n
+            else:
+                pending = (pending or 0) + n
+            continue
+        if pending is not None:
+            found[str(pending)] += 1
+            pending = None
         if NUMBER.fullmatch(w):
-            found[w.replace(",", "").rstrip("0").rstrip(".") if "." in w else w.replace(",", "")] += 1
-        elif w in NUMBER_WORDS:
-            found[NUMBER_WORDS[w]] += 1
+            plain = w.replace(",", "")
+            found[plain.rstrip("0").rstrip(".") if "." in plain else plain] += 1
+        elif value is not None:
+            found[value] += 1
     return found
 
 
@@ -166,8 +183,8 @@ def negations_match(a: list[str], b: list[str]) -> bool:
 def _key_sequence(words: list[str], original: str) -> list[str]:
     capitalised = {w.lower() for w in re.findall(r"(?<![.!?]\s)(?<!^)\b[A-Z][a-zA-Z]+", _fold(original))}
     idents = {m.lower() for m in IDENTIFIER.findall(_fold(original))}
-    return [w for w in words if w in KEY_TERMS or w in capitalised or w in idents
-            or NUMBER.fullmatch(w) or w in NUMBER_WORDS]
+    return [w for w in words if (w in KEY_TERMS or w in capitalised or w in idents)
+            and w not in FORMATS and w not in NUMBER_WORDS]
 
 
 def key_terms_match(a: list[str], b: list[str], text_a: str, text_b: str) -> bool:
@@ -239,7 +256,6 @@ GUARDS: list[tuple[str, Callable[[list[str], list[str]], bool]]] = [
     ("direction reversed", directions_match),
     ("output format or constraint differs", formats_match),
     ("opposite terms", antonyms_match),
-    ("one content word swapped", substitution_is_synonym),
 ]
 
 
@@ -249,9 +265,11 @@ def compatible(a: str, b: str) -> tuple[bool, str]:
     if not covered_language(a) or not covered_language(b):
         return False, "language not covered by the embedder"
     words_a, words_b = tokens(a), tokens(b)
-    if not key_terms_match(words_a, words_b, a, b):
-        return False, "named entities, units or languages differ"
     for name, guard in GUARDS:
         if not guard(words_a, words_b):
             return False, name
+    if not key_terms_match(words_a, words_b, a, b):
+        return False, "named entities, units or languages differ"
+    if not substitution_is_synonym(words_a, words_b):
+        return False, "one content word swapped"
     return True, ""
