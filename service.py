@@ -6,6 +6,7 @@ import logging
 
 import bentoml
 
+from gateway import bentoml_fixes
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.context import Gateway
@@ -15,6 +16,7 @@ from gateway.settings import Settings
 
 logger = logging.getLogger("gateway")
 
+bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
 app = create_app(settings.max_concurrency)
