@@ -184,7 +184,8 @@ def test_every_problem_is_listed_in_one_message(tmp_path: Path) -> None:
     raw["models"]["deepseek-v3.2"]["temperature"] = 3
     message = load_error(write(tmp_path, raw))
     assert "models.deepseek-v3.2.temperature: Input should be less than or equal to 2" in message
-    assert "models.gpt-4.1.input_usd_per_mtok: Input should be greater than or equal to 0" in message
+    assert ("models.gpt-4.1.input_usd_per_mtok: Input should be greater than or equal to 0"
+            in message)
     assert message.count("; ") == 1
 
 

@@ -100,7 +100,8 @@ def test_an_embedding_model_has_no_output_price() -> None:
 
 
 def test_read_usage_returns_prompt_and_completion_counts() -> None:
-    assert read_usage({"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}) == (12, 34)
+    usage = {"prompt_tokens": 12, "completion_tokens": 34, "total_tokens": 46}
+    assert read_usage(usage) == (12, 34)
 
 
 def test_read_usage_defaults_missing_completion_tokens_to_zero() -> None:

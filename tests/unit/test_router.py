@@ -222,6 +222,17 @@ async def test_a_4xx_without_an_error_type_is_an_invalid_request(mock: respx.Moc
     assert route.call_count == 1
 
 
+async def test_a_5xx_outside_the_retry_statuses_is_relayed_without_retry_or_fallback(
+    mock: respx.MockRouter,
+) -> None:
+    route = mock.post(URL).respond(
+        500, json={"error": {"message": "internal", "type": "server_error"}})
+    failure = await gateway_error(make_router(mock, GATEWAY_RETRY_STATUSES="429,503").complete(
+        "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
+    assert (failure.status, failure.message, failure.type) == (500, "internal", "server_error")
+    assert route.call_count == 1
+
+
 @pytest.mark.parametrize("status", [401, 403])
 async def test_upstream_rejecting_the_gateways_key_is_a_502(
     mock: respx.MockRouter, status: int,
@@ -302,7 +313,8 @@ async def test_all_timeouts_are_a_504(mock: respx.MockRouter) -> None:
     route = mock.post(URL).mock(side_effect=httpx.ReadTimeout("slow"))
     failure = await gateway_error(make_router(mock).complete(
         "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
-    assert (failure.status, failure.type, failure.code) == (504, "timeout_error", "upstream_timeout")
+    assert (failure.status, failure.type, failure.code) == (
+        504, "timeout_error", "upstream_timeout")
     assert failure.message == (
         "The upstream timed out: "
         "deepseek-v3.2: the upstream did not answer in time (after 3 attempts); "
@@ -317,7 +329,8 @@ async def test_timeouts_mixed_with_other_failures_are_a_502(mock: respx.MockRout
     failure = await gateway_error(make_router(mock, GATEWAY_RETRY_ATTEMPTS=2).complete(
         "gpt-4.1", {"messages": MESSAGES}, deadline()))
     assert (failure.status, failure.code) == (502, "upstream_error")
-    assert failure.message == "The upstream failed: gpt-4.1: HTTP 502: bad gateway (after 2 attempts)."
+    assert failure.message == (
+        "The upstream failed: gpt-4.1: HTTP 502: bad gateway (after 2 attempts).")
 
 
 # --- circuit breakers -----------------------------------------------------------------------
@@ -366,13 +379,59 @@ async def test_failures_open_the_breaker_and_the_next_request_is_refused(
     router = make_router(mock, GATEWAY_BREAKER_FAILURES=2)
     failure = await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES}, deadline()))
     assert route.call_count == 2   # the third attempt met an open breaker
-    assert failure.status == 502
-    assert failure.message == "The upstream failed: gpt-4.1: circuit open."
+    assert (failure.status, failure.code) == (502, "upstream_error")
     assert router.breaker_states()["gpt-4.1"] == "open"
     refused = await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES}, deadline()))
     assert (refused.status, refused.code, refused.headers) == (503, "circuit_open",
                                                                {"Retry-After": "15"})
     assert route.call_count == 2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (minor): when a model's breaker opens between two retries of the same request, "
+    "router.py:129-131 records only '<model>: circuit open' in `tried`; the failures that "
+    "opened it (here HTTP 500: boom) never reach the error message"))
+async def test_a_breaker_opened_by_this_requests_failures_still_reports_them(
+    mock: respx.MockRouter,
+) -> None:
+    mock.post(URL).respond(500, json={"error": {"message": "boom"}})
+    router = make_router(mock, GATEWAY_BREAKER_FAILURES=2)
+    failure = await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES}, deadline()))
+    assert "HTTP 500: boom" in failure.message
+
+
+@pytest.mark.parametrize(("retry_in", "header"), [(6.75, "7"), (14.0, "14"), (0.2, "1"),
+                                                  (0.0, "1")])
+async def test_the_circuit_open_retry_after_is_the_cooldown_left_rounded_up(
+    mock: respx.MockRouter, retry_in: float, header: str,
+) -> None:
+    router = make_router(mock)
+    clock = Clock()
+    fake_clock_breakers(router, clock)
+    for name in CHAIN:
+        router.breakers[name].record_failure()
+    clock.now += 15.0 - retry_in
+    if retry_in == 0.0:  # cooldown over: hold each half-open breaker's probe slot
+        assert all(router.breakers[name].allow() for name in CHAIN)
+    failure = await gateway_error(router.complete(
+        "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
+    assert (failure.status, failure.headers) == (503, {"Retry-After": header})
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG (minor): router.py:222 computes Retry-After as round(retry_in + 0.5); Python rounds "
+    "half to even, so a remaining cooldown of exactly 15.0 s gives 16 (while 14.0 s gives 14)"))
+async def test_a_whole_number_of_seconds_left_is_not_rounded_up_further(
+    mock: respx.MockRouter,
+) -> None:
+    router = make_router(mock)
+    clock = Clock()
+    fake_clock_breakers(router, clock)
+    for name in CHAIN:
+        router.breakers[name].record_failure()
+    failure = await gateway_error(router.complete(
+        "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
+    assert failure.headers == {"Retry-After": "15"}
 
 
 async def test_an_open_breaker_skips_to_the_next_model(mock: respx.MockRouter) -> None:
@@ -469,7 +528,8 @@ async def test_a_deadline_already_past_is_a_504_without_an_upstream_call(
     router = make_router(mock, GATEWAY_TIMEOUT=30)
     failure = await gateway_error(router.complete(
         "gpt-4.1", {"messages": MESSAGES}, time.monotonic() - 1))
-    assert (failure.status, failure.type, failure.code) == (504, "timeout_error", "deadline_exceeded")
+    assert (failure.status, failure.type, failure.code) == (
+        504, "timeout_error", "deadline_exceeded")
     assert failure.message == "The request's deadline of 30 s ran out."
     assert route.call_count == 0
     assert router.breaker_states()["gpt-4.1"] == "closed"
@@ -478,11 +538,14 @@ async def test_a_deadline_already_past_is_a_504_without_an_upstream_call(
 async def test_a_deadline_running_out_during_the_chain_is_a_504_naming_what_was_tried(
     mock: respx.MockRouter,
 ) -> None:
+    asked: list[str] = []
+
     async def slow(request: httpx.Request) -> httpx.Response:
+        asked.append(orjson.loads(request.content)["model"])
         await asyncio.sleep(1)
         return httpx.Response(200, json=completion("deepseek-v3.2"))
 
-    route = mock.post(URL).mock(side_effect=slow)
+    mock.post(URL).mock(side_effect=slow)
     started = time.monotonic()
     failure = await gateway_error(make_router(mock, GATEWAY_TIMEOUT=30).complete(
         "deepseek-v3.2", {"messages": MESSAGES}, deadline(0.05)))
@@ -491,7 +554,7 @@ async def test_a_deadline_running_out_during_the_chain_is_a_504_naming_what_was_
     assert failure.message == (
         "The request's deadline of 30 s ran out. Tried: deepseek-v3.2: the upstream did not "
         "answer in time (after 1 attempt).")
-    assert route.call_count == 1
+    assert asked == ["deepseek-v3.2"]  # cancelled at the deadline, so respx never logged it
 
 
 async def test_a_probe_stopped_by_the_deadline_is_released(mock: respx.MockRouter) -> None:

@@ -99,7 +99,8 @@ def test_only_one_space_after_the_colon_is_dropped(line: bytes, data: bytes) -> 
 
 def test_an_unterminated_event_is_pending() -> None:
     decoder = EventDecoder()
-    assert decoder.feed(b'data: {"n": 1}\n\ndata: {"n": 2') == [Event(b'data: {"n": 1}', b'{"n": 1}')]
+    events = decoder.feed(b'data: {"n": 1}\n\ndata: {"n": 2')
+    assert events == [Event(b'data: {"n": 1}', b'{"n": 1}')]
     assert decoder.pending == b'data: {"n": 2'
 
 

@@ -28,7 +28,8 @@ def make_settings(**overrides: object) -> Settings:
         "GATEWAY_UPSTREAM_TIMEOUT": 5, "GATEWAY_STREAM_IDLE_TIMEOUT": 5,
         **overrides,
     }
-    return Settings(**{k: str(v) for k, v in values.items() if v is not None})  # type: ignore[arg-type]
+    env = {k: str(v) for k, v in values.items() if v is not None}
+    return Settings(**env)  # type: ignore[arg-type]
 
 
 @pytest.fixture
