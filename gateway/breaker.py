@@ -68,6 +68,8 @@ class CircuitBreaker:
         return True
 
     def record_success(self) -> None:
+        if self._state is State.OPEN:
+            return  # a call that started before the breaker opened proves nothing now
         self._probe_in_flight = False
         self._consecutive = 0
         if self._state is not State.CLOSED:
@@ -78,6 +80,8 @@ class CircuitBreaker:
             self._record(True)
 
     def record_failure(self) -> None:
+        if self._state is State.OPEN:
+            return  # a late failure must not restart the cooldown
         self._probe_in_flight = False
         if self._state is State.HALF_OPEN:
             self._open()

@@ -41,10 +41,15 @@ class Catalog(BaseModel):
     def _references_exist(self) -> Catalog:
         if self.default_model not in self.models:
             raise ValueError(f"default_model {self.default_model!r} is not in models")
+        if self.models[self.default_model].kind != "chat":
+            raise ValueError(f"default_model {self.default_model!r} is not a chat model")
         for name, chain in self.fallbacks.items():
             for target in (name, *chain):
                 if target not in self.models:
                     raise ValueError(f"fallbacks.{name}: {target!r} is not in models")
+                if self.models[target].kind != self.models[name].kind:
+                    raise ValueError(f"fallbacks.{name}: {target!r} is a "
+                                     f"{self.models[target].kind} model, {name!r} is not")
         return self
 
     def get(self, name: str) -> ModelEntry | None:

@@ -33,7 +33,8 @@ class UpstreamFailure(Exception):
 
     @property
     def is_client_error(self) -> bool:
-        """The request itself was refused (a 4xx other than 429): no retry, no fallback."""
+        """An upstream answer with a status outside GATEWAY_RETRY_STATUSES (by default every 4xx
+        but 429, and 501): the request itself was refused, so no retry and no fallback."""
         return self.kind == STATUS and self.status is not None and not self.retryable
 
     def describe(self) -> str:

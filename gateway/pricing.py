@@ -33,6 +33,7 @@ def read_usage(usage: object) -> tuple[int, int] | None:
     if not isinstance(usage, dict):
         return None
     prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens", 0)
-    if not isinstance(prompt, int) or not isinstance(completion, int):
-        return None
+    for count in (prompt, completion):
+        if not isinstance(count, int) or isinstance(count, bool) or count < 0:
+            return None
     return prompt, completion

@@ -2,13 +2,14 @@
 
 For each model of the chain (the requested one first): skip it if its breaker is open, else try
 it up to ``retry_max_attempts`` times, waiting between tries as ``Retry-After`` says (capped) or
-by exponential backoff with full jitter. A client error (4xx but 429) ends everything at once;
-any other failure moves on to the next model. No wait may run past the request's deadline.
+by exponential backoff with full jitter. An upstream status outside GATEWAY_RETRY_STATUSES (by
+default a 4xx but 429) ends everything at once; any other failure moves on to the next model. No wait may run past the request's deadline.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -127,7 +128,11 @@ class Router:
             next(waits)
             for attempt in range(1, self._settings.retry_max_attempts + 1):
                 if not breaker.allow():
-                    tried.append(f"{name}: circuit open")
+                    if attempt == 1:
+                        tried.append(f"{name}: circuit open")
+                    else:  # this request's own failures opened it: say what they were
+                        tried.append(f"{name}: {failures[-1].describe()} (after {attempt - 1} "
+                                     f"attempt{'s' if attempt > 2 else ''}; circuit now open)")
                     break
                 budget = deadline - time.monotonic()
                 if budget <= 0:
@@ -219,7 +224,7 @@ class Router:
                 f"Every model in the chain is temporarily disabled: {summary}.",
                 type="upstream_error",
                 code="circuit_open",
-                headers={"Retry-After": str(max(1, round(retry_in + 0.5)))},
+                headers={"Retry-After": str(max(1, math.ceil(retry_in)))},
             )
         if all(f.kind == TIMEOUT for f in failures):
             return GatewayError(504, f"The upstream timed out: {summary}.",

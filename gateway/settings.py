@@ -86,6 +86,14 @@ class Settings(BaseSettings):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
 
+    @field_validator("retry_statuses_csv")
+    @classmethod
+    def _statuses_are_numbers(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip() and not (part.strip().isdigit() and 100 <= int(part) <= 599):
+                raise ValueError(f"{part.strip()!r} is not an HTTP status code")
+        return value
+
     @field_validator("workers")
     @classmethod
     def _positive_workers(cls, value: int | str) -> int | str:

@@ -387,10 +387,6 @@ async def test_failures_open_the_breaker_and_the_next_request_is_refused(
     assert route.call_count == 2
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): when a model's breaker opens between two retries of the same request, "
-    "router.py:129-131 records only '<model>: circuit open' in `tried`; the failures that "
-    "opened it (here HTTP 500: boom) never reach the error message"))
 async def test_a_breaker_opened_by_this_requests_failures_still_reports_them(
     mock: respx.MockRouter,
 ) -> None:
@@ -418,9 +414,6 @@ async def test_the_circuit_open_retry_after_is_the_cooldown_left_rounded_up(
     assert (failure.status, failure.headers) == (503, {"Retry-After": header})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (minor): router.py:222 computes Retry-After as round(retry_in + 0.5); Python rounds "
-    "half to even, so a remaining cooldown of exactly 15.0 s gives 16 (while 14.0 s gives 14)"))
 async def test_a_whole_number_of_seconds_left_is_not_rounded_up_further(
     mock: respx.MockRouter,
 ) -> None:

@@ -127,10 +127,6 @@ def test_retry_statuses_are_read_from_gateway_retry_statuses(
     assert Settings().retry_statuses == frozenset({429, 503})
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: GATEWAY_RETRY_STATUSES is not validated when Settings is built; the int() parse runs "
-    "lazily in the retry_statuses cached_property (settings.py:108-110), so a typo surfaces as "
-    "a ValueError on the first upstream error status instead of at start-up"))
 def test_a_non_numeric_retry_status_is_rejected_at_start_up(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
