@@ -188,16 +188,10 @@ def _key_sequence(words: list[str], original: str) -> list[str]:
 
 
 def key_terms_match(a: list[str], b: list[str], text_a: str, text_b: str) -> bool:
-    """Named things (proper nouns, identifiers, languages, units, currencies) must be the same."""
-    return Counter(_key_sequence(a, text_a)) == Counter(_key_sequence(b, text_b))
-
-
-def order_matches(a: list[str], b: list[str]) -> bool:
-    """The same content words in another order swap roles: "a kilogram of steel or a pound of
-    feathers" is not "a pound of steel or a kilogram of feathers"."""
-    content_a = [_canonical(w) for w in a if w not in STOPWORDS]
-    content_b = [_canonical(w) for w in b if w not in STOPWORDS]
-    return Counter(content_a) != Counter(content_b) or content_a == content_b
+    """Named things (proper nouns, identifiers, languages, units, currencies) must be the same,
+    in the same order: "Celsius to Fahrenheit" is not "Fahrenheit to Celsius", and "a kilogram
+    of steel or a pound of feathers" is not "a pound of steel or a kilogram of feathers"."""
+    return _key_sequence(a, text_a) == _key_sequence(b, text_b)
 
 
 def directions_match(a: list[str], b: list[str]) -> bool:
@@ -251,7 +245,6 @@ def substitution_is_synonym(a: list[str], b: list[str]) -> bool:
 
 GUARDS: list[tuple[str, Callable[[list[str], list[str]], bool]]] = [
     ("numbers differ", numbers_match),
-    ("words swapped", order_matches),
     ("negation differs", negations_match),
     ("direction reversed", directions_match),
     ("output format or constraint differs", formats_match),

@@ -33,9 +33,9 @@ def semantic(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
 def test_a_paraphrase_is_served_from_the_semantic_tier(
     semantic: GatewayServer, fake: FakeProvider
 ) -> None:
-    first = ask(semantic.url, "How do I merge two dictionaries in Python?")
+    first = ask(semantic.url, "How do I reverse a list in Python?")
     time.sleep(0.1)
-    second = ask(semantic.url, "How can I combine two dicts in Python?")
+    second = ask(semantic.url, "What's the way to reverse a Python list?")
     assert second.headers["x-gateway-cache"] == "semantic-hit"
     assert float(second.headers["x-gateway-cache-similarity"]) >= 0.86
     assert second.content == first.content
@@ -107,9 +107,9 @@ def test_replicas_share_the_semantic_index_through_redis(fake: FakeProvider,
     a = GatewayServer(log_dir, fake.base_url, env=env)
     b = GatewayServer(log_dir, fake.base_url, env=env)
     try:
-        ask(a.url, "How do I delete a branch in git?")
+        ask(a.url, "How do I create a virtual environment in Python?")
         time.sleep(0.3)
-        response = ask(b.url, "What's the git command to delete a branch?")
+        response = ask(b.url, "How can I make a Python virtual environment?")
         assert response.headers["x-gateway-cache"] == "semantic-hit"
         assert fake.calls("gpt-4.1") == 1
     finally:
