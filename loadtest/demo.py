@@ -23,7 +23,7 @@ def show(title: str, payload: object) -> None:
 def main() -> None:
     logs = Path(tempfile.mkdtemp(prefix="gateway-demo-"))
     fake = FakeProvider(logs, "--chunks", "6", "--chunk-delay-ms", "50")
-    gateway = GatewayServer(logs, fake.base_url)
+    gateway = GatewayServer(logs, fake.base_url, env={"GATEWAY_CACHE": "true"})
     print(f"fake provider on {fake.url}, gateway on {gateway.url} (logs in {logs})")
     try:
         auth = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -50,6 +50,14 @@ def main() -> None:
                 print(repr(chunk.choices[0].delta.content or ""), end=" ", flush=True)
             elif chunk.usage:
                 print(f"\nusage: {chunk.usage.model_dump()}")
+
+        again = sdk.chat.completions.with_raw_response.create(
+            model="gpt-4.1", messages=[{"role": "user", "content": "Hello from the OpenAI SDK"}])
+        show("the same request again: served by the cache", {
+            "x-gateway-cache": again.headers.get("x-gateway-cache"),
+            "x-gateway-cost-usd": again.headers.get("x-gateway-cost-usd"),
+            "x-gateway-saved-usd": again.headers.get("x-gateway-saved-usd"),
+        })
 
         fake.fault(model="deepseek-v3.2", kind="status", status=503)
         raw = sdk.chat.completions.with_raw_response.create(
