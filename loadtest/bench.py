@@ -213,7 +213,7 @@ def embeddings(args: argparse.Namespace) -> None:
                      str(fake.stats()["embedding_calls"])])
         for label, size in (("gateway, batching on", "32"), ("gateway, batching off", "1")):
             fake.reset()
-            with bench.gateway(fake, GATEWAY_BATCH_MAX_SIZE=size) as gw:
+            with bench.gateway(fake, GATEWAY_BATCH_MAX_SIZE=size, GATEWAY_MAX_CONCURRENCY="256") as gw:
                 m = bench.k6(f"emb-{size}", f"{gw.v1}/embeddings", body, vus=args.vus,
                              duration=args.duration)
                 calls = fake.stats()["embedding_calls"]
