@@ -177,6 +177,7 @@ def overhead(args: argparse.Namespace) -> None:
 
 def plot(out: Path, names: list[str], target: Path) -> None:
     import matplotlib
+    import matplotlib.ticker
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -192,6 +193,8 @@ def plot(out: Path, names: list[str], target: Path) -> None:
         ys = [i / len(values) for i in range(len(values))]
         ax.plot(values, ys, label=name.rsplit("-", 1)[0].replace("rate100-", ""))
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel("request duration (ms, log scale)")
     ax.set_ylabel("fraction of requests")
     ax.set_title("Non-streaming completions at 100 req/s: direct vs through the gateway")
