@@ -32,7 +32,6 @@ class RawStream(Protocol):
 class Transport(Protocol):
     async def post(self, path: str, body: bytes,
                    read_timeout: float) -> tuple[int, Mapping[str, str], bytes]: ...
-    async def get(self, path: str, read_timeout: float) -> tuple[int, Mapping[str, str], bytes]: ...
     async def open(self, path: str, body: bytes, read_timeout: float) -> RawStream: ...
     async def aclose(self) -> None: ...
 
@@ -108,14 +107,6 @@ class AiohttpTransport:
         try:
             async with self._client().post(self._base + path, data=body,
                                            timeout=self._timeout(read_timeout)) as response:
-                return response.status, response.headers, await response.read()
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise _aiohttp_failure(exc) from None
-
-    async def get(self, path: str, read_timeout: float) -> tuple[int, Mapping[str, str], bytes]:
-        try:
-            async with self._client().get(self._base + path,
-                                          timeout=self._timeout(read_timeout)) as response:
                 return response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc) from None
@@ -198,13 +189,6 @@ class HttpxTransport:
         try:
             response = await self._client.post(path, content=body,
                                                timeout=self._timeout(read_timeout))
-        except httpx.HTTPError as exc:
-            raise _httpx_failure(exc) from None
-        return response.status_code, response.headers, response.content
-
-    async def get(self, path: str, read_timeout: float) -> tuple[int, Mapping[str, str], bytes]:
-        try:
-            response = await self._client.get(path, timeout=self._timeout(read_timeout))
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
         return response.status_code, response.headers, response.content

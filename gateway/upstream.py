@@ -78,14 +78,6 @@ class UpstreamClient:
             raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
         return UpstreamReply(status, content, self._json(status, headers, content))
 
-    async def get_json(self, path: str, budget: float) -> dict[str, Any]:
-        try:
-            async with asyncio.timeout(budget):
-                status, headers, content = await self._transport.get(path, self._read_timeout(budget))
-        except TimeoutError:
-            raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
-        return self._json(status, headers, content)
-
     def _json(self, status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
         if status >= 400:
             raise self._status_failure(status, content, headers)

@@ -124,13 +124,6 @@ async def test_the_json_answer_is_parsed_and_its_bytes_kept_as_received(
     assert reply.data == {"id": "c1", "choices": [], "vendor_extra": {"x": 1.5}}
 
 
-async def test_get_json_returns_the_parsed_object(mock: respx.MockRouter) -> None:
-    route = mock.get(f"{BASE}/models").respond(200, json={"data": [{"id": "gpt-4.1"}]})
-    data = await client_for(mock).get_json("/models", 5)
-    assert data == {"data": [{"id": "gpt-4.1"}]}
-    assert route.calls.last.request.headers["authorization"] == f"Bearer {KEY}"
-
-
 # --- status failures ------------------------------------------------------------------------
 
 async def test_a_4xx_is_a_non_retryable_status_failure_with_the_upstreams_error(
