@@ -9,7 +9,7 @@ Labels come from small fixed sets: catalog model names, route names, status clas
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .breaker import State
 
@@ -28,6 +28,7 @@ class Metrics:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         registry = registry or REGISTRY
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
 
         self.requests = Counter(
             "gateway_requests_total", "Requests answered, by route, model and status class.",
@@ -105,8 +106,15 @@ class Metrics:
         self, endpoint: str, model: str, status: int, total_s: float, overhead_s: float,
         error_type: str | None = None,
     ) -> None:
-        self.requests.labels(endpoint, model, f"{status // 100}xx").inc()
-        self.latency.labels(endpoint, model).observe(total_s)
-        self.overhead.labels(endpoint).observe(max(0.0, overhead_s))
+        key = (endpoint, model, status // 100)
+        children = self._request_children.get(key)
+        if children is None:  # labels() validates and locks; the label sets are small and fixed
+            children = self._request_children[key] = (
+                self.requests.labels(endpoint, model, f"{status // 100}xx"),
+                self.latency.labels(endpoint, model), self.overhead.labels(endpoint))
+        count, latency, overhead = children
+        count.inc()
+        latency.observe(total_s)
+        overhead.observe(max(0.0, overhead_s))
         if error_type is not None:
             self.errors.labels(endpoint, error_type).inc()

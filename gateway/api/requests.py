@@ -52,19 +52,28 @@ async def read_json(request: Request, limit: int) -> Any:
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
-    """Run ``work`` but cancel it the moment the client goes away, so no upstream call outlives
-    the request that wanted it."""
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_wait_for_disconnect(request))
+    """Run ``work`` in this task, but cancel it the moment the client goes away, so no upstream
+    call outlives the request that wanted it. One watcher task per request, nothing more."""
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        await _wait_for_disconnect(request)
+        gone = True
+        task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
     try:
-        await asyncio.wait((task, watcher), return_when=asyncio.FIRST_COMPLETED)
+        return await work
+    except asyncio.CancelledError:
+        if gone and task.uncancel() == 0:
+            raise GatewayError(499, "The client closed the request.",
+                               code="client_closed_request") from None
+        raise
     finally:
-        if not task.done():
-            task.cancel()
         watcher.cancel()
-    if task.cancelled():
-        raise GatewayError(499, "The client closed the request.", code="client_closed_request")
-    return task.result()
 
 
 async def _wait_for_disconnect(request: Request) -> None:
