@@ -90,9 +90,7 @@ class ChatCall:
         cache, ticket = self.gateway.cache, self.ticket
         if cache is None or ticket is None or not ticket.store or not cache.storable(finish_reasons):
             return
-        tokens = read_usage(usage) or (0, 0)
-        cache.save(ticket.key, CachedAnswer(body, self.served.name, *tokens,
-                                            cost_usd(self.served.entry, *tokens), time.time()))
+        cache.save(ticket.key, _answer(self.served, body, usage))
         semantic = self.gateway.semantic
         if semantic is not None and ticket.vector is not None and ticket.scope and ticket.text:
             semantic.remember(ticket.scope, ticket.key, ticket.text, ticket.vector)
@@ -110,11 +108,15 @@ def _from_cache(gateway: Gateway, plan: ChatPlan, answer: CachedAnswer) -> Serve
                   entry, result, attempts=0, cached=True)
 
 
+def _answer(served: Served, body: bytes, usage: Any) -> CachedAnswer:
+    """A complete answer as the cache keeps it, with what it cost upstream."""
+    tokens = read_usage(usage) or (0, 0)
+    return CachedAnswer(body, served.name, *tokens, cost_usd(served.entry, *tokens), time.time())
+
+
 def _share(served: Served) -> CachedAnswer:
     reply: UpstreamReply = served.result
-    tokens = read_usage(reply.data.get("usage")) or (0, 0)
-    return CachedAnswer(reply.body, served.name, *tokens, cost_usd(served.entry, *tokens),
-                        time.time())
+    return _answer(served, reply.body, reply.data.get("usage"))
 
 
 async def _semantic_lookup(gateway: Gateway, tenant: bytes | None, plan: ChatPlan,
