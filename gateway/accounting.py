@@ -16,8 +16,16 @@ from .schemas import Usage
 class RequestBook:
     """Opened when a request arrives, closed exactly once when its last byte is sent."""
 
-    __slots__ = ("_stats", "_metrics", "endpoint", "started", "model", "upstream_s",
-                 "overhead_s", "_closed")
+    __slots__ = (
+        "_closed",
+        "_metrics",
+        "_stats",
+        "endpoint",
+        "model",
+        "overhead_s",
+        "started",
+        "upstream_s",
+    )
 
     def __init__(self, stats: ServiceStats, metrics: Metrics, endpoint: str) -> None:
         self._stats = stats
@@ -36,7 +44,7 @@ class RequestBook:
         self.model = served.name
         self.upstream_s = served.upstream_s
         if served.name != requested:
-            self._metrics.fallbacks.labels(requested, served.name).inc()
+            self._metrics.child(self._metrics.fallbacks, requested, served.name).inc()
 
     def charge(self, served: Served, usage: object) -> tuple[Usage, Decimal | None]:
         """Price the upstream's usage (input and output separately) and count it; an answer
@@ -56,7 +64,7 @@ class RequestBook:
     def first_chunk(self) -> None:
         """For streams the gateway's overhead is what it added before the first byte."""
         ttft = time.monotonic() - self.started
-        self._metrics.ttft.labels(self.model).observe(ttft)
+        self._metrics.child(self._metrics.ttft, self.model).observe(ttft)
         self.overhead_s = max(0.0, ttft - self.upstream_s)
 
     def close(self, status: int = 200, error: GatewayError | None = None) -> None:

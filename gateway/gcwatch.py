@@ -32,5 +32,5 @@ class GcWatch:
         if phase == "start":
             self._started = time.perf_counter()
         else:
-            self._metrics.gc_pause.labels(str(info.get("generation", ""))).observe(
+            self._metrics.child(self._metrics.gc_pause, str(info.get("generation", ""))).observe(
                 time.perf_counter() - self._started)

@@ -28,7 +28,7 @@ class Metrics:
         from prometheus_client import REGISTRY, Counter, Gauge, Histogram
 
         registry = registry or REGISTRY
-        self._request_children: dict[tuple[str, str, int], tuple[Any, Any, Any]] = {}
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
 
         self.requests = Counter(
             "gateway_requests_total", "Requests answered, by route, model and status class.",
@@ -91,30 +91,35 @@ class Metrics:
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)
 
+    def child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: ``labels()`` validates and locks on every
+        call, and the label sets here are small and fixed."""
+        key = (metric, labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
     def observe_failure(self, model: str, kind: str) -> None:
-        self.retries.labels(model, kind).inc()
+        self.child(self.retries, model, kind).inc()
 
     def observe_breaker(self, model: str, state: State) -> None:
-        self.breaker.labels(model).set(BREAKER_VALUES[state])
+        self.child(self.breaker, model).set(BREAKER_VALUES[state])
 
     def observe_usage(self, model: str, prompt: int, completion: int, cost: Decimal) -> None:
-        self.tokens.labels(model, "input").inc(prompt)
-        self.tokens.labels(model, "output").inc(completion)
-        self.cost.labels(model).inc(float(cost))
+        self.child(self.tokens, model, "input").inc(prompt)
+        self.child(self.tokens, model, "output").inc(completion)
+        self.child(self.cost, model).inc(float(cost))
+
+    def observe_upstream(self, model: str, seconds: float) -> None:
+        self.child(self.upstream_latency, model).observe(seconds)
 
     def observe_request(
         self, endpoint: str, model: str, status: int, total_s: float, overhead_s: float,
         error_type: str | None = None,
     ) -> None:
-        key = (endpoint, model, status // 100)
-        children = self._request_children.get(key)
-        if children is None:  # labels() validates and locks; the label sets are small and fixed
-            children = self._request_children[key] = (
-                self.requests.labels(endpoint, model, f"{status // 100}xx"),
-                self.latency.labels(endpoint, model), self.overhead.labels(endpoint))
-        count, latency, overhead = children
-        count.inc()
-        latency.observe(total_s)
-        overhead.observe(max(0.0, overhead_s))
+        self.child(self.requests, endpoint, model, f"{status // 100}xx").inc()
+        self.child(self.latency, endpoint, model).observe(total_s)
+        self.child(self.overhead, endpoint).observe(max(0.0, overhead_s))
         if error_type is not None:
-            self.errors.labels(endpoint, error_type).inc()
+            self.child(self.errors, endpoint, error_type).inc()

@@ -169,7 +169,7 @@ class Router:
                 if recovered:
                     self._metrics.observe_breaker(name, breaker.state)
                 self._stats.record_upstream(True)
-                self._metrics.upstream_latency.labels(name).observe(upstream_s)
+                self._metrics.observe_upstream(name, upstream_s)
                 return Served(name, entry, result, attempts, tried, upstream_s)
         raise self._exhausted(chain, tried, failures)
 
