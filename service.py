@@ -6,7 +6,7 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes
+from gateway import bentoml_fixes, fastpath
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.context import Gateway
@@ -25,20 +25,18 @@ app = create_app(settings.max_concurrency)
 # fires first and the client gets an OpenAI-shaped 504, not BentoML's.
 TIMEOUT_GRACE_S = 5
 
-# BentoML wraps every request in its access log, request metrics and an OpenTelemetry server
-# span; on the proxy routes that costs more than the gateway's own work. The gateway records its
-# own metrics for them (gateway_*), so the hot routes skip BentoML's (GATEWAY_BENTOML_TELEMETRY
-# turns them back on).
-HOT_PATHS = ["/v1/chat/completions", "/v1/embeddings", "/call", "/batch"]
-TELEMETRY_SKIP = [] if settings.bentoml_telemetry else HOT_PATHS
+# BentoML wraps every request in its access log, request metrics, an OpenTelemetry server span
+# and five more layers; on the gateway's routes that costs more than the gateway's own work, and
+# its metrics label by raw path. The gateway's routes bypass that stack and record the gateway's
+# own metrics (GATEWAY_BENTOML_TELEMETRY puts them back under BentoML's).
+if not settings.bentoml_telemetry:
+    fastpath.install("llm-gateway", app, timeout=settings.timeout_s + TIMEOUT_GRACE_S)
 
 
 @bentoml.service(
     name="llm-gateway",
     workers=settings.workers,
     traffic={"timeout": settings.timeout_s + TIMEOUT_GRACE_S},
-    logging={"access": {"skip_paths": TELEMETRY_SKIP}},
-    tracing={"excluded_urls": TELEMETRY_SKIP},
 )
 @bentoml.asgi_app(app, path="/")
 class LLMGateway:
