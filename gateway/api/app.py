@@ -26,9 +26,18 @@ async def _gateway_error(_: Request, exc: Exception) -> Response:
     return exc.to_response()
 
 
-async def _http_error(_: Request, exc: Exception) -> Response:
+HTTP_ERROR_CODES = {404: "unknown_url", 405: "method_not_allowed"}
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Starlette's own errors (no route, wrong method) in the OpenAI shape."""
     assert isinstance(exc, HTTPException)
-    return GatewayError(exc.status_code, str(exc.detail), code="http_error").to_response()
+    message = {
+        404: f"Unknown endpoint {request.url.path}.",
+        405: f"{request.method} is not allowed on {request.url.path}.",
+    }.get(exc.status_code, str(exc.detail))
+    return GatewayError(exc.status_code, message, headers=exc.headers,
+                        code=HTTP_ERROR_CODES.get(exc.status_code, "http_error")).to_response()
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:

@@ -96,13 +96,8 @@ async def list_models(request: Request) -> Response:
     return Response(orjson.dumps({"object": "list", "data": data}), media_type="application/json")
 
 
-async def unknown_v1_route(request: Request) -> Response:
-    raise GatewayError(404, f"Unknown endpoint {request.url.path}.", code="unknown_url")
-
-
 routes = [
     Route("/v1/chat/completions", chat_completions, methods=["POST"]),
     Route("/v1/embeddings", embeddings, methods=["POST"]),
     Route("/v1/models", list_models, methods=["GET"]),
-    Route("/v1/{path:path}", unknown_v1_route, methods=["GET", "POST", "PUT", "PATCH", "DELETE"]),
 ]

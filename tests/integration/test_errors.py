@@ -90,8 +90,18 @@ def test_sdk_sees_an_authentication_error(gateway: GatewayServer) -> None:
         sdk.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
 
 
-def test_unknown_v1_route_is_404_in_openai_shape(client: httpx.Client) -> None:
-    assert_openai_error(client.get("/v1/assistants"), 404)
+@pytest.mark.parametrize("path", ["/v1/assistants", "/nothing/here", "/v1"])
+def test_unknown_path_is_404_in_openai_shape(client: httpx.Client, path: str) -> None:
+    assert_openai_error(client.get(path), 404, "unknown_url")
+    assert_openai_error(client.post(path, json={}), 404, "unknown_url")
+
+
+@pytest.mark.parametrize(("method", "path"), [("GET", "/v1/chat/completions"),
+                                              ("DELETE", "/v1/models"), ("GET", "/call")])
+def test_wrong_method_is_405_in_openai_shape(client: httpx.Client, method: str, path: str) -> None:
+    response = client.request(method, path)
+    assert_openai_error(response, 405, "method_not_allowed")
+    assert response.headers["allow"]
 
 
 def test_upstream_4xx_is_passed_through_with_its_status_and_message(
