@@ -145,6 +145,9 @@ class GatewayServer:
             "GATEWAY_RETRY_BASE": "0.02",
             "GATEWAY_CACHE": "false",
             "BENTOML_DO_NOT_TRACK": "true",
+            # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
+            # sharing a home would erase each other's metrics.
+            "BENTOML_HOME": str(log_dir / f"bentoml-home-{self.port}"),
             **(env or {}),
             **(extra_env or {}),
         }
