@@ -110,7 +110,7 @@ class Embeddings:
         self._batchers: dict[tuple[str, bytes], Batcher[EmbeddingInput, Vector]] = {}
 
     async def embed(self, body: Any) -> EmbeddingsAnswer:
-        request, entry, items = parse_request(self._catalog, body)
+        request, _, items = parse_request(self._catalog, body)
         options = {k: v for k, v in body.items() if k not in ("model", "input")}
         if self._settings.batch_max_size <= 1 or len(items) >= self._settings.batch_max_size:
             vectors = await self._call(request.model, options, items)

@@ -103,11 +103,11 @@ STOPWORDS = {
     "shall", "may", "might", "must", "please", "how", "what", "which", "who", "whom", "why",
     "when", "where", "there", "here", "some", "any", "all", "each", "every", "about", "into",
     "up", "out", "just", "also", "very", "really", "kindly", "want", "need", "like", "know",
-    "tell", "me", "let", "us", "hi", "hello", "hey", "thanks", "thank", "quick", "question",
+    "tell", "let", "us", "hi", "hello", "hey", "thanks", "thank", "quick", "question",
     "have", "has", "had", "got", "using", "via", "ways", "good", "someone", "something",
-    "anyone", "to", "from", "whether", "than", "able", "possible", "me", "im", "i'm",
-    "what's", "whats", "explain", "tell", "suggest", "recommend", "describe", "steps", "step",
-    "ways", "way", "reason", "purpose", "main", "mainly", "some", "out", "usually", "actually",
+    "anyone", "to", "from", "whether", "than", "able", "possible", "im", "i'm",
+    "what's", "whats", "explain", "suggest", "recommend", "describe", "steps", "step",
+    "way", "reason", "purpose", "main", "mainly", "usually", "actually",
     "exactly", "simple", "simply", "terms", "basically",
 }
 
@@ -118,7 +118,7 @@ def _fold(text: str) -> str:
 
 def tokens(text: str) -> list[str]:
     words = [t.lower().strip(".'") for t in WORD.findall(_fold(text))]
-    return [w[:-2] if w.endswith("'s") else w for w in words]
+    return [w.removesuffix("'s") for w in words]
 
 
 VIETNAMESE_ASCII = {"cach", "lam", "sao", "cua", "nhu", "nao", "bang", "trong", "cho", "toi",
@@ -176,7 +176,9 @@ def numbers_match(a: list[str], b: list[str]) -> bool:
 
 def negations_match(a: list[str], b: list[str]) -> bool:
     """Negation flips meaning while barely moving the vector."""
-    count = lambda words: sum(1 for w in words if w in NEGATIONS or w.endswith("n't"))  # noqa: E731
+    def count(words: list[str]) -> int:
+        return sum(1 for w in words if w in NEGATIONS or w.endswith("n't"))
+
     return count(a) == count(b)
 
 

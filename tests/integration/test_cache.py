@@ -6,14 +6,12 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
-from decimal import Decimal
 from pathlib import Path
 
 import httpx
 import pytest
 
 from gateway.catalog import load_catalog
-from gateway.pricing import cost_usd, format_usd
 from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}

@@ -82,7 +82,7 @@ def test_a_burst_of_prompts_is_embedded_in_batches(semantic: GatewayServer,
                                                    fake: FakeProvider) -> None:
     def batches() -> tuple[float, float]:
         text = httpx.get(f"{semantic.url}/metrics").text
-        get = lambda name: sum(float(line.split()[-1]) for line in text.splitlines()  # noqa: E731
+        get = lambda name: sum(float(line.split()[-1]) for line in text.splitlines()
                                if line.startswith(name))
         return get("gateway_batch_size_count"), get("gateway_batch_size_sum")
 
