@@ -10,6 +10,7 @@ one runs.
 
 from __future__ import annotations
 
+import http.cookiejar
 from collections.abc import AsyncIterator, Mapping
 from typing import Protocol
 
@@ -95,7 +96,9 @@ class AiohttpTransport:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=self._settings.max_connections,
                                                ttl_dns_cache=300),
-                headers=self._headers, auto_decompress=False, trust_env=False)
+                headers=self._headers, auto_decompress=False, trust_env=False,
+                # Upstream cookies must not travel from one client's request to another's.
+                cookie_jar=aiohttp.DummyCookieJar())
         return self._session
 
     def _timeout(self, read: float) -> aiohttp.ClientTimeout:
@@ -168,6 +171,11 @@ class _HttpxStream:
         await self._response.aclose()
 
 
+def _no_cookies() -> http.cookiejar.CookieJar:
+    """A jar that accepts nothing: upstream cookies must not travel between clients' requests."""
+    return http.cookiejar.CookieJar(http.cookiejar.DefaultCookiePolicy(allowed_domains=[]))
+
+
 class HttpxTransport:
     def __init__(self, settings: Settings,
                  transport: httpx.AsyncBaseTransport | None = None) -> None:
@@ -179,6 +187,7 @@ class HttpxTransport:
                                 max_keepalive_connections=settings.max_keepalive),
             transport=transport,
             trust_env=False,
+            cookies=_no_cookies(),
         )
 
     def _timeout(self, read: float) -> httpx.Timeout:

@@ -74,6 +74,7 @@ class FakeProvider:
         self.in_flight = 0
         self.cancelled = 0
         self.last_authorization: str | None = None
+        self.cookies_received = 0  # errors set a cookie; a client that sends it back shares state
         self.counter = 0
 
     # --- ASGI entry point -------------------------------------------------------------------
@@ -96,6 +97,7 @@ class FakeProvider:
         auth = headers.get(b"authorization", b"").decode()
         if path.startswith("/v1/"):
             self.last_authorization = auth
+            self.cookies_received += b"cookie" in headers
             if self.config.api_key and auth != f"Bearer {self.config.api_key}":
                 await _error(send, 401, "Incorrect API key provided.", "invalid_api_key")
                 return
@@ -298,6 +300,7 @@ class FakeProvider:
                 "embedding_batch_sizes": self.embedding_batch_sizes,
                 "in_flight": self.in_flight, "cancelled": self.cancelled,
                 "last_authorization": self.last_authorization,
+                "cookies_received": self.cookies_received,
                 "config": asdict(self.config) | {"api_key": None},
                 "faults": len(self.faults)})
             return
@@ -360,7 +363,9 @@ async def _error(send: Any, status: int, message: str, code: str,
                  retry_after: str | None = None) -> None:
     kind = "rate_limit_error" if status == 429 else (
         "server_error" if status >= 500 else "invalid_request_error")
-    extra = [(b"retry-after", retry_after.encode())] if retry_after else []
+    extra = [(b"set-cookie", b"fake_session=from-an-error; Path=/")]
+    if retry_after:
+        extra.append((b"retry-after", retry_after.encode()))
     await _raw(send, status, orjson.dumps({"error": {"message": message, "type": kind,
                                                      "param": None, "code": code}}),
                b"application/json", extra)

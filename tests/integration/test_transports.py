@@ -10,7 +10,9 @@ import httpx
 import openai
 import pytest
 
-from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer
+from gateway.settings import Settings
+from gateway.transports import make_transport
+from loadtest.harness import CLIENT_KEY, UPSTREAM_KEY, FakeProvider, GatewayServer
 
 MESSAGES = [{"role": "user", "content": "over httpx"}]
 
@@ -50,3 +52,21 @@ def test_a_hang_falls_back_over_httpx(httpx_gateway: GatewayServer, fake: FakePr
                           json={"model": "deepseek-v3.2", "messages": MESSAGES})
     assert response.headers["x-gateway-model"] == "gemini-2.5-flash"
     assert fake.calls("deepseek-v3.2") == 3
+
+
+@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+async def test_upstream_cookies_are_not_kept_between_requests(fake: FakeProvider,
+                                                              client: str) -> None:
+    # By name, not IP: cookie jars ignore cookies from bare IP addresses, real upstreams have names.
+    base = fake.base_url.replace("127.0.0.1", "localhost")
+    settings = Settings(HOLYSHEEP_BASE_URL=base, HOLYSHEEP_API_KEY=UPSTREAM_KEY,
+                        GATEWAY_HTTP_CLIENT=client)  # type: ignore[call-arg]
+    transport = make_transport(settings)
+    fake.fault(model="gpt-4.1", kind="status", status=422, times=1)  # its answer sets a cookie
+    body = json.dumps({"model": "gpt-4.1", "messages": MESSAGES}).encode()
+    try:
+        assert (await transport.post("/chat/completions", body, 5))[0] == 422
+        assert (await transport.post("/chat/completions", body, 5))[0] == 200
+    finally:
+        await transport.aclose()
+    assert fake.stats()["cookies_received"] == 0  # one client's upstream session is not another's
