@@ -53,7 +53,7 @@ class LLMGateway:
         self.gc_watch = GcWatch(metrics)
 
     @bentoml.on_startup
-    def freeze_start_up_heap(self) -> None:
+    async def freeze_start_up_heap(self) -> None:
         self.gc_watch.install()
 
     @bentoml.on_shutdown

@@ -3,6 +3,7 @@ that stay bounded whatever path or key a client sends."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -92,6 +93,20 @@ def test_no_label_carries_a_raw_path_or_a_key(gateway: GatewayServer) -> None:
     bentoml_endpoints = {dict(labels).get("endpoint") for (name, labels) in scrape(gateway)
                          if name.startswith("bentoml_service_request")}
     assert CHAT not in bentoml_endpoints  # the proxy routes bypass BentoML's middleware
+
+
+def test_gc_pauses_are_exported(gateway: GatewayServer) -> None:
+    client = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {CLIENT_KEY}"})
+    for _ in range(50):  # allocations enough for a few young-generation collections
+        client.post(CHAT, json={"model": "gpt-4.1", "messages": MESSAGES})
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:  # the worker flushes recorded pauses once a second
+        counts = [v for (name, _), v in scrape(gateway).items()
+                  if name == "gateway_gc_pause_seconds_count"]
+        if sum(counts) > 0:
+            return
+        time.sleep(0.5)
+    pytest.fail("no GC pause reached /metrics")
 
 
 @pytest.fixture(scope="module")
