@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
+import pytest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -81,3 +82,20 @@ async def test_lifespan_goes_to_bentoml() -> None:
     await app({"type": "lifespan"}, receive, send)
     assert started == ["bentoml"]
     assert [m["type"] for m in sent] == ["lifespan.startup.complete", "lifespan.shutdown.complete"]
+
+
+def test_install_wraps_the_gateway_service_unless_bentoml_cors_is_on(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    monkeypatch.setattr(ServiceAppFactory, "__call__", ServiceAppFactory.__call__)  # undo after
+    import service
+
+    service.LLMGateway.inject_config()
+    plain = ServiceAppFactory(service.LLMGateway, is_main=True, enable_access_control=False)()
+    assert isinstance(plain, FastPath) and plain.bentoml_paths >= {"/healthz", "/readyz",
+                                                                    "/metrics"}
+    with_cors = ServiceAppFactory(service.LLMGateway, is_main=True, enable_access_control=True,
+                                  access_control_options={"allow_origins": ["*"]})()
+    assert isinstance(with_cors, Starlette)
