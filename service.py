@@ -6,13 +6,14 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes, fastpath
+from gateway import bentoml_fixes, fastpath, tracing
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.context import Gateway
 from gateway.gcwatch import GcWatch
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.tracing import UpstreamSpans
 
 logger = logging.getLogger("gateway")
 
@@ -20,6 +21,8 @@ bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
 app = create_app(settings.max_concurrency)
+if settings.tracing_exporter:
+    app.add_middleware(tracing.IncomingTraceContext)
 
 # BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT)
 # fires first and the client gets an OpenAI-shaped 504, not BentoML's.
@@ -37,6 +40,7 @@ if not settings.bentoml_telemetry:
     name="llm-gateway",
     workers=settings.workers,
     traffic={"timeout": settings.timeout_s + TIMEOUT_GRACE_S},
+    tracing=tracing.service_tracing(settings),
 )
 @bentoml.asgi_app(app, path="/")
 class LLMGateway:
@@ -48,7 +52,8 @@ class LLMGateway:
         if not settings.upstream_api_key:
             logger.warning("HOLYSHEEP_API_KEY is not set: upstream calls carry no key.")
         metrics = Metrics()
-        self.gateway = Gateway.build(settings, catalog, metrics)
+        spans = UpstreamSpans(tracing.configured_tracer())
+        self.gateway = Gateway.build(settings, catalog, metrics, spans)
         app.state.gateway = self.gateway
         self.gc_watch = GcWatch(metrics)
 

@@ -14,6 +14,7 @@ from .health import ServiceStats
 from .metrics import Metrics
 from .router import Router
 from .settings import Settings
+from .tracing import UpstreamSpans
 from .upstream import UpstreamClient
 
 
@@ -30,10 +31,11 @@ class Gateway:
     semantic: SemanticTier | None
 
     @classmethod
-    def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics) -> Gateway:
+    def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics,
+              spans: UpstreamSpans | None = None) -> Gateway:
         stats = ServiceStats()
         upstream = UpstreamClient(settings)
-        router = Router(settings, catalog, upstream, stats, metrics)
+        router = Router(settings, catalog, upstream, stats, metrics, spans)
         embeddings = Embeddings(settings, catalog, router, metrics)
         cache = None
         if settings.cache_enabled:

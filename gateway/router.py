@@ -25,6 +25,7 @@ from .failures import STATUS, TIMEOUT, UpstreamFailure
 from .health import ServiceStats
 from .metrics import Metrics
 from .settings import Settings
+from .tracing import UpstreamSpans
 from .upstream import UpstreamClient, UpstreamReply, UpstreamStream
 
 T = TypeVar("T")
@@ -58,9 +59,11 @@ class Router:
         upstream: UpstreamClient,
         stats: ServiceStats,
         metrics: Metrics,
+        spans: UpstreamSpans | None = None,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._spans = spans or UpstreamSpans(None)
         self._catalog = catalog
         self._upstream = upstream
         self._stats = stats
@@ -87,7 +90,7 @@ class Router:
             body = orjson.dumps({**payload, "model": entry.upstream_model})
             return self._upstream.post_json("/chat/completions", body, budget)
 
-        return await self._run(model, deadline, call)
+        return await self._run("chat", model, deadline, call)
 
     async def open_stream(
         self, model: str, payload: dict[str, Any], deadline: float
@@ -100,17 +103,32 @@ class Router:
             await stream.start()
             return stream
 
-        return await self._run(model, deadline, call)
+        return await self._run("chat", model, deadline, call)
 
     async def embed(self, model: str, payload: dict[str, Any], deadline: float) -> Served:
         def call(entry: ModelEntry, budget: float) -> Awaitable[UpstreamReply]:
             body = orjson.dumps({**payload, "model": entry.upstream_model})
             return self._upstream.post_json("/embeddings", body, budget)
 
-        return await self._run(model, deadline, call)
+        return await self._run("embeddings", model, deadline, call)
 
     async def _run(
         self,
+        operation: str,
+        model: str,
+        deadline: float,
+        call: Callable[[ModelEntry, float], Awaitable[T]],
+    ) -> Served:
+        with self._spans.request(operation, model) as span:
+            served = await self._chain(operation, model, deadline, call)
+            if span is not None:
+                span.set_attributes({"gateway.served_model": served.name,
+                                     "gateway.attempts": served.attempts})
+            return served
+
+    async def _chain(
+        self,
+        operation: str,
         model: str,
         deadline: float,
         call: Callable[[ModelEntry, float], Awaitable[T]],
@@ -141,7 +159,8 @@ class Router:
                 attempts += 1
                 sent = time.monotonic()
                 try:
-                    result = await call(entry, budget)
+                    with self._spans.attempt(operation, name, entry.upstream_model, attempt):
+                        result = await call(entry, budget)
                 except UpstreamFailure as failure:
                     upstream_s += time.monotonic() - sent
                     if failure.is_client_error:

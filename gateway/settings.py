@@ -6,7 +6,7 @@ from functools import cached_property
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 DEFAULT_BASE_URL = "https://api.holysheep.ai/v1"
@@ -72,12 +72,25 @@ class Settings(BaseSettings):
     semantic_embedding_model: str = Field("text-embedding-3-small",
                                           validation_alias="GATEWAY_SEMANTIC_EMBEDDING_MODEL")
 
+    # Tracing (BentoML's OpenTelemetry exporters; spans around upstream calls)
+    tracing_exporter: Literal["zipkin", "otlp"] | None = Field(
+        None, validation_alias="GATEWAY_TRACING_EXPORTER")
+    tracing_endpoint: str | None = Field(None, validation_alias="GATEWAY_TRACING_ENDPOINT")
+    tracing_sample_rate: float = Field(1.0, ge=0, le=1,
+                                       validation_alias="GATEWAY_TRACING_SAMPLE_RATE")
+
     # Circuit breaker
     breaker_failures: int = Field(5, ge=1, validation_alias="GATEWAY_BREAKER_FAILURES")
     breaker_ratio: float = Field(0.5, gt=0, le=1, validation_alias="GATEWAY_BREAKER_RATIO")
     breaker_window_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_BREAKER_WINDOW")
     breaker_min_calls: int = Field(20, ge=1, validation_alias="GATEWAY_BREAKER_MIN_CALLS")
     breaker_cooldown_s: float = Field(15.0, gt=0, validation_alias="GATEWAY_BREAKER_COOLDOWN")
+
+    @model_validator(mode="after")
+    def _tracing_needs_an_endpoint(self) -> Settings:
+        if self.tracing_exporter and not self.tracing_endpoint:
+            raise ValueError("GATEWAY_TRACING_EXPORTER needs GATEWAY_TRACING_ENDPOINT")
+        return self
 
     @field_validator("upstream_base_url")
     @classmethod

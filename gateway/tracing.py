@@ -1,0 +1,117 @@
+"""OpenTelemetry spans around upstream calls, made only when tracing is configured.
+
+BentoML 1.4 takes tracing options from the service decorator only, so ``service_tracing`` turns
+the gateway's settings (``GATEWAY_TRACING_*``) into them and BentoML builds the tracer provider
+and its exporter. With an exporter and a non-zero sample rate, every upstream attempt gets a
+client span (model, upstream model, attempt, outcome); otherwise no span is started at all: even
+a non-recording span costs microseconds on the hot path for nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from .errors import GatewayError
+from .failures import UpstreamFailure
+from .settings import Settings
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import Span, Tracer
+
+
+def service_tracing(settings: Settings) -> dict[str, Any]:
+    """``@bentoml.service(tracing=...)`` options for the configured exporter (empty: none)."""
+    if settings.tracing_exporter is None:
+        return {}
+    options: dict[str, Any] = {"exporter_type": settings.tracing_exporter,
+                               "sample_rate": settings.tracing_sample_rate}
+    if settings.tracing_exporter == "zipkin":
+        options["zipkin"] = {"endpoint": settings.tracing_endpoint}
+    else:
+        options["otlp"] = {"protocol": "http", "endpoint": settings.tracing_endpoint}
+    return options
+
+
+def configured_tracer() -> Tracer | None:
+    """BentoML's tracer when its tracing exports and samples; call it inside a worker."""
+    from bentoml._internal.configuration.containers import BentoMLContainer
+
+    tracing = BentoMLContainer.tracing
+    if not tracing.exporter_type.get() or not tracing.sample_rate.get():
+        return None
+    return BentoMLContainer.tracer_provider.get().get_tracer("llm-gateway")
+
+
+class IncomingTraceContext:
+    """ASGI middleware: a caller's W3C ``traceparent`` becomes the parent of the gateway's spans."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        from opentelemetry import context, propagate
+
+        carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        token = context.attach(propagate.extract(carrier))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            context.detach(token)
+
+
+class UpstreamSpans:
+    """A span per request through the router, and a client span per upstream attempt in it."""
+
+    def __init__(self, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+
+    @contextlib.contextmanager
+    def request(self, operation: str, model: str) -> Iterator[Span | None]:
+        """Covers every attempt and fallback until the answer (for streams: its first chunk)."""
+        if self._tracer is None:
+            yield None
+            return
+        from opentelemetry.trace import Status, StatusCode
+
+        with self._tracer.start_as_current_span(
+            f"gateway {operation}", record_exception=False, set_status_on_exception=False,
+            attributes={"gen_ai.operation.name": operation, "gateway.requested_model": model},
+        ) as span:
+            try:
+                yield span
+            except GatewayError as error:
+                span.set_attribute("http.response.status_code", error.status)
+                span.set_status(Status(StatusCode.ERROR, error.code or error.type))
+                raise
+
+    @contextlib.contextmanager
+    def attempt(self, operation: str, model: str, upstream_model: str,
+                attempt: int) -> Iterator[Span | None]:
+        """A client span around one upstream attempt; a failure marks it as an error."""
+        if self._tracer is None:
+            yield None
+            return
+        from opentelemetry.trace import SpanKind, Status, StatusCode
+
+        with self._tracer.start_as_current_span(
+            f"upstream {operation}", kind=SpanKind.CLIENT,
+            record_exception=False, set_status_on_exception=False,
+            attributes={"gen_ai.operation.name": operation, "gateway.model": model,
+                        "gen_ai.request.model": upstream_model, "gateway.attempt": attempt},
+        ) as span:
+            try:
+                yield span
+            except UpstreamFailure as failure:
+                span.set_attribute("gateway.failure", failure.kind)
+                if failure.status is not None:
+                    span.set_attribute("http.response.status_code", failure.status)
+                # The kind, not the message: an upstream's message can quote request data.
+                span.set_status(Status(StatusCode.ERROR, failure.kind))
+                raise
