@@ -21,7 +21,8 @@ bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
 app = create_app(settings.max_concurrency)
-if settings.tracing_exporter:
+if settings.tracing_exporter and not settings.bentoml_telemetry:
+    # Under BentoML's stack its server span already continues the caller's trace.
     app.add_middleware(tracing.IncomingTraceContext)
 
 # BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT)
