@@ -5,16 +5,18 @@ for every request and never cancels it, so each request's timer (with its future
 event loop for the whole timeout after the request has ended: with the seed's 300 s timeout at
 200 req/s, the soak benchmark saw a worker grow by 45 MB (61,000 dead timers) before it
 plateaued. It also runs every request in a task of its own. ``RequestTimeout`` keeps the
-behaviour (a 504 when nothing was sent within the timeout) in the request's own task and cancels
-its timer when the request ends; ``apply`` puts its ``__call__`` in place of BentoML's.
+behaviour (a 504 when nothing was sent within the timeout, here in the OpenAI error shape) in the
+request's own task and cancels its timer when the request ends; ``apply`` puts its ``__call__``
+in place of BentoML's.
 """
 
 from __future__ import annotations
 
 import asyncio
 
-from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .errors import GatewayError
 
 
 class RequestTimeout:
@@ -46,10 +48,9 @@ class RequestTimeout:
         except asyncio.CancelledError:
             if not state["timed_out"] or task is None or task.uncancel() > 0:
                 raise  # not our timeout: someone else cancelled the request
-            response = JSONResponse(
-                {"error": f"Not able to process the request in {self.timeout} seconds"},
-                status_code=504)
-            await response(scope, receive, send)
+            error = GatewayError(504, f"The request was not answered within {self.timeout:g} s.",
+                                 type="timeout_error", code="request_timeout")
+            await error.to_response()(scope, receive, send)
         finally:
             timer.cancel()
 

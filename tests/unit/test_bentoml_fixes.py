@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
@@ -45,6 +46,8 @@ async def test_a_request_silent_past_the_timeout_gets_a_504() -> None:
 
     sent = await run(app, timeout=0.05)
     assert sent[0]["status"] == 504
+    error = json.loads(sent[1]["body"])["error"]
+    assert error["code"] == "request_timeout" and error["type"] == "timeout_error"
 
 
 async def test_a_stream_that_started_in_time_is_not_cut() -> None:
