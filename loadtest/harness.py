@@ -6,6 +6,7 @@ upstream key never reaches a log line), and is stopped when the test or session 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -48,8 +49,11 @@ class Process:
             try:
                 self.proc.wait(15)
             except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(5)
+                pass
+        # A wedged grandchild (a BentoML worker that ignored SIGTERM) must not outlive its group.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(5)
         self._log.close()
 
 
