@@ -119,6 +119,8 @@ class Router:
         deadline: float,
         call: Callable[[ModelEntry, float], Awaitable[T]],
     ) -> Served:
+        if not self._spans.enabled:  # no context managers on the untraced hot path
+            return await self._chain(operation, model, deadline, call)
         with self._spans.request(operation, model) as span:
             served = await self._chain(operation, model, deadline, call)
             if span is not None:
@@ -159,7 +161,10 @@ class Router:
                 attempts += 1
                 sent = time.monotonic()
                 try:
-                    with self._spans.attempt(operation, name, entry.upstream_model, attempt):
+                    if self._spans.enabled:
+                        with self._spans.attempt(operation, name, entry.upstream_model, attempt):
+                            result = await call(entry, budget)
+                    else:
                         result = await call(entry, budget)
                 except UpstreamFailure as failure:
                     upstream_s += time.monotonic() - sent

@@ -71,6 +71,7 @@ class UpstreamSpans:
 
     def __init__(self, tracer: Tracer | None) -> None:
         self._tracer = tracer
+        self.enabled = tracer is not None
 
     @contextlib.contextmanager
     def request(self, operation: str, model: str) -> Iterator[Span | None]:
