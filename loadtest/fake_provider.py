@@ -132,7 +132,7 @@ class FakeProvider:
             elif endpoint == "embeddings":
                 await self._embeddings(request, send, fault)
             elif request.get("stream"):
-                await self._stream(request, send, fault)
+                await self._stream(request, send, fault, receive)
             else:
                 await self._complete(request, send, fault)
         finally:
@@ -201,7 +201,19 @@ class FakeProvider:
             body = body[: len(body) // 2]
         await _raw(send, 200, body, b"application/json")
 
-    async def _stream(self, request: dict[str, Any], send: Any, fault: Fault | None) -> None:
+    async def _stream(self, request: dict[str, Any], send: Any, fault: Fault | None,
+                      receive: Any) -> None:
+        # A slow stream notices its client leaving (and counts it), like a real provider would.
+        gone = asyncio.ensure_future(self._hang(receive)) if fault is not None and \
+            fault.kind == "trickle" else None
+        try:
+            await self._stream_chunks(request, send, fault, gone)
+        finally:
+            if gone is not None:
+                gone.cancel()
+
+    async def _stream_chunks(self, request: dict[str, Any], send: Any, fault: Fault | None,
+                             gone: asyncio.Future[None] | None) -> None:
         content, finish, prompt, completion = self._answer(request)
         include_usage = bool((request.get("stream_options") or {}).get("include_usage"))
         ident, created, model = self._ident(), int(time.time()), request.get("model")
@@ -226,6 +238,8 @@ class FakeProvider:
                 return
             if i and delay > 0:
                 await asyncio.sleep(delay)
+                if gone is not None and gone.done():
+                    return  # the client left (``_hang`` counted it)
             delta: dict[str, Any] = {"content": piece}
             if i == 0:
                 delta["role"] = "assistant"

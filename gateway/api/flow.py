@@ -30,8 +30,6 @@ from ..schemas import Usage
 from ..upstream import UpstreamFailure, UpstreamReply
 from .requests import authorize, cancel_on_disconnect, read_json
 
-SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
-
 
 class ChunkStream(Protocol):
     """An upstream stream or a cache replay: ``(raw_event, chunk)`` pairs, then the totals."""

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..accounting import RequestBook
@@ -21,8 +21,9 @@ from ..errors import GatewayError
 from ..pricing import cost_usd, format_usd, read_usage, to_micro
 from ..schemas import Usage
 from ..sse import encode
-from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
+from .flow import ChatCall, gateway_of, relay, run_chat
 from .requests import authorize, cancel_on_disconnect, read_json
+from .streaming import EventStream
 
 DONE = b"data: [DONE]\n\n"
 
@@ -31,11 +32,7 @@ async def chat_completions(request: Request) -> Response:
     call = await run_chat(request, "/v1/chat/completions", seed_defaults=False)
     headers = call.headers()
     if call.plan.stream:
-        return StreamingResponse(
-            relay(call, _stream_renderer(call), _done),
-            media_type="text/event-stream",
-            headers={**SSE_HEADERS, **headers},
-        )
+        return EventStream(relay(call, _stream_renderer(call), _done), headers)
     reply = call.served.result
     _, cost = call.book.charge(call.served, reply.data.get("usage"))
     if cost is not None:

@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 
 import orjson
 from starlette.requests import Request
+from starlette.types import Receive
 
 from ..errors import GatewayError, bad_request, body_too_large, unauthorized
 
@@ -54,13 +55,19 @@ async def read_json(request: Request, limit: int) -> Any:
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
     """Run ``work`` in this task, but cancel it the moment the client goes away, so no upstream
     call outlives the request that wanted it. One watcher task per request, nothing more."""
+    return await cancel_when_gone(request.receive, work)
+
+
+async def cancel_when_gone(receive: Receive, work: Awaitable[T]) -> T:
+    """``cancel_on_disconnect`` on a raw ASGI ``receive`` (for responses that stream)."""
     task = asyncio.current_task()
     assert task is not None
     gone = False
 
     async def watch() -> None:
         nonlocal gone
-        await _wait_for_disconnect(request)
+        while (await receive())["type"] != "http.disconnect":
+            pass
         gone = True
         task.cancel()
 
@@ -74,10 +81,3 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
         raise
     finally:
         watcher.cancel()
-
-
-async def _wait_for_disconnect(request: Request) -> None:
-    while True:
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            return

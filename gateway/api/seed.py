@@ -8,14 +8,15 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import Response, StreamingResponse
+from starlette.responses import Response
 from starlette.routing import Route
 
 from ..pricing import to_micro
 from ..router import Served
 from ..schemas import CallResponse, Usage
 from ..sse import encode
-from .flow import SSE_HEADERS, ChatCall, gateway_of, relay, run_chat
+from .flow import ChatCall, gateway_of, relay, run_chat
+from .streaming import EventStream
 
 
 def _dollars(cost: Decimal | None) -> float | None:
@@ -41,8 +42,7 @@ async def call(request: Request) -> Response:
     chat = await run_chat(request, "/call", seed_defaults=True)
     if chat.plan.stream:
         render, finish = _stream_format(chat)
-        return StreamingResponse(relay(chat, render, finish), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, **chat.headers()})
+        return EventStream(relay(chat, render, finish), chat.headers())
     data = chat.served.result.data
     usage, cost = chat.book.charge(chat.served, data.get("usage"))
     answer = simplify(chat.served, usage, cost, chat.book.elapsed_ms())

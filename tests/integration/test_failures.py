@@ -250,3 +250,21 @@ def test_every_breaker_open_is_503_with_retry_after(
     assert response.json()["error"]["code"] == "circuit_open"
     assert int(response.headers["retry-after"]) >= 1
     assert fake.stats()["total"] == calls
+
+
+def test_a_client_leaving_mid_stream_closes_the_upstream_stream(
+    gateway: GatewayServer, fake: FakeProvider
+) -> None:
+    fake.fault(model="deepseek-v3.2", kind="trickle", delay_ms=300)
+    body = {"model": "deepseek-v3.2", "messages": MESSAGES, "stream": True}
+    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as client, \
+            client.stream("POST", f"{gateway.v1}/chat/completions", json=body) as response:
+        first = next(response.iter_bytes())
+        assert first.startswith(b"data: ")
+    deadline = time.monotonic() + 1  # before the last of the 5 trickled chunks (1.2 s) is due
+    while time.monotonic() < deadline:
+        stats = fake.stats()
+        if stats["cancelled"] == 1 and stats["in_flight"] == 0:
+            break
+        time.sleep(0.05)
+    assert (stats["cancelled"], stats["in_flight"]) == (1, 0)

@@ -153,3 +153,29 @@ def test_models_are_listed_in_openai_shape(sdk: openai.OpenAI) -> None:
     assert models == {"deepseek-v3.2": "deepseek", "gemini-2.5-flash": "google",
                       "gpt-4.1": "openai", "claude-sonnet-4.5": "anthropic",
                       "text-embedding-3-small": "openai"}
+
+
+def test_clients_at_the_concurrency_limit_streaming_back_to_back_are_never_refused(
+    gateway: GatewayServer,
+) -> None:
+    # 50 clients (the default GATEWAY_MAX_CONCURRENCY) each start a new stream the moment the
+    # last one ended: a stream must give its slot back before its client can ask again.
+    import aiohttp
+
+    body = {"model": "deepseek-v3.2", "messages": MESSAGES, "stream": True}
+
+    async def burst() -> list[tuple[int, bytes]]:
+        connector = aiohttp.TCPConnector(limit=50)
+        async with aiohttp.ClientSession(connector=connector, headers={
+                "Authorization": f"Bearer {CLIENT_KEY}"}) as session:
+            async def client() -> list[tuple[int, bytes]]:
+                answers = []
+                for _ in range(10):
+                    async with session.post(gateway.v1 + "/chat/completions", json=body) as r:
+                        answers.append((r.status, (await r.read())[-14:]))
+                return answers
+            return [a for answers in await asyncio.gather(*(client() for _ in range(50)))
+                    for a in answers]
+
+    answers = asyncio.run(burst())
+    assert answers == [(200, b"data: [DONE]\n\n")] * 500
