@@ -34,7 +34,7 @@ class Gateway:
     def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics,
               spans: UpstreamSpans | None = None) -> Gateway:
         stats = ServiceStats()
-        upstream = UpstreamClient(settings)
+        upstream = UpstreamClient(settings, propagate_trace=spans is not None and spans.enabled)
         router = Router(settings, catalog, upstream, stats, metrics, spans)
         embeddings = Embeddings(settings, catalog, router, metrics)
         cache = None

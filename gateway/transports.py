@@ -31,9 +31,13 @@ class RawStream(Protocol):
 
 
 class Transport(Protocol):
-    async def post(self, path: str, body: bytes,
-                   read_timeout: float) -> tuple[int, Mapping[str, str], bytes]: ...
-    async def open(self, path: str, body: bytes, read_timeout: float) -> RawStream: ...
+    """``headers`` add to (or override) the defaults for one request (say, a ``traceparent``)."""
+
+    async def post(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None,
+                   ) -> tuple[int, Mapping[str, str], bytes]: ...
+    async def open(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None) -> RawStream: ...
     async def aclose(self) -> None: ...
 
 
@@ -105,18 +109,20 @@ class AiohttpTransport:
         return aiohttp.ClientTimeout(total=None, sock_read=read,
                                      sock_connect=min(self._settings.connect_timeout_s, read))
 
-    async def post(self, path: str, body: bytes,
-                   read_timeout: float) -> tuple[int, Mapping[str, str], bytes]:
+    async def post(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None,
+                   ) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            async with self._client().post(self._base + path, data=body,
+            async with self._client().post(self._base + path, data=body, headers=headers,
                                            timeout=self._timeout(read_timeout)) as response:
                 return response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc) from None
 
-    async def open(self, path: str, body: bytes, read_timeout: float) -> RawStream:
+    async def open(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None) -> RawStream:
         try:
-            response = await self._client().post(self._base + path, data=body,
+            response = await self._client().post(self._base + path, data=body, headers=headers,
                                                  timeout=self._timeout(read_timeout))
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc) from None
@@ -193,17 +199,19 @@ class HttpxTransport:
     def _timeout(self, read: float) -> httpx.Timeout:
         return httpx.Timeout(read, connect=min(self._settings.connect_timeout_s, read))
 
-    async def post(self, path: str, body: bytes,
-                   read_timeout: float) -> tuple[int, Mapping[str, str], bytes]:
+    async def post(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None,
+                   ) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            response = await self._client.post(path, content=body,
+            response = await self._client.post(path, content=body, headers=headers,
                                                timeout=self._timeout(read_timeout))
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
         return response.status_code, response.headers, response.content
 
-    async def open(self, path: str, body: bytes, read_timeout: float) -> RawStream:
-        request = self._client.build_request("POST", path, content=body,
+    async def open(self, path: str, body: bytes, read_timeout: float,
+                   headers: Mapping[str, str] | None = None) -> RawStream:
+        request = self._client.build_request("POST", path, content=body, headers=headers,
                                              timeout=self._timeout(read_timeout))
         try:
             response = await self._client.send(request, stream=True)

@@ -53,10 +53,23 @@ class UpstreamClient:
     ``transport`` is for tests: an httpx transport (respx's router) to answer in place of the
     network; it selects the httpx transport."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None):
+    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
+                 *, propagate_trace: bool = False):
         self._settings = settings
         self._secret = settings.upstream_secret
         self._transport = make_transport(settings, transport)
+        self._propagate_trace = propagate_trace
+
+    def _trace_headers(self) -> dict[str, str] | None:
+        """With tracing on, the current span (the router's attempt span) as ``traceparent``, so
+        an upstream that traces too joins the same trace."""
+        if not self._propagate_trace:
+            return None
+        from opentelemetry import propagate
+
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier)
+        return carrier
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -73,7 +86,7 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(budget):
                 status, headers, content = await self._transport.post(
-                    path, body, self._read_timeout(budget))
+                    path, body, self._read_timeout(budget), self._trace_headers())
         except TimeoutError:
             raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
         return UpstreamReply(status, content, self._json(status, headers, content))
@@ -94,7 +107,8 @@ class UpstreamClient:
         idle = self._settings.stream_idle_timeout_s
         try:
             async with asyncio.timeout(budget):
-                raw = await self._transport.open(path, body, min(idle, budget))
+                raw = await self._transport.open(path, body, min(idle, budget),
+                                                 self._trace_headers())
         except TimeoutError:
             raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
         if raw.status >= 400:

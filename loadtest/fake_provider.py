@@ -75,6 +75,7 @@ class FakeProvider:
         self.cancelled = 0
         self.last_authorization: str | None = None
         self.cookies_received = 0  # errors set a cookie; a client that sends it back shares state
+        self.last_traceparent: str | None = None
         self.counter = 0
 
     # --- ASGI entry point -------------------------------------------------------------------
@@ -98,6 +99,7 @@ class FakeProvider:
         if path.startswith("/v1/"):
             self.last_authorization = auth
             self.cookies_received += b"cookie" in headers
+            self.last_traceparent = headers.get(b"traceparent", b"").decode() or None
             if self.config.api_key and auth != f"Bearer {self.config.api_key}":
                 await _error(send, 401, "Incorrect API key provided.", "invalid_api_key")
                 return
@@ -315,6 +317,7 @@ class FakeProvider:
                 "in_flight": self.in_flight, "cancelled": self.cancelled,
                 "last_authorization": self.last_authorization,
                 "cookies_received": self.cookies_received,
+                "last_traceparent": self.last_traceparent,
                 "config": asdict(self.config) | {"api_key": None},
                 "faults": len(self.faults)})
             return

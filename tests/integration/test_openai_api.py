@@ -56,8 +56,11 @@ def test_answer_is_the_upstream_bytes_with_unknown_fields_kept(
 def test_upstream_gets_the_gateway_key_not_the_clients(
     client: httpx.Client, fake: FakeProvider
 ) -> None:
-    client.post("/v1/chat/completions", json={"model": "deepseek-v3.2", "messages": MESSAGES})
-    assert fake.stats()["last_authorization"] == f"Bearer {UPSTREAM_KEY}"
+    client.post("/v1/chat/completions", json={"model": "deepseek-v3.2", "messages": MESSAGES},
+                headers={"traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"})
+    stats = fake.stats()
+    assert stats["last_authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert stats["last_traceparent"] is None  # client headers are not forwarded; tracing is off
 
 
 def test_async_sdk_runs_concurrent_requests(gateway: GatewayServer, fake: FakeProvider) -> None:

@@ -93,6 +93,8 @@ def test_a_retried_request_is_one_trace_under_the_callers_span(
     assert attempts[0]["tags"]["http.response.status_code"] == "503"
     assert attempts[0]["tags"]["otel.status_code"] == "ERROR"
     assert "gateway.failure" not in attempts[1]["tags"]
+    # The upstream was told which attempt called it, so its own spans can join the trace.
+    assert fake.stats()["last_traceparent"] == f"00-{CALLER_TRACE}-{attempts[1]['id']}-01"
 
 
 def test_spans_never_carry_a_key(traced: GatewayServer, collector: Collector) -> None:

@@ -417,3 +417,20 @@ async def test_a_connection_error_on_a_stream_request_is_a_connect_failure(
     mock.post(URL).mock(side_effect=httpx.ConnectError("refused"))
     failure = await failure_of(client_for(mock).open_stream("/chat/completions", b"{}", 5))
     assert (failure.kind, failure.message) == ("connect", "could not connect to the upstream")
+
+
+async def test_with_tracing_on_the_current_span_travels_as_traceparent(
+    mock: respx.MockRouter
+) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+
+    route = mock.post(URL).mock(return_value=httpx.Response(200, json={"ok": True}))
+    traced = UpstreamClient(make_settings(), transport=httpx.MockTransport(mock.async_handler),
+                            propagate_trace=True)
+    with TracerProvider().get_tracer("test").start_as_current_span("attempt") as span:
+        await traced.post_json("/chat/completions", b"{}", 5)
+    context = span.get_span_context()
+    assert route.calls.last.request.headers["traceparent"] == (
+        f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}")
+    await client_for(mock).post_json("/chat/completions", b"{}", 5)
+    assert "traceparent" not in route.calls.last.request.headers
