@@ -44,7 +44,7 @@ class RequestBook:
         self.model = served.name
         self.upstream_s = served.upstream_s
         if served.name != requested:
-            self._metrics.child(self._metrics.fallbacks, requested, served.name).inc()
+            self._metrics.observe_fallback(requested, served.name)
 
     def charge(self, served: Served, usage: object) -> tuple[Usage, Decimal | None]:
         """Price the upstream's usage (input and output separately) and count it; an answer
@@ -64,7 +64,7 @@ class RequestBook:
     def first_chunk(self) -> None:
         """For streams the gateway's overhead is what it added before the first byte."""
         ttft = time.monotonic() - self.started
-        self._metrics.child(self._metrics.ttft, self.model).observe(ttft)
+        self._metrics.observe_ttft(self.model, ttft)
         self.overhead_s = max(0.0, ttft - self.upstream_s)
 
     def close(self, status: int = 200, error: GatewayError | None = None) -> None:

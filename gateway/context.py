@@ -33,8 +33,9 @@ class Gateway:
     @classmethod
     def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics,
               spans: UpstreamSpans | None = None) -> Gateway:
+        spans = spans or UpstreamSpans(None)
         stats = ServiceStats()
-        upstream = UpstreamClient(settings, propagate_trace=spans is not None and spans.enabled)
+        upstream = UpstreamClient(settings, propagate_trace=spans.enabled)
         router = Router(settings, catalog, upstream, stats, metrics, spans)
         embeddings = Embeddings(settings, catalog, router, metrics)
         cache = None

@@ -24,7 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.bentoml_fixes import RequestTimeout
+from .bentoml_fixes import RequestTimeout
 
 logger = logging.getLogger("gateway")
 

@@ -50,7 +50,7 @@ class GcWatch:
         """Move the recorded pauses into the histogram (never from the GC callback)."""
         while self._pauses:
             generation, seconds = self._pauses.popleft()
-            self._metrics.child(self._metrics.gc_pause, str(generation)).observe(seconds)
+            self._metrics.observe_gc_pause(generation, seconds)
 
     def _schedule(self) -> None:
         self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._tick)

@@ -114,6 +114,18 @@ class Metrics:
     def observe_upstream(self, model: str, seconds: float) -> None:
         self.child(self.upstream_latency, model).observe(seconds)
 
+    def observe_fallback(self, requested: str, served: str) -> None:
+        self.child(self.fallbacks, requested, served).inc()
+
+    def observe_ttft(self, model: str, seconds: float) -> None:
+        self.child(self.ttft, model).observe(seconds)
+
+    def observe_cache_result(self, result: str) -> None:
+        self.child(self.cache_results, result).inc()
+
+    def observe_gc_pause(self, generation: int, seconds: float) -> None:
+        self.child(self.gc_pause, str(generation)).observe(seconds)
+
     def observe_request(
         self, endpoint: str, model: str, status: int, total_s: float, overhead_s: float,
         error_type: str | None = None,

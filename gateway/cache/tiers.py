@@ -60,12 +60,12 @@ class ResponseCache:
         try:
             return CachedAnswer.loads(raw)
         except (ValueError, KeyError, TypeError):
-            self._metrics.child(self._metrics.cache_results, "error").inc()
+            self._metrics.observe_cache_result("error")
             return None
 
     def count(self, result: str, answer: CachedAnswer | None = None) -> None:
         """One result per request: hit, semantic_hit, coalesced or miss."""
-        self._metrics.child(self._metrics.cache_results, result).inc()
+        self._metrics.observe_cache_result(result)
         if answer is not None and result != "coalesced":
             self._metrics.cache_saved.inc(float(answer.cost_usd))
 

@@ -4,7 +4,7 @@ that stay bounded whatever path or key a client sends."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -30,6 +30,13 @@ def value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, frozenset(labels.items())), 0.0)
 
 
+def growth(before: Samples, after: Samples) -> Callable[..., float]:
+    """How much one sample (a name and its labels) grew between two scrapes."""
+    def grew(name: str, **labels: str) -> float:
+        return value(after, name, **labels) - value(before, name, **labels)
+    return grew
+
+
 def test_a_request_records_count_latency_overhead_tokens_and_cost(
     gateway: GatewayServer, fake: FakeProvider
 ) -> None:
@@ -42,9 +49,7 @@ def test_a_request_records_count_latency_overhead_tokens_and_cost(
                                          stream_options={"include_usage": True})
     streamed = [chunk.usage for chunk in stream if chunk.usage is not None][-1]
     after = scrape(gateway)
-
-    def grew(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+    grew = growth(before, after)
 
     assert grew("gateway_requests_total", endpoint=CHAT, model="gpt-4.1", status_class="2xx") == 2
     assert grew("gateway_request_duration_seconds_count", endpoint=CHAT, model="gpt-4.1") == 2
@@ -72,9 +77,7 @@ def test_retries_fallbacks_and_errors_are_counted(gateway: GatewayServer, fake: 
     assert httpx.post(gateway.url + CHAT, json={}, headers={"Authorization": "Bearer nope"}
                       ).status_code == 401
     after = scrape(gateway)
-
-    def grew(name: str, **labels: str) -> float:
-        return value(after, name, **labels) - value(before, name, **labels)
+    grew = growth(before, after)
 
     assert grew("gateway_fallbacks_total", requested="deepseek-v3.2",
                 served="gemini-2.5-flash") == 1
