@@ -16,7 +16,7 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import GatewayError
+from .errors import ErrorCode, GatewayError
 
 
 class RequestTimeout:
@@ -48,8 +48,8 @@ class RequestTimeout:
         except asyncio.CancelledError:
             if not state["timed_out"] or task is None or task.uncancel() > 0:
                 raise  # not our timeout: someone else cancelled the request
-            error = GatewayError(504, f"The request was not answered within {self.timeout:g} s.",
-                                 type="timeout_error", code="request_timeout")
+            error = GatewayError(ErrorCode.REQUEST_TIMEOUT,
+                                 f"The request was not answered within {self.timeout:g} s.")
             await error.to_response()(scope, receive, send)
         finally:
             timer.cancel()

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .catalog import Catalog, ModelEntry
-from .errors import bad_request, model_not_found
+from .errors import ErrorCode, bad_request, model_not_found
 from .schemas import validate_chat
 
 
@@ -32,14 +32,15 @@ def plan_chat(catalog: Catalog, body: Any, *, seed_defaults: bool) -> ChatPlan:
     name = request.model
     if name is None:
         if not seed_defaults:
-            raise bad_request("'model' is required.", param="model", code="missing_required_parameter")
+            raise bad_request("'model' is required.", param="model",
+                              code=ErrorCode.MISSING_PARAMETER)
         name = catalog.default_model
     entry = catalog.get(name)
     if entry is None:
         raise model_not_found(name)
     if entry.kind != "chat":
         raise bad_request(f"The model {name!r} is not a chat model.", param="model",
-                          code="model_not_supported")
+                          code=ErrorCode.MODEL_NOT_SUPPORTED)
     payload = dict(body)
     if seed_defaults:
         for key in ("max_tokens", "temperature"):

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .batching import Batcher
 from .catalog import Catalog, ModelEntry
-from .errors import GatewayError, bad_request, model_not_found
+from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
 from .pricing import cost_usd
 from .router import Router
@@ -77,14 +77,14 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"][:1]) or "input"
-        raise GatewayError(400, f"Invalid value for '{field}': {err['msg']}.", param=field,
-                           code="invalid_value") from None
+        raise GatewayError(ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.",
+                           param=field) from None
     entry = catalog.get(request.model)
     if entry is None:
         raise model_not_found(request.model)
     if entry.kind != "embedding":
         raise bad_request(f"The model {request.model!r} is not an embedding model.",
-                          param="model", code="model_not_supported")
+                          param="model", code=ErrorCode.MODEL_NOT_SUPPORTED)
     raw = request.input
     items: list[EmbeddingInput]
     if isinstance(raw, str):
@@ -95,7 +95,7 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
         items = list(raw)  # type: ignore[arg-type]
     if not items or any(isinstance(x, str) and not x for x in items):
         raise bad_request("'input' must be a non-empty string or a list of non-empty inputs.",
-                          param="input", code="invalid_value")
+                          param="input")
     return request, entry, items
 
 
@@ -156,9 +156,8 @@ class Embeddings:
         data = served.result.data
         rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))
         if len(rows) != len(items):
-            raise GatewayError(502, f"The upstream returned {len(rows)} embeddings for "
-                               f"{len(items)} inputs.", type="upstream_error",
-                               code="upstream_protocol")
+            raise GatewayError(ErrorCode.UPSTREAM_PROTOCOL, f"The upstream returned {len(rows)} "
+                               f"embeddings for {len(items)} inputs.")
         usage = data.get("usage") or {}
         total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         shares = split_tokens(total, [len(item) for item in items])

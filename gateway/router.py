@@ -20,8 +20,8 @@ import orjson
 
 from .breaker import CircuitBreaker, State
 from .catalog import Catalog, ModelEntry
-from .errors import GatewayError
-from .failures import STATUS, TIMEOUT, UpstreamFailure
+from .errors import ErrorCode, GatewayError
+from .failures import FailureKind, UpstreamFailure
 from .health import ServiceStats
 from .metrics import Metrics
 from .settings import Settings
@@ -215,26 +215,20 @@ class Router:
     def _client_error(failure: UpstreamFailure) -> GatewayError:
         if failure.status in (401, 403):
             return GatewayError(
-                502,
+                ErrorCode.UPSTREAM_AUTH_FAILED,
                 f"The upstream rejected the gateway's credentials (HTTP {failure.status}): "
                 f"{failure.message}",
-                type="upstream_error",
-                code="upstream_auth_failed",
             )
-        return GatewayError(
-            failure.status or 400,
-            failure.message,
-            type=failure.error_type or "invalid_request_error",
-            code=failure.error_code,
-        )
+        return GatewayError(ErrorCode.UPSTREAM_REJECTED, failure.message,
+                            upstream_status=failure.status or 400,
+                            upstream_type=failure.error_type or "invalid_request_error",
+                            upstream_code=failure.error_code)
 
     def _deadline_error(self, tried: list[str]) -> GatewayError:
         detail = f" Tried: {'; '.join(tried)}." if tried else ""
         return GatewayError(
-            504,
+            ErrorCode.DEADLINE_EXCEEDED,
             f"The request's deadline of {self._settings.timeout_s:g} s ran out.{detail}",
-            type="timeout_error",
-            code="deadline_exceeded",
         )
 
     def _exhausted(
@@ -244,15 +238,13 @@ class Router:
         if not failures:
             retry_in = min(self.breakers[name].retry_in() for name in chain)
             return GatewayError(
-                503,
+                ErrorCode.CIRCUIT_OPEN,
                 f"Every model in the chain is temporarily disabled: {summary}.",
-                type="upstream_error",
-                code="circuit_open",
                 headers={"Retry-After": str(max(1, math.ceil(retry_in)))},
             )
-        if all(f.kind == TIMEOUT for f in failures):
-            return GatewayError(504, f"The upstream timed out: {summary}.",
-                                type="timeout_error", code="upstream_timeout")
-        code = "upstream_error" if failures[-1].kind == STATUS else f"upstream_{failures[-1].kind}"
+        if all(f.kind is FailureKind.TIMEOUT for f in failures):
+            return GatewayError(ErrorCode.UPSTREAM_TIMEOUT, f"The upstream timed out: {summary}.")
+        last = failures[-1].kind
+        code = ErrorCode.UPSTREAM_ERROR if last is FailureKind.STATUS else ErrorCode(f"upstream_{last}")
         prefix = "All models failed" if len(tried) > 1 else "The upstream failed"
-        return GatewayError(502, f"{prefix}: {summary}.", type="upstream_error", code=code)
+        return GatewayError(code, f"{prefix}: {summary}.")

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import GatewayError, bad_request
+from .errors import ErrorCode, GatewayError, bad_request
 
 
 class Message(BaseModel):
@@ -63,13 +63,11 @@ def validate_chat(body: Any) -> ChatRequest:
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     if body.get("messages") == []:
-        raise bad_request("'messages' must contain at least one message.", param="messages",
-                          code="invalid_value")
+        raise bad_request("'messages' must contain at least one message.", param="messages")
     try:
         return ChatRequest.model_validate(body)
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"])
-        raise GatewayError(
-            400, f"Invalid value for '{field}': {err['msg']}.", param=field, code="invalid_value"
-        ) from None
+        raise GatewayError(ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.",
+                           param=field) from None

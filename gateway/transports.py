@@ -17,7 +17,7 @@ from typing import Protocol
 import aiohttp
 import httpx
 
-from .failures import CONNECT, TIMEOUT, TRUNCATED, UpstreamFailure
+from .failures import FailureKind, UpstreamFailure
 from .settings import Settings
 
 
@@ -53,16 +53,16 @@ def default_headers(settings: Settings) -> dict[str, str]:
 def _aiohttp_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
     if isinstance(exc, TimeoutError):  # aiohttp's socket timeouts are TimeoutErrors too
         if streaming:
-            return UpstreamFailure(TIMEOUT, "the upstream stream stalled past the idle timeout")
-        return UpstreamFailure(TIMEOUT, "the upstream did not answer in time")
+            return UpstreamFailure(FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout")
+        return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
     if isinstance(exc, aiohttp.ClientPayloadError) or (
             streaming and isinstance(exc, aiohttp.ClientConnectionError)):
-        return UpstreamFailure(TRUNCATED, "the upstream dropped the connection mid-answer")
+        return UpstreamFailure(FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer")
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamFailure(CONNECT, "the upstream closed the connection without answering")
+        return UpstreamFailure(FailureKind.CONNECT, "the upstream closed the connection without answering")
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamFailure(CONNECT, "could not connect to the upstream")
-    return UpstreamFailure(CONNECT, f"upstream connection failed ({type(exc).__name__})")
+        return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
+    return UpstreamFailure(FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})")
 
 
 class _AiohttpStream:
@@ -138,17 +138,17 @@ class AiohttpTransport:
 def _httpx_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         if isinstance(exc, httpx.ConnectTimeout):
-            return UpstreamFailure(CONNECT, "could not connect to the upstream in time")
+            return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream in time")
         if streaming:
-            return UpstreamFailure(TIMEOUT, "the upstream stream stalled past the idle timeout")
-        return UpstreamFailure(TIMEOUT, "the upstream did not answer in time")
+            return UpstreamFailure(FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout")
+        return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
     if streaming and isinstance(exc, httpx.TransportError):
-        return UpstreamFailure(TRUNCATED, "the upstream dropped the connection mid-answer")
+        return UpstreamFailure(FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer")
     if isinstance(exc, httpx.RemoteProtocolError):
-        return UpstreamFailure(CONNECT, "the upstream closed the connection without answering")
+        return UpstreamFailure(FailureKind.CONNECT, "the upstream closed the connection without answering")
     if isinstance(exc, httpx.ConnectError):
-        return UpstreamFailure(CONNECT, "could not connect to the upstream")
-    return UpstreamFailure(CONNECT, f"upstream connection failed ({type(exc).__name__})")
+        return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
+    return UpstreamFailure(FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})")
 
 
 class _HttpxStream:

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import orjson
 
-from .failures import PROTOCOL, STATUS, TIMEOUT, TRUNCATED, UpstreamFailure
+from .failures import FailureKind, UpstreamFailure
 from .settings import Settings
 from .sse import EventDecoder
 from .transports import RawStream, make_transport
@@ -88,7 +88,7 @@ class UpstreamClient:
                 status, headers, content = await self._transport.post(
                     path, body, self._read_timeout(budget), self._trace_headers())
         except TimeoutError:
-            raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
         return UpstreamReply(status, content, self._json(status, headers, content))
 
     def _json(self, status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
@@ -97,9 +97,9 @@ class UpstreamClient:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(PROTOCOL, "the upstream answered with malformed JSON") from None
+            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with malformed JSON") from None
         if not isinstance(data, dict):
-            raise UpstreamFailure(PROTOCOL, "the upstream answered with JSON that is not an object")
+            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with JSON that is not an object")
         return data
 
     async def open_stream(self, path: str, body: bytes, budget: float) -> UpstreamStream:
@@ -110,7 +110,7 @@ class UpstreamClient:
                 raw = await self._transport.open(path, body, min(idle, budget),
                                                  self._trace_headers())
         except TimeoutError:
-            raise UpstreamFailure(TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
         if raw.status >= 400:
             try:
                 async with asyncio.timeout(min(budget, 5.0)):
@@ -136,8 +136,7 @@ class UpstreamClient:
             error_code = str(error["code"]) if error.get("code") is not None else None
         elif isinstance(error, str):
             message = error
-        return UpstreamFailure(
-            STATUS,
+        return UpstreamFailure(FailureKind.STATUS,
             self.scrub(message),
             status=status,
             retry_after=parse_retry_after(headers.get("retry-after")),
@@ -199,8 +198,7 @@ class UpstreamStream:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise UpstreamFailure(
-                        TIMEOUT, f"the upstream stream stalled for more than {self._idle_s:g} s"
+                    raise UpstreamFailure(FailureKind.TIMEOUT, f"the upstream stream stalled for more than {self._idle_s:g} s"
                     ) from None
                 for event in decoder.feed(data):
                     if event.is_done:
@@ -211,21 +209,21 @@ class UpstreamStream:
             await raw_chunks.aclose()
             await self._raw.aclose()
         if decoder.pending:
-            raise UpstreamFailure(TRUNCATED, "the upstream stream ended inside an event")
+            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended inside an event")
         if self.finish_reason is None:
-            raise UpstreamFailure(TRUNCATED, "the upstream stream ended before its final chunk")
+            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended before its final chunk")
 
     def _inspect(self, data: bytes) -> dict[str, Any]:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(PROTOCOL, "the upstream sent a malformed stream event") from None
+            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a malformed stream event") from None
         if not isinstance(chunk, dict):
-            raise UpstreamFailure(PROTOCOL, "the upstream sent a stream event that is not an object")
+            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a stream event that is not an object")
         error = chunk.get("error")
         if error:
             message = error.get("message") if isinstance(error, dict) else str(error)
-            raise UpstreamFailure(PROTOCOL, self._client.scrub(f"upstream stream error: {message}"))
+            raise UpstreamFailure(FailureKind.PROTOCOL, self._client.scrub(f"upstream stream error: {message}"))
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         for choice in chunk.get("choices") or ():

@@ -14,7 +14,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import GatewayError
+from ..errors import ErrorCode, GatewayError
 from . import batch, openai, seed
 from .admission import AdmissionMiddleware
 
@@ -26,7 +26,7 @@ async def _gateway_error(_: Request, exc: Exception) -> Response:
     return exc.to_response()
 
 
-HTTP_ERROR_CODES = {404: "unknown_url", 405: "method_not_allowed"}
+HTTP_ERROR_CODES = {404: ErrorCode.UNKNOWN_URL, 405: ErrorCode.METHOD_NOT_ALLOWED}
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -36,16 +36,15 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         404: f"Unknown endpoint {request.url.path}.",
         405: f"{request.method} is not allowed on {request.url.path}.",
     }.get(exc.status_code, str(exc.detail))
-    return GatewayError(exc.status_code, message, headers=exc.headers,
-                        code=HTTP_ERROR_CODES.get(exc.status_code, "http_error")).to_response()
+    code = HTTP_ERROR_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
+    return GatewayError(code, message, headers=exc.headers).to_response()
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The type only: an exception's text could quote request data or headers.
     logger.error("unhandled error on %s %s: %s", request.method, request.url.path,
                  type(exc).__name__)
-    return GatewayError(500, "Internal gateway error.", type="server_error",
-                        code="internal_error").to_response()
+    return GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error.").to_response()
 
 
 def create_app(max_concurrency: int) -> Starlette:

@@ -20,7 +20,7 @@ from starlette.routing import Route
 from ..accounting import RequestBook
 from ..chat import plan_chat
 from ..context import Gateway
-from ..errors import GatewayError, bad_request
+from ..errors import ErrorCode, GatewayError, bad_request
 from ..pricing import to_micro
 from .flow import gateway_of
 from .requests import authorize, cancel_on_disconnect, read_json
@@ -56,10 +56,10 @@ async def batch(request: Request) -> Response:
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
         raise bad_request("'requests' must be a non-empty list of chat requests.",
-                          param="requests", code="invalid_value")
+                          param="requests")
     if len(items) > settings.batch_max_requests:
         raise bad_request(f"A batch holds at most {settings.batch_max_requests} requests.",
-                          param="requests", code="batch_too_large")
+                          param="requests", code=ErrorCode.BATCH_TOO_LARGE)
     gate = asyncio.Semaphore(settings.batch_parallelism)
     deadline = started + settings.timeout_s
     outcomes = await cancel_on_disconnect(request, asyncio.gather(

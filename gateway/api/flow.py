@@ -23,7 +23,7 @@ from ..cache.tiers import Directives
 from ..cache.verify import covered_language
 from ..chat import ChatPlan, plan_chat
 from ..context import Gateway
-from ..errors import GatewayError
+from ..errors import ErrorCode, GatewayError
 from ..pricing import cost_usd, format_usd, read_usage
 from ..router import Served
 from ..schemas import Usage
@@ -221,10 +221,8 @@ async def relay(
         call.book.close()
     except UpstreamFailure as failure:
         error = GatewayError(
-            502,
+            ErrorCode(f"stream_{failure.kind}"),
             f"The upstream stream failed after it had started: {failure.describe()}",
-            type="upstream_error",
-            code=f"stream_{failure.kind}",
         )
         call.book.close(error=error)
         yield error.sse_event()

@@ -11,7 +11,7 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive
 
-from ..errors import GatewayError, bad_request, body_too_large, unauthorized
+from ..errors import ErrorCode, GatewayError, bad_request, body_too_large, unauthorized
 
 T = TypeVar("T")
 
@@ -45,11 +45,12 @@ async def read_json(request: Request, limit: int) -> Any:
         chunks.append(chunk)
     body = b"".join(chunks)
     if not body:
-        raise bad_request("The request body is empty; send a JSON object.")
+        raise bad_request("The request body is empty; send a JSON object.",
+                          code=ErrorCode.EMPTY_BODY)
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.", code="invalid_json") from None
+        raise bad_request(f"The request body is not valid JSON: {exc}.", code=ErrorCode.INVALID_JSON) from None
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
@@ -76,8 +77,7 @@ async def cancel_when_gone(receive: Receive, work: Awaitable[T]) -> T:
         return await work
     except asyncio.CancelledError:
         if gone and task.uncancel() == 0:
-            raise GatewayError(499, "The client closed the request.",
-                               code="client_closed_request") from None
+            raise GatewayError(ErrorCode.CLIENT_CLOSED, "The client closed the request.") from None
         raise
     finally:
         watcher.cancel()

@@ -9,8 +9,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
-from gateway.errors import GatewayError
-from gateway.failures import STATUS, UpstreamFailure
+from gateway.errors import ErrorCode, GatewayError
+from gateway.failures import FailureKind, UpstreamFailure
 from gateway.settings import Settings
 from gateway.tracing import UpstreamSpans, service_tracing
 
@@ -48,7 +48,7 @@ def test_without_a_tracer_nothing_is_started_and_errors_pass_through() -> None:
     with spans.request("chat", "m") as request, spans.attempt("chat", "m", "m-up", 1) as attempt:
         assert request is None and attempt is None
     with pytest.raises(UpstreamFailure), spans.attempt("chat", "m", "m-up", 1):
-        raise UpstreamFailure(STATUS, "boom", status=503)
+        raise UpstreamFailure(FailureKind.STATUS, "boom", status=503)
 
 
 def test_spans_nest_and_record_failures_without_messages() -> None:
@@ -58,8 +58,8 @@ def test_spans_nest_and_record_failures_without_messages() -> None:
     spans = UpstreamSpans(provider.get_tracer("test"))
     with pytest.raises(GatewayError), spans.request("chat", "deepseek-v3.2"):
         with pytest.raises(UpstreamFailure), spans.attempt("chat", "deepseek-v3.2", "ds", 1):
-            raise UpstreamFailure(STATUS, "a message quoting the prompt", status=503)
-        raise GatewayError(502, "every model failed", code="upstream_error")
+            raise UpstreamFailure(FailureKind.STATUS, "a message quoting the prompt", status=503)
+        raise GatewayError(ErrorCode.UPSTREAM_ERROR, "every model failed")
     attempt, request = exporter.get_finished_spans()
     assert attempt.parent is not None and attempt.parent.span_id == request.context.span_id
     assert attempt.attributes is not None and attempt.attributes["gateway.attempt"] == 1
