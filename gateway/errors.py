@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     RATE_LIMIT_EXCEEDED = "rate_limit_exceeded"
     INSUFFICIENT_QUOTA = "insufficient_quota"
     GATEWAY_OVERLOADED = "gateway_overloaded"
+    LIMITS_UNAVAILABLE = "limits_unavailable"
+    KEY_IMMUTABLE = "key_immutable"
     CLIENT_CLOSED = "client_closed_request"
     # The upstream
     UPSTREAM_REJECTED = "upstream_rejected"  # an upstream 4xx passed through as it came
@@ -91,6 +93,8 @@ TABLE: dict[ErrorCode, Row] = {
     ErrorCode.RATE_LIMIT_EXCEEDED: Row(429, "rate_limit_error", "rate_limit_error"),
     ErrorCode.INSUFFICIENT_QUOTA: Row(429, "insufficient_quota", "rate_limit_error"),
     ErrorCode.GATEWAY_OVERLOADED: Row(429, "rate_limit_error", "rate_limit_error"),
+    ErrorCode.LIMITS_UNAVAILABLE: Row(503, "server_error", "overloaded_error"),
+    ErrorCode.KEY_IMMUTABLE: Row(409, "invalid_request_error", "invalid_request_error"),
     ErrorCode.CLIENT_CLOSED: Row(499, "invalid_request_error", "invalid_request_error"),
     ErrorCode.UPSTREAM_REJECTED: _BAD,  # the upstream's own status travels with the error
     ErrorCode.UPSTREAM_AUTH_FAILED: _UPSTREAM,

@@ -91,6 +91,24 @@ class Metrics:
             "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
             ["model"], multiprocess_mode="max", registry=registry)
 
+        self.tenant_refusals = Counter(
+            "gateway_tenant_refusals_total",
+            "Requests refused by a key's limits: rpm, tpm, parallel, budget_daily, "
+            "budget_monthly, model.", ["reason"], registry=registry)
+        self.limits_unavailable = Counter(
+            "gateway_limits_unavailable_total",
+            "Requests decided without the limits store (Redis down): fail_open or fail_closed.",
+            ["decision"], registry=registry)
+        self.budget_threshold = Counter(
+            "gateway_budget_threshold_total",
+            "Keys seen crossing a budget's soft threshold (GATEWAY_BUDGET_SOFT_RATIO) or "
+            "exhausting it, once per key, period and worker.", ["period", "level"],
+            registry=registry)
+        self.tenant_writes_dropped = Counter(
+            "gateway_tenant_writes_dropped_total",
+            "Ledger or limit counter updates dropped because the write buffer was full.",
+            ["store"], registry=registry)
+
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: ``labels()`` validates and locks on every
         call, and the label sets here are small and fixed."""

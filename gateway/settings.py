@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     api_keys_csv: str = Field("", validation_alias="GATEWAY_API_KEYS")
     redis_url: str | None = Field(None, validation_alias="REDIS_URL")
 
+    # Teams: keys, rate limits, budgets, ledger, access log (gateway/tenants/)
+    keys_file: Path | None = Field(None, validation_alias="GATEWAY_KEYS_FILE")
+    keys_db: Path | None = Field(None, validation_alias="GATEWAY_KEYS_DB")
+    admin_key: SecretStr | None = Field(None, validation_alias="GATEWAY_ADMIN_KEY")
+    budget_soft_ratio: float = Field(0.8, gt=0, le=1, validation_alias="GATEWAY_BUDGET_SOFT_RATIO")
+    access_log: bool = Field(True, validation_alias="GATEWAY_ACCESS_LOG")
+    limits_fail_closed: bool = Field(False, validation_alias="GATEWAY_LIMITS_FAIL_CLOSED")
+    limits_redis_timeout_s: float = Field(0.25, gt=0,
+                                          validation_alias="GATEWAY_LIMITS_REDIS_TIMEOUT")
+    bentoml_home: Path = Field(Path.home() / "bentoml", validation_alias="BENTOML_HOME")
+
     # Service and request limits
     timeout_s: float = Field(300.0, gt=0, validation_alias="GATEWAY_TIMEOUT")
     max_concurrency: int = Field(50, ge=1, validation_alias="GATEWAY_MAX_CONCURRENCY")
@@ -125,6 +136,16 @@ class Settings(BaseSettings):
     def api_keys(self) -> tuple[bytes, ...]:
         """Client keys as bytes, ready for a constant-time comparison."""
         return tuple(k.strip().encode() for k in self.api_keys_csv.split(",") if k.strip())
+
+    @property
+    def auth_required(self) -> bool:
+        """Any of these makes every client present a key; none of them leaves the gateway open."""
+        return bool(self.api_keys or self.keys_file or self.admin_key)
+
+    @property
+    def tenants_db(self) -> Path:
+        """Admin-made keys and the ledger when there is no Redis."""
+        return self.keys_db or self.bentoml_home / "gateway" / "tenants.db"
 
     @cached_property
     def retry_statuses(self) -> frozenset[int]:

@@ -1,0 +1,413 @@
+"""Teams and their money: who a client is, what it may do, what it spent.
+
+``Tenants`` is what the request path calls: ``authenticate`` (the key), ``admit`` (every limit
+and budget in one Redis round trip), ``settle`` (never blocks: corrects tokens, adds spend,
+writes the ledger, frees the parallel slot). The admin API calls its key operations.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Any
+
+from redis.asyncio import Redis
+
+from ..errors import ErrorCode, GatewayError, unauthorized
+from ..metrics import Metrics
+from ..pricing import to_micro
+from ..settings import Settings
+from .accesslog import AccessLog
+from .admission import ANONYMOUS, Admission, Tenant, rate_headers, retry_after
+from .buffer import STORE_ERRORS
+from .keys import (
+    KeyLimits,
+    KeyRecord,
+    display_prefix,
+    env_keys,
+    hash_secret,
+    load_key_file,
+    new_key_id,
+    new_secret,
+)
+from .ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
+from .limits import (
+    PREFIX,
+    WINDOW_S,
+    Budget,
+    Decision,
+    Kind,
+    LimitPlan,
+    MemoryLimiter,
+    RedisLimiter,
+    Refusal,
+    Window,
+    budget_periods,
+    window_key,
+)
+from .store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+
+__all__ = ["ANONYMOUS", "Admission", "Tenant", "Tenants"]
+
+logger = logging.getLogger("gateway.tenants")
+
+RETRY_STORE_S = 1.0
+
+
+def presented_key(headers: Mapping[str, str]) -> str | None:
+    """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, token = auth.partition(" ")
+        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    key = headers.get("x-api-key")
+    return key.strip() if key and key.strip() else None
+
+
+def _micros(amount: Decimal) -> int:
+    """Dollars to integer micro-dollars, rounded half up as the client's cost header is."""
+    return int(to_micro(amount) * 1_000_000)
+
+
+def _money(micros: int) -> str:
+    return f"${Decimal(micros).scaleb(-6):f}"
+
+
+class Tenants:
+    def __init__(self, settings: Settings, metrics: Metrics, store: KeyStore,
+                 limiter: RedisLimiter | MemoryLimiter, ledger: Ledger, access: AccessLog,
+                 redis: Redis | None) -> None:
+        self.settings = settings
+        self.metrics = metrics
+        self.store = store
+        self.limiter = limiter
+        self.ledger = ledger
+        self.access = access
+        self._redis = redis
+        self.required = settings.auth_required
+        self._admin = settings.admin_key.get_secret_value().encode() if settings.admin_key else b""
+        self._down_until = 0.0
+        self._outage = False
+        self._warned: set[tuple[str, str, str]] = set()
+
+    @classmethod
+    def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
+        """Raises ``KeyFileError`` for a bad ``GATEWAY_KEYS_FILE`` (start-up stops)."""
+        static = env_keys(settings.api_keys)
+        if settings.keys_file:
+            static += load_key_file(settings.keys_file)
+        drop_ledger = metrics.child(metrics.tenant_writes_dropped, "ledger").inc
+        drop_limits = metrics.child(metrics.tenant_writes_dropped, "limits").inc
+        redis: Redis | None = None
+        limiter: RedisLimiter | MemoryLimiter
+        ledger: Ledger
+        if settings.redis_url:
+            timeout = settings.limits_redis_timeout_s
+            redis = Redis.from_url(settings.redis_url, socket_timeout=timeout,
+                                   socket_connect_timeout=timeout, retry_on_timeout=False)
+            store = KeyStore(static, RedisKeys(redis))
+            limiter = RedisLimiter(redis, on_drop=drop_limits)
+            ledger = RedisLedger(redis, on_drop=drop_ledger)
+        else:
+            store = KeyStore(static, SqliteKeys(settings.tenants_db))
+            limiter = MemoryLimiter()
+            ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger)
+        return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
+                   redis)
+
+    # The request path
+
+    async def authenticate(self, headers: Mapping[str, str]) -> Tenant:
+        if not self.required:
+            return ANONYMOUS
+        secret = presented_key(headers)
+        if secret is None:
+            raise unauthorized()
+        try:
+            record = await self.store.lookup(hash_secret(secret))
+        except StoreUnavailable:
+            raise GatewayError(ErrorCode.LIMITS_UNAVAILABLE,
+                               "The key store is unreachable; retry shortly.",
+                               headers={"Retry-After": "1"}) from None
+        if record is None or record.revoked_at is not None:
+            raise unauthorized()
+        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
+            raise GatewayError(ErrorCode.KEY_EXPIRED,
+                               f"This API key expired at {record.expires_at.isoformat()}.")
+        return Tenant(record.id, record.name, record.team, record.limits, record)
+
+    async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
+        admission = Admission(tenant, model, estimated_tokens)
+        if tenant.anonymous:
+            return admission
+        limits = tenant.limits
+        if not limits.allows(model):
+            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
+            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
+                               f"This API key may not use the model {model!r}.", param="model")
+        plan = self._plan(tenant, model, estimated_tokens)
+        if plan.empty:
+            return admission
+        admission.plan = plan
+        if time.monotonic() < self._down_until:
+            return self._without_store(admission, None)
+        try:
+            decision = await self.limiter.check(plan)
+        except STORE_ERRORS as exc:
+            self._down_until = time.monotonic() + RETRY_STORE_S
+            return self._without_store(admission, exc)
+        if self._outage:
+            self._outage = False
+            logger.warning("limits: the store is reachable again; limits and budgets apply")
+        admission.decision = decision
+        self._watch_budgets(tenant, plan, decision)
+        if decision.refusal is not None:
+            raise self._refused(tenant, decision)
+        return admission
+
+    def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int,
+               cost: Decimal, saved: Decimal, error: bool, model: str | None = None) -> None:
+        """``model``: the one that answered, if not the one admitted (fallbacks)."""
+        if admission.settled:
+            return
+        admission.settled = True
+        tenant = admission.tenant
+        micros = _micros(cost)
+        plan, decision = admission.plan, admission.decision
+        if plan is not None and decision is not None and decision.refusal is None:
+            actual = prompt_tokens + completion_tokens
+            for w in plan.windows:
+                if w.kind is Kind.TOKENS:
+                    self.limiter.give_back(w.key, str(decision.second), actual - w.cost,
+                                           WINDOW_S + 1)
+            if plan.parallel_key:
+                self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+        if not tenant.anonymous and micros:
+            for budget in self._budgets(tenant, spend_only=True):
+                self.limiter.give_back(budget.key, None, micros, budget.ttl_s)
+        day = datetime.now(UTC).date().isoformat()
+        self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
+                        [1, int(error), prompt_tokens, completion_tokens, micros,
+                         _micros(saved)])
+
+    async def aclose(self) -> None:
+        await self.limiter.aclose()
+        await self.ledger.aclose()
+        await self.store.aclose()
+        if self._redis is not None:
+            await self._redis.aclose()
+
+    # Limits
+
+    def _plan(self, tenant: Tenant, model: str, estimated_tokens: int) -> LimitPlan:
+        limits = tenant.limits
+        windows: list[Window] = []
+        if limits.rpm is not None:
+            windows.append(Window(window_key(tenant.id, Kind.REQUESTS), Kind.REQUESTS,
+                                  limits.rpm, 1))
+        if limits.tpm is not None:
+            windows.append(Window(window_key(tenant.id, Kind.TOKENS), Kind.TOKENS, limits.tpm,
+                                  estimated_tokens))
+        per_model = limits.for_model(model)
+        if per_model is not None:
+            if per_model.rpm is not None:
+                windows.append(Window(window_key(tenant.id, Kind.REQUESTS, model), Kind.REQUESTS,
+                                      per_model.rpm, 1, model))
+            if per_model.tpm is not None:
+                windows.append(Window(window_key(tenant.id, Kind.TOKENS, model), Kind.TOKENS,
+                                      per_model.tpm, estimated_tokens, model))
+        plan = LimitPlan(windows, budgets=self._budgets(tenant))
+        if limits.max_parallel is not None:
+            plan.parallel_key = f"{PREFIX}par:{tenant.id}"
+            plan.max_parallel = limits.max_parallel
+            plan.parallel_ttl_s = int(self.settings.timeout_s) + 60
+        return plan
+
+    def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
+        """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
+        budget set later starts from the real spend)."""
+        now = datetime.now(UTC)
+        day, next_day, month, next_month = budget_periods(now)
+        limits = tenant.limits
+        found = []
+        for period, tag, resets, amount, ttl in (
+                ("daily", f"d:{day}", next_day, limits.budget_daily_usd, 2 * 86400),
+                ("monthly", f"m:{month}", next_month, limits.budget_monthly_usd, 32 * 86400)):
+            if amount is None and not spend_only:
+                continue
+            found.append(Budget(period, f"{PREFIX}spend:{tenant.id}:{tag}",
+                                _micros(amount) if amount is not None else -1, resets, ttl))
+        return found
+
+    def _without_store(self, admission: Admission, exc: BaseException | None) -> Admission:
+        closed = self.settings.limits_fail_closed
+        self.metrics.child(self.metrics.limits_unavailable,
+                           "fail_closed" if closed else "fail_open").inc()
+        if not self._outage:
+            self._outage = True
+            logger.warning("limits: the store is unreachable (%s); %s until it is back",
+                           type(exc).__name__ if exc else "down",
+                           "refusing limited keys (503)" if closed
+                           else "admitting without limits or budgets")
+        if closed:
+            raise GatewayError(ErrorCode.LIMITS_UNAVAILABLE,
+                               "Rate limits cannot be checked right now; retry shortly.",
+                               headers={"Retry-After": "1"})
+        return admission
+
+    def _watch_budgets(self, tenant: Tenant, plan: LimitPlan, decision: Decision) -> None:
+        ratio = self.settings.budget_soft_ratio
+        for budget in plan.budgets:
+            spent = decision.spent_micros.get(budget.period, 0)
+            level = ("exhausted" if spent >= budget.limit_micros
+                     else "soft" if spent >= ratio * budget.limit_micros else None)
+            if level is None:
+                continue
+            mark = (tenant.id, budget.key, level)
+            if mark in self._warned:
+                continue
+            self._warned.add(mark)
+            self.metrics.child(self.metrics.budget_threshold, budget.period, level).inc()
+            logger.warning("budget: key %s (team %s) has %s its %s budget: %s of %s",
+                           tenant.id, tenant.team or "-",
+                           "spent" if level == "exhausted" else f"passed {ratio:.0%} of",
+                           budget.period, _money(spent), _money(budget.limit_micros))
+
+    def _refused(self, tenant: Tenant, decision: Decision) -> GatewayError:
+        reason = decision.refusal
+        assert reason is not None
+        self.metrics.child(self.metrics.tenant_refusals, reason.value).inc()
+        headers = rate_headers(decision.states)
+        headers["Retry-After"] = retry_after(decision.retry_after_s)
+        if decision.refused_budget is not None:
+            budget = decision.refused_budget
+            return GatewayError(
+                ErrorCode.INSUFFICIENT_QUOTA,
+                f"The {budget.period} budget of {_money(budget.limit_micros)} for key "
+                f"{tenant.name!r} is spent ({_money(decision.spent_micros[budget.period])}); "
+                f"it resets at {budget.resets_at.isoformat().replace('+00:00', 'Z')}.",
+                headers=headers)
+        if reason is Refusal.PARALLEL:
+            return GatewayError(
+                ErrorCode.RATE_LIMIT_EXCEEDED,
+                f"Key {tenant.name!r} already has its maximum of {tenant.limits.max_parallel} "
+                "requests in flight.", headers=headers)
+        window = decision.refused_window
+        assert window is not None
+        unit = "requests" if window.kind is Kind.REQUESTS else "tokens"
+        scope = f" for model {window.model!r}" if window.model else ""
+        if window.cost > window.limit:
+            message = (f"This request's estimated {window.cost} tokens exceed key "
+                       f"{tenant.name!r}'s limit of {window.limit} tokens per minute{scope}.")
+        else:
+            message = (f"Rate limit reached for key {tenant.name!r}{scope}: {window.limit} "
+                       f"{unit} per minute. Retry in {headers['Retry-After']}s.")
+        return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
+
+    # The admin API
+
+    def is_admin(self, headers: Mapping[str, str]) -> bool:
+        """The admin key, as ``Authorization: Bearer``, compared in constant time."""
+        if not self._admin:
+            return False
+        auth = headers.get("authorization", "")
+        scheme, _, token = auth.partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
+                                                                  self._admin)
+
+    async def create_key(self, name: str, team: str | None, limits: KeyLimits,
+                         expires_at: datetime | None, metadata: dict[str, Any],
+                         key_id: str | None = None) -> tuple[KeyRecord, str]:
+        secret = new_secret()
+        record = KeyRecord(id=key_id or new_key_id(), name=name, team=team,
+                           key_sha256=hash_secret(secret), prefix=display_prefix(secret),
+                           limits=limits, expires_at=expires_at, metadata=metadata)
+        if await self.store.get(record.id) is not None:
+            raise GatewayError(ErrorCode.INVALID_VALUE, f"A key with id {record.id!r} exists.",
+                               param="id")
+        await self.store.save(record)
+        return record, secret
+
+    async def key(self, key_id: str) -> KeyRecord:
+        record = await self.store.get(key_id)
+        if record is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No key with id {key_id!r}.")
+        return record
+
+    async def _mutable(self, key_id: str) -> KeyRecord:
+        record = await self.key(key_id)
+        if record.source != "admin":
+            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
+                               f"Key {key_id!r} comes from the {record.source} configuration; "
+                               "change it there.")
+        return record
+
+    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
+        record = await self._mutable(key_id)
+        data = record.model_dump()
+        limits = {**data["limits"], **changes.pop("limits", {})}
+        updated = KeyRecord.model_validate({**data, **changes, "limits": limits})
+        await self.store.save(updated)
+        return updated
+
+    async def revoke_key(self, key_id: str) -> KeyRecord:
+        record = await self._mutable(key_id)
+        if record.revoked_at is None:
+            record = record.model_copy(update={"revoked_at": datetime.now(UTC)})
+            await self.store.save(record)
+        return record
+
+    async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
+        record = await self._mutable(key_id)
+        if record.revoked_at is not None:
+            raise GatewayError(ErrorCode.INVALID_VALUE, f"Key {key_id!r} is revoked.")
+        secret = new_secret()
+        rotated = record.model_copy(update={"key_sha256": hash_secret(secret),
+                                            "prefix": display_prefix(secret)})
+        await self.store.save(rotated, old_hash=record.key_sha256)
+        return rotated, secret
+
+    async def keys(self) -> list[KeyRecord]:
+        return await self.store.all()
+
+    async def usage(self, query: UsageQuery) -> list[Row]:
+        return await self.ledger.query(query)
+
+
+@dataclass(slots=True)
+class RequestTenancy:
+    """One request's tenancy, filled in as it goes and closed with its book: settles the
+    admission and writes the access log line."""
+
+    tenants: Tenants
+    tenant: Tenant
+    route: str
+    request_id: str
+    admission: Admission | None = None
+    requested: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None
+    saved: Decimal = Decimal(0)
+    cache: str | None = None
+    attempts: int = 0
+
+    def close(self, *, status: int, error_code: str | None, latency_ms: float,
+              upstream_ms: float, served: str | None) -> None:
+        if self.admission is not None:
+            self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
+                                completion_tokens=self.completion_tokens,
+                                cost=self.cost or Decimal(0), saved=self.saved,
+                                error=status >= 400, model=served or None)
+        self.tenants.access.record(
+            request_id=self.request_id, key_name=self.tenant.name, team=self.tenant.team,
+            route=self.route, requested_model=self.requested, served_model=served or None,
+            status=status, error_code=error_code, latency_ms=latency_ms,
+            upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,
+            output_tokens=self.completion_tokens, cost=self.cost, cache=self.cache,
+            attempts=self.attempts)

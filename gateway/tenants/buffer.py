@@ -1,0 +1,118 @@
+"""Counter increments written behind the client's back: merged in memory, written by one
+background task, kept and retried while the store is unreachable, bounded in size.
+
+Increments to the same cell merge (two requests of one key on one day are one row update), so a
+Redis outage costs memory in proportion to the distinct cells touched, not to the requests; only
+a new cell beyond ``max_cells`` is dropped, and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import Generic, TypeVar
+
+from redis.exceptions import RedisError
+
+logger = logging.getLogger("gateway.tenants")
+
+K = TypeVar("K", bound=Hashable)
+
+# What an unreachable or failing store raises (Redis, or SQLite locked or out of space).
+STORE_ERRORS = (RedisError, OSError, TimeoutError, sqlite3.Error)
+
+
+class MergeBuffer(Generic[K]):
+    def __init__(self, sink: Callable[[dict[K, list[int]]], Awaitable[None]], *, name: str,
+                 max_cells: int = 50_000, on_drop: Callable[[], None] | None = None,
+                 retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
+        self._sink = sink
+        self._name = name
+        self._max_cells = max_cells
+        self._on_drop = on_drop
+        self._retry_s = retry_s
+        self._max_retry_s = max_retry_s
+        self._pending: dict[K, list[int]] = {}
+        self._wake = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._closing = False
+        self._task: asyncio.Task[None] | None = None
+        self._failing = False
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, key: K, values: Sequence[int]) -> None:
+        """Never blocks and never raises: the caller is on a client's request path."""
+        cell = self._pending.get(key)
+        if cell is None:
+            if len(self._pending) >= self._max_cells:
+                if self._on_drop is not None:
+                    self._on_drop()
+                return
+            self._pending[key] = list(values)
+        else:
+            for i, value in enumerate(values):
+                cell[i] += value
+        self._wake.set()
+        if self._task is None and not self._closing:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def flush(self) -> bool:
+        """Write what is pending; on failure put it back (merged with what came meanwhile)."""
+        if not self._pending:
+            return True
+        batch, self._pending = self._pending, {}
+        try:
+            await self._sink(batch)
+        except STORE_ERRORS as exc:
+            for key, values in batch.items():
+                cell = self._pending.get(key)
+                if cell is None:
+                    self._pending[key] = values
+                else:
+                    for i, value in enumerate(values):
+                        cell[i] += value
+            if not self._failing:
+                self._failing = True
+                logger.warning("%s: store unavailable (%s); %d cells kept, retrying",
+                               self._name, type(exc).__name__, len(self._pending))
+            return False
+        if self._failing:
+            self._failing = False
+            logger.warning("%s: store reachable again; pending writes flushed", self._name)
+        return True
+
+    async def _run(self) -> None:
+        wait = self._retry_s
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ok = await self.flush()
+            if self._closing:
+                return
+            if ok:
+                wait = self._retry_s
+                continue
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), wait)
+            wait = min(wait * 2, self._max_retry_s)
+            self._wake.set()
+
+    async def aclose(self, timeout_s: float = 2.0) -> None:
+        """Flush what is pending (within ``timeout_s``). The writer is asked to stop rather than
+        cancelled: redis-py can swallow a cancellation that lands inside a pipeline."""
+        self._closing = True
+        self._stop.set()
+        self._wake.set()
+        if self._task is not None:
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
+            except TimeoutError:
+                self._task.cancel()
+            self._task = None
+        with contextlib.suppress(*STORE_ERRORS):
+            await asyncio.wait_for(self.flush(), timeout_s)

@@ -1,0 +1,184 @@
+"""Where keys live: the key file and ``GATEWAY_API_KEYS`` (read once, in memory), and keys made
+through the admin API (Redis when ``REDIS_URL`` is set, else one SQLite file), behind one
+lookup by hash with a short local cache.
+
+The cache keeps a found key for ``CACHE_TTL_S`` (0.5 s), so a key revoked on one replica stops
+working on every replica within that time; a key not found is never cached, so a key created on
+one replica works on the others at once. While the store is unreachable, a key seen before keeps
+its last known record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Protocol
+
+from redis.asyncio import Redis
+
+from .buffer import STORE_ERRORS
+from .keys import KeyRecord
+
+CACHE_TTL_S = 0.5
+REDIS_KEY = "gw:tenant:key:"
+REDIS_HASH = "gw:tenant:hash:"
+REDIS_IDS = "gw:tenant:keys"
+
+
+class StoreUnavailable(Exception):
+    """The key store could not be reached."""
+
+
+class KeyBackend(Protocol):
+    async def get(self, key_id: str) -> KeyRecord | None: ...
+    async def find(self, key_sha256: str) -> KeyRecord | None: ...
+    async def all(self) -> list[KeyRecord]: ...
+    async def save(self, record: KeyRecord, old_hash: str | None = None) -> None: ...
+    async def aclose(self) -> None: ...
+
+
+class RedisKeys:
+    """Records as JSON strings, an index from hash to id, and a set of ids."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._redis = redis
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        raw = await self._redis.get(REDIS_KEY + key_id)
+        return KeyRecord.model_validate_json(raw) if raw else None
+
+    async def find(self, key_sha256: str) -> KeyRecord | None:
+        key_id = await self._redis.get(REDIS_HASH + key_sha256)
+        if not key_id:
+            return None
+        record = await self.get(key_id.decode())
+        return record if record is not None and record.key_sha256 == key_sha256 else None
+
+    async def all(self) -> list[KeyRecord]:
+        ids = sorted(i.decode() for i in await self._redis.smembers(REDIS_IDS))
+        if not ids:
+            return []
+        raws = await self._redis.mget([REDIS_KEY + i for i in ids])
+        return [KeyRecord.model_validate_json(raw) for raw in raws if raw]
+
+    async def save(self, record: KeyRecord, old_hash: str | None = None) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.set(REDIS_KEY + record.id, record.model_dump_json())
+            pipe.set(REDIS_HASH + record.key_sha256, record.id)
+            pipe.sadd(REDIS_IDS, record.id)
+            if old_hash and old_hash != record.key_sha256:
+                pipe.delete(REDIS_HASH + old_hash)
+            await pipe.execute()
+
+    async def aclose(self) -> None:
+        """The Redis client is shared and closed by its owner."""
+
+
+class SqliteKeys:
+    """One table in a SQLite file (WAL, so every worker process can read while one writes);
+    every call runs in a thread, off the event loop."""
+
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
+                                   timeout=5.0)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, "
+                             "key_sha256 TEXT NOT NULL UNIQUE, record TEXT NOT NULL)")
+
+    def _one(self, sql: str, arg: str) -> KeyRecord | None:
+        with self._lock:
+            row = self._db.execute(sql, (arg,)).fetchone()
+        return KeyRecord.model_validate_json(row[0]) if row else None
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        return await asyncio.to_thread(self._one, "SELECT record FROM api_keys WHERE id = ?",
+                                       key_id)
+
+    async def find(self, key_sha256: str) -> KeyRecord | None:
+        return await asyncio.to_thread(
+            self._one, "SELECT record FROM api_keys WHERE key_sha256 = ?", key_sha256)
+
+    def _all(self) -> list[KeyRecord]:
+        with self._lock:
+            rows = self._db.execute("SELECT record FROM api_keys ORDER BY id").fetchall()
+        return [KeyRecord.model_validate_json(row[0]) for row in rows]
+
+    async def all(self) -> list[KeyRecord]:
+        return await asyncio.to_thread(self._all)
+
+    def _save(self, record: KeyRecord) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT INTO api_keys (id, key_sha256, record) VALUES (?, ?, ?) ON CONFLICT(id) "
+                "DO UPDATE SET key_sha256 = excluded.key_sha256, record = excluded.record",
+                (record.id, record.key_sha256, record.model_dump_json()))
+
+    async def save(self, record: KeyRecord, old_hash: str | None = None) -> None:
+        await asyncio.to_thread(self._save, record)
+
+    async def aclose(self) -> None:
+        await asyncio.to_thread(self._db.close)
+
+
+class KeyStore:
+    """Every key the gateway knows, looked up by the SHA-256 of the presented secret."""
+
+    def __init__(self, static: list[KeyRecord], backend: KeyBackend | None) -> None:
+        self._static = {r.key_sha256: r for r in static}
+        self._static_ids = {r.id: r for r in static}
+        self.backend = backend
+        self._cache: dict[str, tuple[float, KeyRecord]] = {}
+
+    @property
+    def static_records(self) -> list[KeyRecord]:
+        return list(self._static_ids.values())
+
+    async def lookup(self, key_sha256: str) -> KeyRecord | None:
+        found = self._static.get(key_sha256)
+        if found is not None or self.backend is None:
+            return found
+        now = time.monotonic()
+        cached = self._cache.get(key_sha256)
+        if cached is not None and cached[0] > now:
+            return cached[1]
+        try:
+            record = await self.backend.find(key_sha256)
+        except STORE_ERRORS as exc:  # the store is down: a key seen before keeps working
+            if cached is not None:
+                return cached[1]
+            raise StoreUnavailable(type(exc).__name__) from None
+        if record is None:
+            self._cache.pop(key_sha256, None)
+            return None
+        if len(self._cache) > 10_000:
+            self._cache.clear()
+        self._cache[key_sha256] = (now + CACHE_TTL_S, record)
+        return record
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        found = self._static_ids.get(key_id)
+        if found is not None or self.backend is None:
+            return found
+        return await self.backend.get(key_id)
+
+    async def all(self) -> list[KeyRecord]:
+        stored = await self.backend.all() if self.backend is not None else []
+        return [*self._static_ids.values(), *stored]
+
+    async def save(self, record: KeyRecord, old_hash: str | None = None) -> None:
+        if self.backend is None:
+            raise StoreUnavailable("no key store configured")
+        await self.backend.save(record, old_hash)
+        self._cache.pop(record.key_sha256, None)
+        if old_hash:
+            self._cache.pop(old_hash, None)
+
+    async def aclose(self) -> None:
+        if self.backend is not None:
+            await self.backend.aclose()
