@@ -143,7 +143,7 @@ async def test_a_request_larger_than_the_tpm_limit_says_so(pair: tuple[Tenants, 
 async def test_per_model_limits_apply_to_matching_models_only(
         pair: tuple[Tenants, Tenants]) -> None:
     a, _ = pair
-    record, secret = await a.create_key("k", None, KeyLimits(
+    _, secret = await a.create_key("k", None, KeyLimits(
         model_limits={"gpt-*": {"rpm": 1}}), None, {})
     tenant = await a.authenticate(bearer(secret))
     await a.admit(tenant, "gpt-4.1", 1)
@@ -234,8 +234,8 @@ async def test_revoked_and_expired_keys_are_refused_and_x_api_key_is_accepted(
             break
         assert time.monotonic() < deadline, "a revoked key still worked after a second"
         await asyncio.sleep(0.05)
-    expired, secret2 = await a.create_key("old", None, KeyLimits(),
-                                          datetime.now(UTC) - timedelta(seconds=1), {})
+    _, secret2 = await a.create_key("old", None, KeyLimits(),
+                                    datetime.now(UTC) - timedelta(seconds=1), {})
     with pytest.raises(GatewayError) as refused:
         await b.authenticate(bearer(secret2))
     assert (refused.value.status, refused.value.code) == (401, "key_expired")
