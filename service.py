@@ -13,6 +13,7 @@ from gateway.context import Gateway
 from gateway.gcwatch import GcWatch
 from gateway.metrics import Metrics
 from gateway.settings import Settings
+from gateway.tenants.keys import load_key_file
 from gateway.tracing import UpstreamSpans
 
 logger = logging.getLogger("gateway")
@@ -20,6 +21,8 @@ logger = logging.getLogger("gateway")
 bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
+if settings.keys_file:  # a bad key file stops start-up here, naming the file, entry and field
+    load_key_file(settings.keys_file)
 app = create_app(settings.max_concurrency)
 if settings.tracing_exporter and not settings.bentoml_telemetry:
     # Under BentoML's stack its server span already continues the caller's trace.
@@ -48,8 +51,9 @@ class LLMGateway:
     """An OpenAI-compatible gateway in front of HolySheep AI (or any OpenAI-compatible URL)."""
 
     def __init__(self) -> None:
-        if not settings.api_keys:
-            logger.warning("GATEWAY_API_KEYS is not set: the gateway accepts every client.")
+        if not settings.auth_required:
+            logger.warning("None of GATEWAY_API_KEYS, GATEWAY_KEYS_FILE, GATEWAY_ADMIN_KEY is "
+                           "set: the gateway accepts every client.")
         if not settings.upstream_api_key:
             logger.warning("HOLYSHEEP_API_KEY is not set: upstream calls carry no key.")
         metrics = Metrics()

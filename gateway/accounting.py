@@ -11,6 +11,7 @@ from .metrics import Metrics
 from .pricing import cost_usd, read_usage
 from .router import Served
 from .schemas import Usage
+from .tenants import RequestTenancy
 
 
 class RequestBook:
@@ -24,6 +25,7 @@ class RequestBook:
         "model",
         "overhead_s",
         "started",
+        "tenancy",
         "upstream_s",
     )
 
@@ -36,6 +38,7 @@ class RequestBook:
         self.upstream_s = 0.0
         self.overhead_s: float | None = None
         self._closed = False
+        self.tenancy: RequestTenancy | None = None
 
     def elapsed_ms(self) -> float:
         return round(1000 * (time.monotonic() - self.started), 3)
@@ -43,6 +46,8 @@ class RequestBook:
     def served(self, requested: str, served: Served) -> None:
         self.model = served.name
         self.upstream_s = served.upstream_s
+        if self.tenancy is not None:
+            self.tenancy.attempts = served.attempts
         if served.name != requested:
             self._metrics.observe_fallback(requested, served.name)
 
@@ -58,6 +63,10 @@ class RequestBook:
         else:
             cost = cost_usd(served.entry, prompt, completion)
             self._metrics.observe_usage(served.name, prompt, completion, cost)
+        if self.tenancy is not None:
+            self.tenancy.charged(prompt, completion, cost,
+                                 cost_usd(served.entry, prompt, completion) if served.cached
+                                 else Decimal(0))
         return Usage(prompt_tokens=prompt, completion_tokens=completion,
                      total_tokens=prompt + completion), cost
 
@@ -78,3 +87,7 @@ class RequestBook:
         self._metrics.observe_request(
             self.endpoint, self.model, error.status if error else status, total,
             overhead, error.type if error else None)
+        if self.tenancy is not None:
+            self.tenancy.close(status=error.status if error else status,
+                               error_code=error.code if error else None, latency_ms=1000 * total,
+                               upstream_ms=1000 * self.upstream_s, served=self.model)

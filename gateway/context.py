@@ -14,6 +14,7 @@ from .health import ServiceStats
 from .metrics import Metrics
 from .router import Router
 from .settings import Settings
+from .tenants import Tenants
 from .tracing import UpstreamSpans
 from .upstream import UpstreamClient
 
@@ -29,6 +30,7 @@ class Gateway:
     embeddings: Embeddings
     cache: ResponseCache | None
     semantic: SemanticTier | None
+    tenants: Tenants
 
     @classmethod
     def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics,
@@ -51,9 +53,10 @@ class Gateway:
             cache = ResponseCache(store, metrics, store_length=settings.cache_store_length)
         semantic = build_semantic_tier(settings, router, metrics) if cache is not None else None
         return cls(settings, catalog, upstream, router, stats, metrics, embeddings, cache,
-                   semantic)
+                   semantic, Tenants.build(settings, metrics))
 
     async def aclose(self) -> None:
+        await self.tenants.aclose()
         if self.semantic is not None:
             await self.semantic.aclose()
         if self.cache is not None:

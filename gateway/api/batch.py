@@ -23,7 +23,7 @@ from ..context import Gateway
 from ..errors import ErrorCode, GatewayError, bad_request
 from ..pricing import to_micro
 from .flow import gateway_of
-from .requests import authorize, cancel_on_disconnect, read_json
+from .requests import cancel_on_disconnect, read_json
 from .seed import simplify
 
 
@@ -51,7 +51,7 @@ async def batch(request: Request) -> Response:
     started = time.monotonic()
     gateway = gateway_of(request)
     settings = gateway.settings
-    authorize(request, settings.api_keys)
+    await gateway.tenants.authenticate(request.headers)
     body = await read_json(request, settings.max_body_bytes)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:

@@ -28,7 +28,7 @@ from ..pricing import cost_usd, format_usd, read_usage
 from ..router import Served
 from ..schemas import Usage
 from ..upstream import UpstreamFailure, UpstreamReply
-from .requests import authorize, cancel_on_disconnect, read_json
+from .requests import cancel_on_disconnect, read_json
 
 
 class ChunkStream(Protocol):
@@ -64,9 +64,15 @@ class ChatCall:
     ticket: CacheTicket | None = None  # set when the answer may be stored
     similarity: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.book.tenancy is not None:
+            self.book.tenancy.cache = self.cache_status
+
     def headers(self) -> dict[str, str]:
         headers = {"x-gateway-model": self.served.name,
                    "x-gateway-attempts": str(self.served.attempts)}
+        if self.book.tenancy is not None:
+            headers.update(self.book.tenancy.rate_headers())
         if self.cache_status is not None:
             headers["x-gateway-cache"] = self.cache_status
         if self.similarity is not None:
@@ -143,12 +149,14 @@ async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> C
     """Everything up to the upstream's answer (or its opened stream, or the cache's)."""
     gateway = gateway_of(request)
     book = RequestBook(gateway.stats, gateway.metrics, endpoint)
+    book.tenancy = tenancy = gateway.tenants.tenancy(endpoint, request.headers)
     settings = gateway.settings
     try:
-        tenant = authorize(request, settings.api_keys)
+        tenant = (await tenancy.authenticate()).scope
         body = await read_json(request, settings.max_body_bytes)
         plan = plan_chat(gateway.catalog, body, seed_defaults=seed_defaults)
         book.model = plan.model
+        await tenancy.admit(plan.model, plan.payload)
         deadline = book.started + settings.timeout_s
         route = gateway.router.open_stream if plan.stream else gateway.router.complete
         cache = gateway.cache

@@ -22,7 +22,7 @@ from ..pricing import cost_usd, format_usd, read_usage, to_micro
 from ..schemas import Usage
 from ..sse import encode
 from .flow import ChatCall, gateway_of, relay, run_chat
-from .requests import authorize, cancel_on_disconnect, read_json
+from .requests import cancel_on_disconnect, read_json
 from .streaming import EventStream
 
 DONE = b"data: [DONE]\n\n"
@@ -50,8 +50,9 @@ def _stream_renderer(call: ChatCall) -> Callable[[bytes, dict[str, Any]], bytes 
         if usage:
             if wants_usage:
                 tokens = read_usage(usage)
-                if tokens is not None:
-                    usage["cost_usd"] = float(to_micro(cost_usd(entry, *tokens)))
+                if tokens is not None:  # a cache replay cost nothing
+                    usage["cost_usd"] = (0.0 if call.served.cached
+                                         else float(to_micro(cost_usd(entry, *tokens))))
                 return encode(orjson.dumps(chunk))
             if not chunk.get("choices"):
                 return None  # the usage chunk the gateway asked for on its own behalf
@@ -67,25 +68,30 @@ def _done(usage: Usage, cost: Decimal | None) -> bytes:
 async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
     book = RequestBook(gateway.stats, gateway.metrics, "/v1/embeddings")
+    book.tenancy = tenancy = gateway.tenants.tenancy("/v1/embeddings", request.headers)
     try:
-        authorize(request, gateway.settings.api_keys)
+        await tenancy.authenticate()
         body = await read_json(request, gateway.settings.max_body_bytes)
+        if isinstance(body, dict) and isinstance(body.get("model"), str):
+            await tenancy.admit(body["model"], body)
         answer = await cancel_on_disconnect(request, gateway.embeddings.embed(body))
     except GatewayError as error:
         book.close(error=error)
         raise
     book.model = answer.served
+    tenancy.charged(answer.tokens, 0, answer.cost, Decimal(0))
     book.close()
     return Response(answer.body, media_type="application/json", headers={
         "x-gateway-cost-usd": format_usd(answer.cost),
         "x-gateway-model": answer.served,
         "x-gateway-batch-size": str(answer.batch_size),
+        **tenancy.rate_headers(),
     })
 
 
 async def list_models(request: Request) -> Response:
     gateway = gateway_of(request)
-    authorize(request, gateway.settings.api_keys)
+    await gateway.tenants.authenticate(request.headers)
     data = [
         {"id": name, "object": "model", "created": 0, "owned_by": entry.provider}
         for name, entry in gateway.catalog.models.items()

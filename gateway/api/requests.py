@@ -1,9 +1,9 @@
-"""Reading a request safely: authentication, a bounded body, and cancel-on-disconnect."""
+"""Reading a request safely: a bounded body, and cancel-on-disconnect (authentication is
+``gateway.tenants``)."""
 
 from __future__ import annotations
 
 import asyncio
-import hmac
 from collections.abc import Awaitable
 from typing import Any, TypeVar
 
@@ -11,24 +11,9 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive
 
-from ..errors import ErrorCode, GatewayError, bad_request, body_too_large, unauthorized
+from ..errors import ErrorCode, GatewayError, bad_request, body_too_large
 
 T = TypeVar("T")
-
-
-def authorize(request: Request, keys: tuple[bytes, ...]) -> bytes | None:
-    """Check ``Authorization: Bearer <key>`` in constant time; returns the key (the tenant)."""
-    if not keys:
-        return None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    presented = token.strip().encode()
-    matched = False
-    for key in keys:  # compare against every key so timing says nothing about which one
-        matched |= hmac.compare_digest(presented, key)
-    if scheme.lower() != "bearer" or not matched:
-        raise unauthorized()
-    return presented
 
 
 async def read_json(request: Request, limit: int) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import os
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -23,7 +24,14 @@ from ..metrics import Metrics
 from ..pricing import to_micro
 from ..settings import Settings
 from .accesslog import AccessLog
-from .admission import ANONYMOUS, Admission, Tenant, rate_headers, retry_after
+from .admission import (
+    ANONYMOUS,
+    Admission,
+    Tenant,
+    estimate_tokens,
+    rate_headers,
+    retry_after,
+)
 from .buffer import STORE_ERRORS
 from .keys import (
     KeyLimits,
@@ -52,7 +60,7 @@ from .limits import (
 )
 from .store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 
-__all__ = ["ANONYMOUS", "Admission", "Tenant", "Tenants"]
+__all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 
 logger = logging.getLogger("gateway.tenants")
 
@@ -201,6 +209,12 @@ class Tenants:
         await self.store.aclose()
         if self._redis is not None:
             await self._redis.aclose()
+
+    def tenancy(self, route: str, headers: Mapping[str, str]) -> RequestTenancy:
+        """A request's tenancy, opened before anything can fail so that every request, refused
+        ones included, gets its access log line."""
+        request_id = headers.get("x-request-id", "")[:64] or os.urandom(8).hex()
+        return RequestTenancy(self, ANONYMOUS, route, request_id, headers)
 
     # Limits
 
@@ -388,6 +402,7 @@ class RequestTenancy:
     tenant: Tenant
     route: str
     request_id: str
+    headers: Mapping[str, str]
     admission: Admission | None = None
     requested: str | None = None
     prompt_tokens: int = 0
@@ -396,6 +411,23 @@ class RequestTenancy:
     saved: Decimal = Decimal(0)
     cache: str | None = None
     attempts: int = 0
+
+    async def authenticate(self) -> Tenant:
+        self.tenant = await self.tenants.authenticate(self.headers)
+        return self.tenant
+
+    async def admit(self, model: str, payload: Any) -> Admission:
+        self.requested = model
+        self.admission = await self.tenants.admit(self.tenant, model, estimate_tokens(payload))
+        return self.admission
+
+    def rate_headers(self) -> dict[str, str]:
+        return self.admission.headers() if self.admission is not None else {}
+
+    def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
+                saved: Decimal) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+        self.cost, self.saved = cost, saved
 
     def close(self, *, status: int, error_code: str | None, latency_ms: float,
               upstream_ms: float, served: str | None) -> None:

@@ -26,6 +26,11 @@ class Tenant:
     def anonymous(self) -> bool:
         return self.record is None
 
+    @property
+    def scope(self) -> bytes | None:
+        """What the cache keys this tenant's entries under (``None``: the open gateway)."""
+        return None if self.record is None else self.id.encode()
+
 
 ANONYMOUS = Tenant("anonymous", "anonymous", None, KeyLimits())
 

@@ -124,8 +124,9 @@ class KeyRecord(BaseModel):
         return value
 
     def public(self) -> dict[str, Any]:
-        """What the admin API shows: everything but the hash."""
-        return self.model_dump(mode="json", exclude={"key_sha256"})
+        """What the admin API shows: everything but the hash, with the limits inline."""
+        data = self.model_dump(mode="json", exclude={"key_sha256", "limits"})
+        return {**data, **self.limits.model_dump(mode="json")}
 
 
 def load_key_file(path: Path) -> list[KeyRecord]:

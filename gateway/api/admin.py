@@ -1,0 +1,214 @@
+"""The admin API (keys, usage), authorised only by ``GATEWAY_ADMIN_KEY``, and ``GET /v1/usage``
+where a client key reads its own usage. Secrets are shown once, at creation and rotation; lists
+show the display prefix, never a hash.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..errors import ErrorCode, GatewayError, bad_request, unauthorized
+from ..tenants import Tenants
+from ..tenants.keys import KeyLimits, ModelLimit
+from ..tenants.ledger import GroupBy, UsageQuery, to_csv
+from .flow import gateway_of
+from .requests import read_json
+
+MAX_DAYS = 366
+
+
+class KeyPatch(BaseModel):
+    """What a PATCH may change; the limits sit inline, as in the key file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str | None = Field(None, min_length=1, max_length=200)
+    team: str | None = Field(None, max_length=200)
+    models: list[str] | None = None
+    rpm: int | None = Field(None, ge=1)
+    tpm: int | None = Field(None, ge=1)
+    max_parallel: int | None = Field(None, ge=1)
+    budget_daily_usd: Decimal | None = Field(None, ge=0)
+    budget_monthly_usd: Decimal | None = Field(None, ge=0)
+    model_limits: dict[str, ModelLimit] | None = None
+    expires_at: datetime | None = None
+    metadata: dict[str, Any] | None = None
+
+
+class KeyCreate(KeyPatch):
+    id: str | None = Field(None, min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")
+    name: str = Field(min_length=1, max_length=200)  # type: ignore[assignment]
+
+
+def _json(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status_code=status, media_type="application/json")
+
+
+def _invalid(exc: ValidationError) -> GatewayError:
+    err = exc.errors()[0]
+    where = ".".join(str(p) for p in err["loc"] if p != "limits") or None
+    return bad_request(f"{where}: {err['msg']}" if where else err["msg"], param=where)
+
+
+async def _admin(request: Request) -> Tenants:
+    tenants = gateway_of(request).tenants
+    if tenants.is_admin(request.headers):
+        return tenants
+    if not tenants.settings.admin_key:
+        raise GatewayError(ErrorCode.PERMISSION_DENIED,
+                           "The admin API is off: set GATEWAY_ADMIN_KEY to turn it on.")
+    try:
+        await tenants.authenticate(request.headers)
+    except GatewayError:
+        raise unauthorized() from None
+    raise GatewayError(ErrorCode.PERMISSION_DENIED,
+                       "This is a client key; the admin API needs the admin key.")
+
+
+async def _body(request: Request, model: type[KeyPatch]) -> KeyPatch:
+    body = await read_json(request, gateway_of(request).settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    try:
+        return model.model_validate(body)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _limits_of(patch: KeyPatch) -> dict[str, Any]:
+    fields = patch.model_fields_set & set(KeyLimits.model_fields)
+    return {name: getattr(patch, name) for name in fields}
+
+
+async def create_key(request: Request) -> Response:
+    tenants = await _admin(request)
+    spec = await _body(request, KeyCreate)
+    assert isinstance(spec, KeyCreate)
+    try:
+        limits = KeyLimits.model_validate({k: v for k, v in _limits_of(spec).items()
+                                           if v is not None})
+        record, secret = await tenants.create_key(spec.name, spec.team, limits, spec.expires_at,
+                                                  spec.metadata or {}, spec.id)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json({**record.public(), "key": secret}, 201)
+
+
+async def list_keys(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json({"object": "list", "data": [r.public() for r in await tenants.keys()]})
+
+
+async def get_key(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.key(request.path_params["key_id"])).public())
+
+
+async def update_key(request: Request) -> Response:
+    tenants = await _admin(request)
+    patch = await _body(request, KeyPatch)
+    changes: dict[str, Any] = {k: getattr(patch, k) for k in patch.model_fields_set
+                               if k not in KeyLimits.model_fields}
+    limits = _limits_of(patch)
+    if limits:
+        changes["limits"] = limits
+    try:
+        record = await tenants.update_key(request.path_params["key_id"], changes)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json(record.public())
+
+
+async def revoke_key(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.revoke_key(request.path_params["key_id"])).public())
+
+
+async def rotate_key(request: Request) -> Response:
+    tenants = await _admin(request)
+    record, secret = await tenants.rotate_key(request.path_params["key_id"])
+    return _json({**record.public(), "key": secret})
+
+
+def _date(value: str | None, name: str, default: date) -> date:
+    if value is None or value == "":
+        return default
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise bad_request(f"{name} must be a date, YYYY-MM-DD.", param=name) from None
+
+
+def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str]:
+    params = request.query_params
+    today = datetime.now(UTC).date()
+    end = _date(params.get("to"), "to", today)
+    start = _date(params.get("from"), "from", end.replace(day=1))
+    if start > end:
+        raise bad_request("'from' is after 'to'.", param="from")
+    if end - start > timedelta(days=MAX_DAYS):
+        raise bad_request(f"At most {MAX_DAYS} days at a time.", param="from")
+    group: list[GroupBy] = []
+    for part in (params.get("group_by") or "key,model,day").split(","):
+        try:
+            item = GroupBy(part.strip())
+        except ValueError:
+            raise bad_request(f"group_by takes key, team, model, day (not {part.strip()!r}).",
+                              param="group_by") from None
+        if item not in group:
+            group.append(item)
+    fmt = params.get("format") or "json"
+    if fmt not in ("json", "csv"):
+        raise bad_request("format is json or csv.", param="format")
+    return UsageQuery(start, end, key=key or params.get("key") or None,
+                      team=params.get("team") or None, model=params.get("model") or None,
+                      group_by=tuple(group)), fmt
+
+
+async def _usage_response(tenants: Tenants, query: UsageQuery, fmt: str) -> Response:
+    rows = await tenants.usage(query)
+    if fmt == "csv":
+        return Response(to_csv(query, rows), media_type="text/csv; charset=utf-8")
+    return _json({"object": "list", "from": query.start.isoformat(), "to": query.end.isoformat(),
+                  "group_by": [g.value for g in query.group_by], "data": rows})
+
+
+async def admin_usage(request: Request) -> Response:
+    tenants = await _admin(request)
+    query, fmt = _query(request)
+    return await _usage_response(tenants, query, fmt)
+
+
+async def own_usage(request: Request) -> Response:
+    """A client key's own usage, whatever ``key`` or ``team`` it asks for."""
+    tenants = gateway_of(request).tenants
+    tenant = await tenants.authenticate(request.headers)
+    if tenant.anonymous:
+        raise GatewayError(ErrorCode.PERMISSION_DENIED,
+                           "Usage is per key; this gateway has no client keys.")
+    asked = request.query_params.get("key")
+    if asked and asked != tenant.id:
+        raise GatewayError(ErrorCode.PERMISSION_DENIED, "A key can read only its own usage.",
+                           param="key")
+    query, fmt = _query(request, key=tenant.id)
+    return await _usage_response(tenants, query, fmt)
+
+
+routes = [
+    Route("/admin/keys", create_key, methods=["POST"]),
+    Route("/admin/keys", list_keys, methods=["GET"]),
+    Route("/admin/keys/{key_id}", get_key, methods=["GET"]),
+    Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
+    Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
+    Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+    Route("/admin/usage", admin_usage, methods=["GET"]),
+    Route("/v1/usage", own_usage, methods=["GET"]),
+]
