@@ -1,0 +1,203 @@
+"""The ledger (Redis and SQLite), its write buffer, the key file and the access log."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterator
+from datetime import date
+from pathlib import Path
+
+import orjson
+import pytest
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+
+from gateway.tenants.accesslog import RING_SIZE, AccessLog
+from gateway.tenants.buffer import MergeBuffer
+from gateway.tenants.keys import KeyFileError, hash_secret, load_key_file
+from gateway.tenants.ledger import GroupBy, RedisLedger, SqliteLedger, UsageQuery, to_csv
+from loadtest.harness import RedisServer
+
+DAY1, DAY2 = "2026-11-24", "2026-11-25"
+CELLS = [
+    ((DAY1, "k1", "red", "gpt-4.1"), [1, 0, 10, 20, 1_000_001, 0]),
+    ((DAY1, "k1", "red", "gpt-4.1"), [1, 1, 5, 0, 0, 0]),
+    ((DAY2, "k1", "red", "deepseek-v3.2"), [2, 0, 7, 7, 3, 500]),
+    ((DAY2, "k2", "blue", "gpt-4.1"), [1, 0, 1, 1, 999_999, 0]),
+]
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+async def fill(ledger: RedisLedger | SqliteLedger) -> None:
+    for cell, counts in CELLS:
+        ledger.add(cell, counts)
+    await ledger.buffer.flush()
+
+
+def query(**kw: object) -> UsageQuery:
+    return UsageQuery(date.fromisoformat(DAY1), date.fromisoformat(DAY2), **kw)  # type: ignore[arg-type]
+
+
+async def check_sums(ledger: RedisLedger | SqliteLedger) -> None:
+    await fill(ledger)
+    by_key = await ledger.query(query(group_by=(GroupBy.KEY,)))
+    assert by_key == [
+        {"key": "k1", "requests": 4, "errors": 1, "input_tokens": 22, "output_tokens": 27,
+         "cost_usd": "1.000004", "saved_usd": "0.000500"},
+        {"key": "k2", "requests": 1, "errors": 0, "input_tokens": 1, "output_tokens": 1,
+         "cost_usd": "0.999999", "saved_usd": "0.000000"},
+    ]
+    total = await ledger.query(query(group_by=()))
+    assert total[0]["cost_usd"] == "2.000003" and total[0]["requests"] == 5
+    red = await ledger.query(query(team="red", group_by=(GroupBy.DAY, GroupBy.MODEL)))
+    assert [(r["day"], r["model"], r["requests"]) for r in red] == [
+        (DAY1, "gpt-4.1", 2), (DAY2, "deepseek-v3.2", 2)]
+    one_day = await ledger.query(UsageQuery(date.fromisoformat(DAY2), date.fromisoformat(DAY2),
+                                            model="gpt-4.1", group_by=(GroupBy.TEAM,)))
+    assert one_day == [{"team": "blue", "requests": 1, "errors": 0, "input_tokens": 1,
+                        "output_tokens": 1, "cost_usd": "0.999999", "saved_usd": "0.000000"}]
+
+
+async def test_redis_ledger_sums_exactly_and_groups_by_any_column(
+        redis_server: RedisServer) -> None:
+    async with Redis.from_url(redis_server.url) as redis:
+        await redis.flushall()
+        ledger = RedisLedger(redis)
+        await check_sums(ledger)
+        await ledger.aclose()
+
+
+async def test_sqlite_ledger_sums_exactly_and_groups_by_any_column(tmp_path: Path) -> None:
+    ledger = SqliteLedger(tmp_path / "t.db")
+    await check_sums(ledger)
+    await ledger.aclose()
+    reopened = SqliteLedger(tmp_path / "t.db")  # and it is still there after a restart
+    assert (await reopened.query(query(group_by=())))[0]["cost_usd"] == "2.000003"
+    await reopened.aclose()
+
+
+def test_csv_has_a_header_and_defuses_formulas() -> None:
+    q = query(group_by=(GroupBy.KEY,))
+    text = to_csv(q, [{"key": "=cmd()", "requests": 1, "errors": 0, "input_tokens": 1,
+                       "output_tokens": 2, "cost_usd": "0.000001", "saved_usd": "0.000000"}])
+    assert text.splitlines() == [
+        "key,requests,errors,input_tokens,output_tokens,cost_usd,saved_usd",
+        "'=cmd(),1,0,1,2,0.000001,0.000000"]
+
+
+async def test_buffer_keeps_and_retries_writes_while_the_store_is_down() -> None:
+    written: list[dict[str, list[int]]] = []
+    failing = [True]
+
+    async def sink(batch: dict[str, list[int]]) -> None:
+        if failing[0]:
+            raise RedisConnectionError("down")
+        written.append(dict(batch))
+
+    buffer: MergeBuffer[str] = MergeBuffer(sink, name="test", retry_s=0.01, max_retry_s=0.02)
+    buffer.add("a", [1, 2])
+    buffer.add("a", [1, 2])
+    await asyncio.sleep(0.05)
+    assert written == [] and len(buffer) == 1  # kept, merged
+    buffer.add("a", [1, 0])
+    failing[0] = False
+    deadline = asyncio.get_running_loop().time() + 2
+    while not written:
+        assert asyncio.get_running_loop().time() < deadline
+        await asyncio.sleep(0.01)
+    assert written == [{"a": [3, 4]}]
+    await buffer.aclose()
+
+
+async def test_buffer_drops_new_cells_beyond_its_bound_and_counts_them() -> None:
+    dropped = []
+
+    async def sink(batch: dict[str, list[int]]) -> None:
+        raise RedisConnectionError("down")
+
+    buffer: MergeBuffer[str] = MergeBuffer(sink, name="test", max_cells=2,
+                                           on_drop=lambda: dropped.append(1))
+    for name in "abc":
+        buffer.add(name, [1])
+    buffer.add("a", [1])  # an existing cell still merges
+    assert len(buffer) == 2 and len(dropped) == 1
+    await buffer.aclose(timeout_s=0.1)
+
+
+def test_key_file_loads_hashes_and_inline_limits(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(f"""
+- id: team-red
+  name: Red team
+  team: red
+  key_sha256: {hash_secret("gk-red")}
+  rpm: 60
+  budget_monthly_usd: "12.50"
+  models: ["gpt-*"]
+  model_limits: {{"gpt-4.1": {{tpm: 1000}}}}
+""")
+    (record,) = load_key_file(path)
+    assert record.limits.rpm == 60 and str(record.limits.budget_monthly_usd) == "12.50"
+    assert record.limits.allows("gpt-4.1") and not record.limits.allows("deepseek-v3.2")
+    assert record.limits.for_model("gpt-4.1").tpm == 1000  # type: ignore[union-attr]
+    assert record.source == "file"
+
+
+@pytest.mark.parametrize(("entry", "needle"), [
+    ("- name: a\n  key_sha256: nothex\n", "entry 0 ('a'): key_sha256"),
+    (f"- name: a\n  key_sha256: {'a' * 64}\n  rpm: -1\n", "entry 0 ('a'): rpm"),
+    (f"- name: a\n  key_sha256: {'a' * 64}\n  budget_daily_usd: '0.0000001'\n",
+     "budget_daily_usd: Value error, budgets are counted in micro-dollars"),
+    (f"- name: a\n  key_sha256: {'a' * 64}\n  colour: red\n", "entry 0 ('a'): colour"),
+    (f"- name: a\n  key_sha256: {'a' * 64}\n- name: b\n  key_sha256: {'a' * 64}\n",
+     "entry 1 ('b'): key_sha256: the same key appears twice"),
+    ("name: a\n", "must be a list"),
+    ("- [\n", "not valid YAML"),
+])
+def test_a_bad_key_file_names_the_file_the_entry_and_the_field(
+        tmp_path: Path, entry: str, needle: str) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text(entry)
+    with pytest.raises(KeyFileError) as error:
+        load_key_file(path)
+    assert str(path) in str(error.value) and needle in str(error.value)
+
+
+def test_a_missing_key_file_says_so(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="cannot read"):
+        load_key_file(tmp_path / "absent.yaml")
+
+
+def _entry(log: AccessLog, name: str) -> None:
+    log.record(request_id="r1", key_name=name, team=None, route="/v1/chat/completions",
+               requested_model="gpt-4.1", served_model="gpt-4.1", status=200, error_code=None,
+               latency_ms=1.23456, upstream_ms=1.0, input_tokens=3, output_tokens=4, cost=None,
+               cache="miss", attempts=1)
+
+
+def test_access_log_is_one_json_line_whatever_the_name(capsys: pytest.CaptureFixture[str]) -> None:
+    logging.getLogger("gateway.access").handlers.clear()
+    log = AccessLog(True)
+    _entry(log, "evil\nname\u2028<script>")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1
+    entry = orjson.loads(out)
+    assert entry["key"] == "evil\nname\u2028<script>" and entry["latency_ms"] == 1.235
+    logging.getLogger("gateway.access").handlers.clear()
+
+
+def test_access_log_off_writes_nothing_but_keeps_the_ring(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    log = AccessLog(False)
+    for i in range(RING_SIZE + 5):
+        _entry(log, f"k{i}")
+    assert capsys.readouterr().out == ""
+    recent = log.snapshot()
+    assert len(recent) == RING_SIZE and recent[-1]["key"] == f"k{RING_SIZE + 4}"
