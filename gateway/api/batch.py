@@ -22,19 +22,23 @@ from ..chat import plan_chat
 from ..context import Gateway
 from ..errors import ErrorCode, GatewayError, bad_request
 from ..pricing import to_micro
+from ..tenants import Tenant
 from .flow import gateway_of
 from .requests import cancel_on_disconnect, read_json
 from .seed import simplify
 
 
-async def _one(gateway: Gateway, index: int, item: Any, gate: asyncio.Semaphore,
-               deadline: float) -> tuple[dict[str, Any], Decimal]:
+async def _one(gateway: Gateway, tenant: Tenant, request: Request, index: int, item: Any,
+               gate: asyncio.Semaphore, deadline: float) -> tuple[dict[str, Any], Decimal]:
     book = RequestBook(gateway.stats, gateway.metrics, "/batch")
+    book.tenancy = tenancy = gateway.tenants.tenancy("/batch", request.headers)
+    tenancy.tenant = tenant
     try:
         plan = plan_chat(gateway.catalog, item, seed_defaults=True)
         if plan.stream:
             raise bad_request("Streaming is not available inside a batch.", param="stream")
         book.model = plan.model
+        await tenancy.admit(plan.model, plan.payload)  # each item counts against the key
         async with gate:
             served = await gateway.router.complete(plan.model, plan.payload, deadline)
     except GatewayError as error:
@@ -51,7 +55,7 @@ async def batch(request: Request) -> Response:
     started = time.monotonic()
     gateway = gateway_of(request)
     settings = gateway.settings
-    await gateway.tenants.authenticate(request.headers)
+    tenant = await gateway.tenants.authenticate(request.headers)
     body = await read_json(request, settings.max_body_bytes)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
@@ -63,7 +67,8 @@ async def batch(request: Request) -> Response:
     gate = asyncio.Semaphore(settings.batch_parallelism)
     deadline = started + settings.timeout_s
     outcomes = await cancel_on_disconnect(request, asyncio.gather(
-        *(_one(gateway, i, item, gate, deadline) for i, item in enumerate(items))))
+        *(_one(gateway, tenant, request, i, item, gate, deadline)
+          for i, item in enumerate(items))))
     results = [result for result, _ in outcomes]
     total = sum((cost for _, cost in outcomes), Decimal(0))
     succeeded = sum(1 for r in results if r["status"] == 200)

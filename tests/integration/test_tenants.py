@@ -376,3 +376,46 @@ def test_plain_gateway_api_keys_keep_working_without_limits(
                                  json={"model": "gpt-4.1",
                                        "messages": [{"role": "user", "content": "x-api-key"}]})
     assert anthropic_style.status_code == 200
+
+
+def test_each_item_of_a_batch_counts_against_the_key(
+        replicas: tuple[GatewayServer, GatewayServer]) -> None:
+    a, _ = replicas
+    key = create_key(a.url, rpm=2)["key"]
+    answer = httpx.post(f"{a.url}/batch", headers={"Authorization": f"Bearer {key}"}, timeout=30,
+                        json={"requests": [{"messages": [{"role": "user", "content": f"b{i}"}]}
+                                           for i in range(3)]})
+    assert answer.status_code == 200
+    statuses = sorted(r["status"] for r in answer.json()["results"])
+    assert statuses == [200, 200, 429]
+
+
+def test_limits_fail_open_while_redis_is_away_and_apply_again_when_it_returns(
+        fake: FakeProvider, log_dir: Path) -> None:
+    import redis as redis_sync
+
+    own = RedisServer(log_dir)
+    server = GatewayServer(log_dir, fake.base_url, env=gateway_env(own))
+    try:
+        key = create_key(server.url, rpm=2)["key"]
+        assert [chat(server.url, key, f"up {i} {time.time()}").status_code
+                for i in range(3)] == [200, 200, 429]
+        with redis_sync.Redis.from_url(own.url) as control:
+            control.client_pause(3000)  # every other client's command now times out
+        down = [chat(server.url, key, f"down {i} {time.time()}") for i in range(3)]
+        # The key was seen before, so it still authenticates; the limit cannot be checked.
+        assert [r.status_code for r in down] == [200, 200, 200]
+        assert "x-ratelimit-limit-requests" not in down[0].headers
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert 'gateway_limits_unavailable_total{decision="fail_open"} 3.0' in metrics
+        assert server.process.log().count("limits: the store is unreachable") == 1
+        deadline = time.monotonic() + 15
+        while (answer := chat(server.url, key, f"back {time.time()}")).status_code == 200:
+            assert time.monotonic() < deadline, "limits never came back"
+            time.sleep(0.2)
+        # Back: the window still holds the two requests counted before the outage.
+        assert answer.status_code == 429 and answer.json()["error"]["code"] == "rate_limit_exceeded"
+        assert "limits: the store is reachable again" in server.process.log()
+    finally:
+        server.stop()
+        own.stop()
