@@ -297,3 +297,24 @@ async def test_in_process_limits_hold_the_same_rules(tmp_path: Path,
             await tenants.admit(tenant, "gpt-4.1", 1)
     finally:
         await tenants.aclose()
+
+
+async def test_the_soft_threshold_shows_once_in_a_metric_and_a_log_line(
+        tmp_path: Path, redis_server: RedisServer, caplog: pytest.LogCaptureFixture) -> None:
+    tenants, metrics = build(tmp_path, redis_server.url)
+    try:
+        _, secret = await make_key(tenants, budget_daily_usd=Decimal("0.000010"))
+        tenant = await tenants.authenticate(bearer(secret))
+        admission = await tenants.admit(tenant, "gpt-4.1", 1)
+        tenants.settle(admission, prompt_tokens=1, completion_tokens=1,
+                       cost=Decimal("0.000008"), saved=Decimal(0), error=False)
+        await tenants.limiter.returns.flush()  # type: ignore[union-attr]
+        with caplog.at_level("WARNING", logger="gateway.tenants"):
+            for _ in range(3):
+                await tenants.admit(tenant, "gpt-4.1", 1)
+        soft = [r.getMessage() for r in caplog.records if "passed 80%" in r.getMessage()]
+        assert len(soft) == 1 and "$0.000008 of $0.000010" in soft[0]
+        assert metrics.budget_threshold.labels("daily", "soft")._value.get() == 1
+        assert secret not in caplog.text
+    finally:
+        await tenants.aclose()
