@@ -7,6 +7,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench soak [--minutes 10] [--rate 200]         # memory growth, GC pauses
     python -m loadtest.bench faults                                   # 20% 503s on deepseek-v3.2
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
+    python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 """
@@ -30,7 +31,7 @@ from typing import Any
 import httpx
 import psutil
 
-from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer
+from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer, RedisServer
 
 RESULTS = ROOT / "loadtest" / "results"
 CHAT = {"model": "deepseek-v3.2", "max_tokens": 1000,
@@ -53,13 +54,16 @@ class Bench:
 
     def k6(self, name: str, target: str, body: dict[str, Any], *, rate: int | None = None,
            vus: int | None = None, duration: int = 10, key: str = CLIENT_KEY,
-           raw: bool = False, unique: bool = False) -> dict[str, Any]:
+           raw: bool = False, unique: bool = False, keys: list[str] | None = None,
+           ) -> dict[str, Any]:
         """One k6 run; returns its summary metrics (and keeps per-request CSV when ``raw``)."""
         body_file = self.out / f"{name}.body.json"
         body_file.write_text(json.dumps(body))
         summary = self.out / f"{name}.summary.json"
         env = {"TARGET": target, "BODY_FILE": str(body_file), "SUMMARY": str(summary),
                "DURATION": f"{duration}s", "KEY": key, "UNIQUE": "1" if unique else "0"}
+        if keys:
+            env["KEYS"] = ",".join(keys)
         if rate:
             env |= {"RATE": str(rate), "PREALLOC": str(max(20, rate // 2))}
         else:
@@ -318,6 +322,76 @@ def faults(args: argparse.Namespace) -> None:
     print_table("k6 (seed scenario, ci profile) with 20% of deepseek-v3.2 calls failing with 503", rows)
 
 
+def tenants(args: argparse.Namespace) -> None:
+    """What keys with limits cost: ``--keys`` admin-made keys, each with RPM, TPM, parallel and
+    budget limits (never reached), checked in one Redis script call per request, against the
+    same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off."""
+    bench = Bench(args.out)
+    d = args.duration
+    admin = "bench-admin-key"
+    stats: dict[str, list[dict[str, float]]] = {}
+    redis = RedisServer(bench.logs)
+    try:
+        with bench.fake("--api-key", UPSTREAM_KEY) as fake:
+            configs = [
+                ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
+                ("plain key, access log on", {}),
+                (f"{args.keys} keys with limits, Redis", {"REDIS_URL": redis.url,
+                                                         "GATEWAY_ADMIN_KEY": admin}),
+            ]
+            runs = [("direct", None, [UPSTREAM_KEY])]
+            for label, env in configs:
+                runs.append((label, env, []))
+            for label, env, keys in runs:
+                if env is None:
+                    target = f"{fake.base_url}/chat/completions"
+                    _tenant_runs(bench, stats, label, target, keys, d, args.rounds)
+                    continue
+                with bench.gateway(fake, **env) as gw:
+                    if "GATEWAY_ADMIN_KEY" in env:
+                        keys = [httpx.post(f"{gw.url}/admin/keys", headers={
+                            "Authorization": f"Bearer {admin}"}, json={
+                            "name": f"bench-{i}", "team": f"team-{i % 10}", "rpm": 1_000_000,
+                            "tpm": 1_000_000_000, "max_parallel": 1000,
+                            "budget_daily_usd": "100000", "budget_monthly_usd": "1000000"},
+                        ).json()["key"] for i in range(args.keys)]
+                    else:
+                        keys = [CLIENT_KEY]
+                    for key in keys[:3]:  # warm up
+                        httpx.post(f"{gw.v1}/chat/completions", json=CHAT,
+                                   headers={"Authorization": f"Bearer {key}"})
+                    _tenant_runs(bench, stats, label, f"{gw.v1}/chat/completions", keys, d,
+                                 args.rounds)
+    finally:
+        redis.stop()
+
+    def med(label: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[label])
+
+    rows = []
+    for label in stats:
+        added = "" if label == "direct" else " (" + "/".join(
+            f"{med(label, p) - med('direct', p):+.2f}" for p in ("p50", "p99")) + ")"
+        rows.append([label, f"{med(label, 'p50'):.2f} / {med(label, 'p99'):.2f}{added}",
+                     f"{med(label, 'rps'):.0f}", f"{max(s['failed'] for s in stats[label]):.2%}"])
+    print_table(f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
+                rows, header=["path", "p50 / p99 ms at 100 req/s (added vs direct)",
+                              "req/s at 50 VUs", "errors"])
+    (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
+
+
+def _tenant_runs(bench: Bench, stats: dict[str, list[dict[str, float]]], label: str, target: str,
+                 keys: list[str], d: int, rounds: int) -> None:
+    for r in range(rounds):
+        slug = f"tenants-{len(stats)}-{r}"
+        m = bench.k6(f"{slug}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)
+        v = bench.k6(f"{slug}-vus", target, CHAT, vus=50, duration=d, keys=keys, unique=True)
+        stats.setdefault(label, []).append({
+            "p50": trend(m, "http_req_duration", "med"),
+            "p99": trend(m, "http_req_duration", "p(99)"),
+            "rps": rate(v), "failed": max(failed(m), failed(v))})
+
+
 def seed(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
@@ -359,6 +433,11 @@ def main() -> None:
     p.set_defaults(run=soak)
     p = sub.add_parser("faults")
     p.set_defaults(run=faults)
+    p = sub.add_parser("tenants")
+    p.add_argument("--keys", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--duration", type=int, default=10)
+    p.set_defaults(run=tenants)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
     p.set_defaults(run=seed)

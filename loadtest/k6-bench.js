@@ -1,12 +1,14 @@
 // One benchmark run, driven by loadtest/bench.py: POST a fixed body to TARGET at a fixed arrival
 // rate (RATE per second) or with a fixed number of VUs (VUS), for DURATION; write the summary to
 // SUMMARY. For streams, http_req_waiting is the time to the first byte. UNIQUE=1 makes every
-// request's last message different (cache-miss runs).
+// request's last message different (cache-miss runs). KEYS (comma-separated) spreads the requests
+// over many client keys, one per VU and iteration in turn.
 import http from 'k6/http';
 
 const TARGET = __ENV.TARGET;
 const BODY = open(__ENV.BODY_FILE);
-const HEADERS = { 'Content-Type': 'application/json', Authorization: `Bearer ${__ENV.KEY || 'none'}` };
+const KEYS = (__ENV.KEYS || __ENV.KEY || 'none').split(',');
+const HEADERS = KEYS.map((key) => ({ 'Content-Type': 'application/json', Authorization: `Bearer ${key}` }));
 const DURATION = __ENV.DURATION || '10s';
 
 const scenario = __ENV.RATE
@@ -32,7 +34,7 @@ export default function () {
     messages.push({ role: last.role, content: `${last.content} #${__VU}-${__ITER}-${Date.now()}` });
     body = JSON.stringify({ ...PARSED, messages });
   }
-  http.post(TARGET, body, { headers: HEADERS });
+  http.post(TARGET, body, { headers: HEADERS[(__VU + __ITER) % HEADERS.length] });
 }
 
 export function handleSummary(data) {
