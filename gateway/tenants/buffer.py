@@ -28,13 +28,17 @@ STORE_ERRORS = (RedisError, OSError, TimeoutError, sqlite3.Error)
 class MergeBuffer(Generic[K]):
     def __init__(self, sink: Callable[[dict[K, list[int]]], Awaitable[None]], *, name: str,
                  max_cells: int = 50_000, on_drop: Callable[[], None] | None = None,
-                 retry_s: float = 0.5, max_retry_s: float = 5.0) -> None:
+                 retry_s: float = 0.5, max_retry_s: float = 5.0,
+                 min_interval_s: float = 0.0) -> None:
+        """``min_interval_s``: the shortest time between two writes, so that under load one write
+        carries many requests' increments (for data nobody waits on, like the ledger)."""
         self._sink = sink
         self._name = name
         self._max_cells = max_cells
         self._on_drop = on_drop
         self._retry_s = retry_s
         self._max_retry_s = max_retry_s
+        self._min_interval_s = min_interval_s
         self._pending: dict[K, list[int]] = {}
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
@@ -96,6 +100,9 @@ class MergeBuffer(Generic[K]):
                 return
             if ok:
                 wait = self._retry_s
+                if self._min_interval_s:
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._stop.wait(), self._min_interval_s)
                 continue
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), wait)

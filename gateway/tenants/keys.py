@@ -152,7 +152,8 @@ def load_key_file(path: Path) -> list[KeyRecord]:
         if not isinstance(entry, dict):
             raise KeyFileError(f"{path}: {label}: must be a mapping")
         entry = dict(entry)
-        entry.setdefault("id", f"file_{index}")
+        if isinstance(entry.get("key_sha256"), str):  # a stable id: the ledger and cache use it
+            entry.setdefault("id", "file_" + entry["key_sha256"][:16])
         entry["source"] = "file"
         limits = {k: entry.pop(k) for k in list(entry) if k in KeyLimits.model_fields}
         entry["limits"] = {**limits, **(entry.get("limits") or {})}
@@ -163,10 +164,10 @@ def load_key_file(path: Path) -> list[KeyRecord]:
                 f"{'.'.join(str(p) for p in err['loc'] if p != 'limits') or '(entry)'}: "
                 f"{err['msg']}" for err in exc.errors())
             raise KeyFileError(f"{path}: {label}: {problems}") from None
-        if record.id in seen_ids:
-            raise KeyFileError(f"{path}: {label}: id: {record.id!r} appears twice")
         if record.key_sha256 in seen_hashes:
             raise KeyFileError(f"{path}: {label}: key_sha256: the same key appears twice")
+        if record.id in seen_ids:
+            raise KeyFileError(f"{path}: {label}: id: {record.id!r} appears twice")
         seen_ids.add(record.id)
         seen_hashes.add(record.key_sha256)
         records.append(record)
@@ -174,9 +175,12 @@ def load_key_file(path: Path) -> list[KeyRecord]:
 
 
 def env_keys(secrets_: tuple[bytes, ...]) -> list[KeyRecord]:
-    """``GATEWAY_API_KEYS``: plain keys with no limits, named by their position."""
-    return [
-        KeyRecord(id=f"env_{i}", name=f"GATEWAY_API_KEYS[{i}]", key_sha256=hash_secret(raw.decode()),
-                  prefix=display_prefix(raw.decode()), source="env")
-        for i, raw in enumerate(secrets_)
-    ]
+    """``GATEWAY_API_KEYS``: plain keys with no limits. The id comes from the key's hash, not its
+    position, so reordering or replacing keys never hands one key's cache or ledger to another."""
+    records = []
+    for i, raw in enumerate(secrets_):
+        digest = hash_secret(raw.decode())
+        records.append(KeyRecord(id="env_" + digest[:16], name=f"GATEWAY_API_KEYS[{i}]",
+                                 key_sha256=digest, prefix=display_prefix(raw.decode()),
+                                 source="env"))
+    return records

@@ -27,6 +27,7 @@ from .buffer import MergeBuffer
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
 CELL = "gw:ledger:"
+WRITE_INTERVAL_S = 0.1  # the ledger is read by people, not by the next request
 DAY_INDEX = "gw:ledger:days:"
 
 Cell = tuple[str, str, str, str]  # (day YYYY-MM-DD, key id, team, model)
@@ -97,7 +98,8 @@ def to_csv(query: UsageQuery, rows: list[Row]) -> str:
 class RedisLedger:
     def __init__(self, redis: Redis, on_drop: Callable[[], None] | None = None) -> None:
         self._redis = redis
-        self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop)
+        self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop,
+                                                min_interval_s=WRITE_INTERVAL_S)
 
     def add(self, cell: Cell, counts: list[int]) -> None:
         self.buffer.add(cell, counts)
@@ -155,7 +157,8 @@ class SqliteLedger:
                 "CREATE TABLE IF NOT EXISTS ledger (day TEXT, key_id TEXT, team TEXT, model TEXT, "
                 + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in COUNTS)
                 + ", PRIMARY KEY (day, key_id, model))")
-        self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop)
+        self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop,
+                                                min_interval_s=WRITE_INTERVAL_S)
 
     def add(self, cell: Cell, counts: list[int]) -> None:
         self.buffer.add(cell, counts)
