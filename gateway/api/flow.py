@@ -189,6 +189,7 @@ async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> C
             served = result
         cache.count("miss")
     except GatewayError as error:
+        error.headers.update(tenancy.rate_headers())
         book.close(error=error)
         raise
     book.served(plan.model, served)

@@ -76,6 +76,7 @@ async def embeddings(request: Request) -> Response:
             await tenancy.admit(body["model"], body)
         answer = await cancel_on_disconnect(request, gateway.embeddings.embed(body))
     except GatewayError as error:
+        error.headers.update(tenancy.rate_headers())
         book.close(error=error)
         raise
     book.model = answer.served

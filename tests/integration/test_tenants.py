@@ -419,3 +419,13 @@ def test_limits_fail_open_while_redis_is_away_and_apply_again_when_it_returns(
     finally:
         server.stop()
         own.stop()
+
+
+def test_an_upstream_error_after_admission_still_carries_the_rate_headers(
+        replicas: tuple[GatewayServer, GatewayServer], fake: FakeProvider) -> None:
+    a, _ = replicas
+    key = create_key(a.url, rpm=5)["key"]
+    fake.fault(model="gemini-2.5-flash", kind="status", status=400, message="bad")
+    answer = chat(a.url, key, f"fails {time.time()}", model="gemini-2.5-flash")
+    assert answer.status_code == 400
+    assert answer.headers["x-ratelimit-remaining-requests"] == "4"
