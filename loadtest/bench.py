@@ -333,20 +333,16 @@ def tenants(args: argparse.Namespace) -> None:
     redis = RedisServer(bench.logs)
     try:
         with bench.fake("--api-key", UPSTREAM_KEY) as fake:
+            _tenant_runs(bench, stats, "direct", f"{fake.base_url}/chat/completions",
+                         [UPSTREAM_KEY], d, args.rounds)
             configs = [
                 ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
                 ("plain key, access log on", {}),
+                (f"{args.keys} keys with limits, in process", {"GATEWAY_ADMIN_KEY": admin}),
                 (f"{args.keys} keys with limits, Redis", {"REDIS_URL": redis.url,
                                                          "GATEWAY_ADMIN_KEY": admin}),
             ]
-            runs = [("direct", None, [UPSTREAM_KEY])]
             for label, env in configs:
-                runs.append((label, env, []))
-            for label, env, keys in runs:
-                if env is None:
-                    target = f"{fake.base_url}/chat/completions"
-                    _tenant_runs(bench, stats, label, target, keys, d, args.rounds)
-                    continue
                 with bench.gateway(fake, **env) as gw:
                     if "GATEWAY_ADMIN_KEY" in env:
                         keys = [httpx.post(f"{gw.url}/admin/keys", headers={
@@ -383,7 +379,7 @@ def tenants(args: argparse.Namespace) -> None:
 def _tenant_runs(bench: Bench, stats: dict[str, list[dict[str, float]]], label: str, target: str,
                  keys: list[str], d: int, rounds: int) -> None:
     for r in range(rounds):
-        slug = f"tenants-{len(stats)}-{r}"
+        slug = f"tenants-{label.split()[0]}-{len(label)}-{r}"
         m = bench.k6(f"{slug}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)
         v = bench.k6(f"{slug}-vus", target, CHAT, vus=50, duration=d, keys=keys, unique=True)
         stats.setdefault(label, []).append({
