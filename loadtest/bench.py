@@ -8,6 +8,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench faults                                   # 20% 503s on deepseek-v3.2
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
+    python -m loadtest.bench tenants-layer [--keys 100]               # the same, in process only
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 """
@@ -376,6 +377,70 @@ def tenants(args: argparse.Namespace) -> None:
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
 
+def tenants_layer(args: argparse.Namespace) -> None:
+    """The tenants layer alone, in one process (no HTTP, no k6): what authenticate + admit +
+    settle cost per request, one at a time (latency, Redis round trip included) and 50 at once
+    (throughput of one event loop), with Redis and in process."""
+    import asyncio
+    import random
+    from decimal import Decimal
+
+    from prometheus_client import CollectorRegistry
+
+    from gateway.metrics import Metrics
+    from gateway.settings import Settings
+    from gateway.tenants import Tenants
+    from gateway.tenants.keys import KeyLimits
+
+    bench = Bench(args.out)
+    redis = RedisServer(bench.logs)
+    limits = KeyLimits(rpm=1_000_000, tpm=1_000_000_000, max_parallel=1000,
+                       budget_daily_usd=Decimal(100_000), budget_monthly_usd=Decimal(1_000_000),
+                       model_limits={"deepseek-*": {"rpm": 1_000_000}})
+    rows = []
+
+    async def measure(label: str, redis_url: str | None) -> None:
+        settings = Settings(REDIS_URL=redis_url, GATEWAY_ADMIN_KEY="bench",
+                            GATEWAY_ACCESS_LOG=False, GATEWAY_KEYS_DB=bench.logs / "t.db")
+        tenants = Tenants.build(settings, Metrics(CollectorRegistry()))
+        secrets_ = [(await tenants.create_key(f"k{i}", "t", limits, None, {}))[1]
+                    for i in range(args.keys)]
+
+        async def one() -> float:
+            started = time.perf_counter()
+            tenant = await tenants.authenticate(
+                {"authorization": f"Bearer {random.choice(secrets_)}"})
+            admission = await tenants.admit(tenant, "deepseek-v3.2", 300)
+            admission.headers()
+            tenants.settle(admission, prompt_tokens=100, completion_tokens=100,
+                           cost=Decimal("0.000084"), saved=Decimal(0), error=False)
+            return time.perf_counter() - started
+
+        for _ in range(500):  # warm the key cache and the script
+            await one()
+        times = sorted([await one() for _ in range(args.requests)])
+        started = time.perf_counter()
+        gate = asyncio.Semaphore(50)
+
+        async def gated() -> None:
+            async with gate:
+                await one()
+
+        await asyncio.gather(*(gated() for _ in range(args.requests)))
+        rps = args.requests / (time.perf_counter() - started)
+        rows.append([label, f"{times[len(times) // 2] * 1e6:.0f}",
+                     f"{times[int(len(times) * 0.99)] * 1e6:.0f}", f"{rps:.0f}"])
+        await tenants.aclose()
+
+    try:
+        asyncio.run(measure(f"{args.keys} keys, Redis", redis.url))
+        asyncio.run(measure(f"{args.keys} keys, in process", None))
+    finally:
+        redis.stop()
+    print_table(f"authenticate + admit + settle, {args.requests} requests, one event loop", rows,
+                header=["store", "p50 µs (one at a time)", "p99 µs", "req/s (50 at once)"])
+
+
 def _tenant_runs(bench: Bench, stats: dict[str, list[dict[str, float]]], label: str, target: str,
                  keys: list[str], d: int, rounds: int) -> None:
     for r in range(rounds):
@@ -434,6 +499,10 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=10)
     p.set_defaults(run=tenants)
+    p = sub.add_parser("tenants-layer")
+    p.add_argument("--keys", type=int, default=100)
+    p.add_argument("--requests", type=int, default=5000)
+    p.set_defaults(run=tenants_layer)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
     p.set_defaults(run=seed)

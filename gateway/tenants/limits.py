@@ -196,6 +196,22 @@ return out
 """
 
 
+# What requests give back when they end, many at once: KEYS are counters, ARGV holds
+# (hash field or '' for a plain counter, delta, TTL) per key. One command, one reply.
+RETURNS_LUA = """
+for i = 1, #KEYS do
+  local field, delta, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
+  if field == '' then
+    redis.call('INCRBY', KEYS[i], delta)
+  else
+    redis.call('HINCRBY', KEYS[i], field, delta)
+  end
+  redis.call('EXPIRE', KEYS[i], ttl)
+end
+return #KEYS
+"""
+
+
 def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
     status, refused, retry_ms, second, day, month = (int(v) for v in raw[:6])
     states = [WindowState(w, int(raw[6 + 2 * i]), max(0, int(raw[7 + 2 * i])) / 1000)
@@ -233,6 +249,7 @@ class RedisLimiter:
     def __init__(self, redis: Redis, *, on_drop: object = None) -> None:
         self._redis = redis
         self._script = redis.register_script(LUA)
+        self._returns = redis.register_script(RETURNS_LUA)
         self.returns: MergeBuffer[tuple[str, str | None, int]] = MergeBuffer(
             self._write, name="limits", on_drop=on_drop)  # type: ignore[arg-type]
 
@@ -253,14 +270,12 @@ class RedisLimiter:
             self.returns.add((key, field_, ttl_s), (delta,))
 
     async def _write(self, batch: dict[tuple[str, str | None, int], list[int]]) -> None:
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for (key, field_, ttl_s), (delta,) in batch.items():
-                if field_ is None:
-                    pipe.incrby(key, delta)
-                else:
-                    pipe.hincrby(key, field_, delta)
-                pipe.expire(key, ttl_s)
-            await pipe.execute()
+        keys: list[str] = []
+        args: list[str | int] = []
+        for (key, field_, ttl_s), (delta,) in batch.items():
+            keys.append(key)
+            args += [field_ or "", delta, ttl_s]
+        await self._returns(keys=keys, args=args)
 
     async def aclose(self) -> None:
         await self.returns.aclose()

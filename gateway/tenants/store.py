@@ -41,7 +41,8 @@ class KeyBackend(Protocol):
 
 
 class RedisKeys:
-    """Records as JSON strings, an index from hash to id, and a set of ids."""
+    """Each record as JSON twice: under its id (the admin API) and under its hash (the one GET
+    a lookup costs); and a set of ids."""
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
@@ -51,11 +52,8 @@ class RedisKeys:
         return KeyRecord.model_validate_json(raw) if raw else None
 
     async def find(self, key_sha256: str) -> KeyRecord | None:
-        key_id = await self._redis.get(REDIS_HASH + key_sha256)
-        if not key_id:
-            return None
-        record = await self.get(key_id.decode())
-        return record if record is not None and record.key_sha256 == key_sha256 else None
+        raw = await self._redis.get(REDIS_HASH + key_sha256)
+        return KeyRecord.model_validate_json(raw) if raw else None
 
     async def all(self) -> list[KeyRecord]:
         ids = sorted(i.decode() for i in await self._redis.smembers(REDIS_IDS))
@@ -65,9 +63,10 @@ class RedisKeys:
         return [KeyRecord.model_validate_json(raw) for raw in raws if raw]
 
     async def save(self, record: KeyRecord, old_hash: str | None = None) -> None:
+        data = record.model_dump_json()
         async with self._redis.pipeline(transaction=True) as pipe:
-            pipe.set(REDIS_KEY + record.id, record.model_dump_json())
-            pipe.set(REDIS_HASH + record.key_sha256, record.id)
+            pipe.set(REDIS_KEY + record.id, data)
+            pipe.set(REDIS_HASH + record.key_sha256, data)
             pipe.sadd(REDIS_IDS, record.id)
             if old_hash and old_hash != record.key_sha256:
                 pipe.delete(REDIS_HASH + old_hash)
