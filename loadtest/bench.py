@@ -366,11 +366,11 @@ def tenants(args: argparse.Namespace) -> None:
         return statistics.median(s[field] for s in stats[label])
 
     rows = []
-    for label in stats:
+    for label, runs in stats.items():
         added = "" if label == "direct" else " (" + "/".join(
             f"{med(label, p) - med('direct', p):+.2f}" for p in ("p50", "p99")) + ")"
         rows.append([label, f"{med(label, 'p50'):.2f} / {med(label, 'p99'):.2f}{added}",
-                     f"{med(label, 'rps'):.0f}", f"{max(s['failed'] for s in stats[label]):.2%}"])
+                     f"{med(label, 'rps'):.0f}", f"{max(s['failed'] for s in runs):.2%}"])
     print_table(f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
                 rows, header=["path", "p50 / p99 ms at 100 req/s (added vs direct)",
                               "req/s at 50 VUs", "errors"])
