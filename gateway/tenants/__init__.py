@@ -173,6 +173,8 @@ class Tenants:
             self._outage = False
             logger.warning("limits: the store is reachable again; limits and budgets apply")
         admission.decision = decision
+        if decision.key_version is not None:
+            self.store.saw_version(decision.key_version)
         self._watch_budgets(tenant, plan, decision)
         if decision.refusal is not None:
             raise self._refused(tenant, decision)

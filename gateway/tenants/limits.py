@@ -23,6 +23,7 @@ from enum import StrEnum
 from redis.asyncio import Redis
 
 from .buffer import MergeBuffer
+from .store import REDIS_VERSION as KEY_VERSION  # bumped by the key store on every change
 
 WINDOW_S = 60
 PREFIX = "gw:tenant:"
@@ -88,6 +89,7 @@ class Decision:
     second: int  # the bucket this request was counted in
     states: list[WindowState]
     spent_micros: dict[str, int]  # period -> spend so far
+    key_version: int | None  # the key store's version (Redis), for the key cache
     refused_window: Window | None = None
     refused_budget: Budget | None = None
 
@@ -107,12 +109,12 @@ def window_key(tenant_id: str, kind: Kind, model: str | None = None) -> str:
     return f"{PREFIX}rl:{tenant_id}:{kind.value}{suffix}"
 
 
-# KEYS: n window hashes, then the parallel counter and the daily and monthly spend (always
-# present; a limit of -1 means "no such limit"). ARGV: n, window seconds, max parallel,
-# parallel TTL, daily and monthly budgets in micro-dollars, then (limit, cost) per window.
-# Returns {status, refused index, retry ms, second, daily spend, monthly spend,
-#          (used, reset ms) per window}; status 0 admitted, 1 window, 2 parallel, 3 daily,
-#          4 monthly.
+# KEYS: n window hashes, then the parallel counter, the daily and monthly spend (always
+# present; a limit of -1 means "no such limit") and the key store's version. ARGV: n, window
+# seconds, max parallel, parallel TTL, daily and monthly budgets in micro-dollars, then
+# (limit, cost) per window. Returns {status, refused index, retry ms, second, daily spend,
+# monthly spend, key version, (used, reset ms) per window}; status 0 admitted, 1 window,
+# 2 parallel, 3 daily, 4 monthly.
 LUA = """
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
@@ -185,7 +187,8 @@ if status == 0 then
     redis.call('SET', KEYS[n + 1], parallel + 1, 'EX', par_ttl)
   end
 end
-local out = {status, refused, retry_ms, sec, day_spent, month_spent}
+local version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
+local out = {status, refused, retry_ms, sec, day_spent, month_spent, version}
 for i = 1, n do
   out[#out + 1] = used[i]
   local reset = 0
@@ -213,8 +216,8 @@ return #KEYS
 
 
 def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
-    status, refused, retry_ms, second, day, month = (int(v) for v in raw[:6])
-    states = [WindowState(w, int(raw[6 + 2 * i]), max(0, int(raw[7 + 2 * i])) / 1000)
+    status, refused, retry_ms, second, day, month, version = (int(v) for v in raw[:7])
+    states = [WindowState(w, int(raw[7 + 2 * i]), max(0, int(raw[8 + 2 * i])) / 1000)
               for i, w in enumerate(plan.windows)]
     budgets = {b.period: b for b in plan.budgets}
     refusal: Refusal | None = None
@@ -229,7 +232,8 @@ def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
         refusal = Refusal.BUDGET_DAILY if status == 3 else Refusal.BUDGET_MONTHLY
         retry_ms = int(1000 * (refused_budget.resets_at - datetime.now(UTC)).total_seconds())
     return Decision(refusal, max(0, retry_ms) / 1000, second, states,
-                    {"daily": day, "monthly": month}, refused_window, refused_budget)
+                    {"daily": day, "monthly": month}, version if version >= 0 else None,
+                    refused_window, refused_budget)
 
 
 def _budget_args(plan: LimitPlan) -> tuple[list[str], list[int]]:
@@ -256,7 +260,7 @@ class RedisLimiter:
     async def check(self, plan: LimitPlan) -> Decision:
         budget_keys, budget_limits = _budget_args(plan)
         keys = [w.key for w in plan.windows] + [plan.parallel_key or f"{PREFIX}none",
-                                                *budget_keys]
+                                                *budget_keys, KEY_VERSION]
         args: list[int] = [len(plan.windows), WINDOW_S,
                            plan.max_parallel if plan.max_parallel is not None else -1,
                            plan.parallel_ttl_s, *budget_limits]
@@ -292,7 +296,7 @@ class MemoryLimiter:
         now = time.time()
         sec = int(now)
         spent = {b.period: self._counters.get(b.key, 0) for b in plan.budgets}
-        raw: list[int] = [0, 0, 0, sec, spent.get("daily", 0), spent.get("monthly", 0)]
+        raw: list[int] = [0, 0, 0, sec, spent.get("daily", 0), spent.get("monthly", 0), -1]
         for b in plan.budgets:
             if raw[0] == 0 and spent[b.period] >= b.limit_micros:
                 raw[0] = 3 if b.period == "daily" else 4

@@ -4,8 +4,11 @@ lookup by hash with a short local cache.
 
 The cache keeps a found key for ``CACHE_TTL_S`` (0.5 s), so a key revoked on one replica stops
 working on every replica within that time; a key not found is never cached, so a key created on
-one replica works on the others at once. While the store is unreachable, a key seen before keeps
-its last known record.
+one replica works on the others at once. With Redis, every change to any key also bumps a
+version number, which the limits script returns on every call: while this worker has seen the
+version within the last 0.5 s and it has not moved, a cached key stays valid past its 0.5 s, so
+a busy key costs no lookup at all (its one round trip is the limits script). While the store is
+unreachable, a key seen before keeps its last known record.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ CACHE_TTL_S = 0.5
 REDIS_KEY = "gw:tenant:key:"
 REDIS_HASH = "gw:tenant:hash:"
 REDIS_IDS = "gw:tenant:keys"
+REDIS_VERSION = "gw:tenant:keys:version"
 
 
 class StoreUnavailable(Exception):
@@ -34,7 +38,7 @@ class StoreUnavailable(Exception):
 
 class KeyBackend(Protocol):
     async def get(self, key_id: str) -> KeyRecord | None: ...
-    async def find(self, key_sha256: str) -> KeyRecord | None: ...
+    async def find(self, key_sha256: str) -> tuple[KeyRecord | None, int | None]: ...
     async def all(self) -> list[KeyRecord]: ...
     async def save(self, record: KeyRecord, old_hash: str | None = None) -> None: ...
     async def aclose(self) -> None: ...
@@ -51,9 +55,13 @@ class RedisKeys:
         raw = await self._redis.get(REDIS_KEY + key_id)
         return KeyRecord.model_validate_json(raw) if raw else None
 
-    async def find(self, key_sha256: str) -> KeyRecord | None:
-        raw = await self._redis.get(REDIS_HASH + key_sha256)
-        return KeyRecord.model_validate_json(raw) if raw else None
+    async def find(self, key_sha256: str) -> tuple[KeyRecord | None, int | None]:
+        """The record and the key version it belongs to, read together."""
+        async with self._redis.pipeline(transaction=True) as pipe:
+            pipe.get(REDIS_HASH + key_sha256)
+            pipe.get(REDIS_VERSION)
+            raw, version = await pipe.execute()
+        return (KeyRecord.model_validate_json(raw) if raw else None), int(version or 0)
 
     async def all(self) -> list[KeyRecord]:
         ids = sorted(i.decode() for i in await self._redis.smembers(REDIS_IDS))
@@ -70,6 +78,7 @@ class RedisKeys:
             pipe.sadd(REDIS_IDS, record.id)
             if old_hash and old_hash != record.key_sha256:
                 pipe.delete(REDIS_HASH + old_hash)
+            pipe.incr(REDIS_VERSION)
             await pipe.execute()
 
     async def aclose(self) -> None:
@@ -99,9 +108,9 @@ class SqliteKeys:
         return await asyncio.to_thread(self._one, "SELECT record FROM api_keys WHERE id = ?",
                                        key_id)
 
-    async def find(self, key_sha256: str) -> KeyRecord | None:
+    async def find(self, key_sha256: str) -> tuple[KeyRecord | None, int | None]:
         return await asyncio.to_thread(
-            self._one, "SELECT record FROM api_keys WHERE key_sha256 = ?", key_sha256)
+            self._one, "SELECT record FROM api_keys WHERE key_sha256 = ?", key_sha256), None
 
     def _all(self) -> list[KeyRecord]:
         with self._lock:
@@ -132,7 +141,13 @@ class KeyStore:
         self._static = {r.key_sha256: r for r in static}
         self._static_ids = {r.id: r for r in static}
         self.backend = backend
-        self._cache: dict[str, tuple[float, KeyRecord]] = {}
+        self._cache: dict[str, tuple[float, KeyRecord, int | None]] = {}
+        self._version: int | None = None
+        self._version_at = float("-inf")
+
+    def saw_version(self, version: int) -> None:
+        """The key version as the limits script just read it."""
+        self._version, self._version_at = version, time.monotonic()
 
     @property
     def static_records(self) -> list[KeyRecord]:
@@ -144,10 +159,12 @@ class KeyStore:
             return found
         now = time.monotonic()
         cached = self._cache.get(key_sha256)
-        if cached is not None and cached[0] > now:
+        if cached is not None and (cached[0] > now or (
+                cached[2] is not None and cached[2] == self._version
+                and now - self._version_at < CACHE_TTL_S)):
             return cached[1]
         try:
-            record = await self.backend.find(key_sha256)
+            record, version = await self.backend.find(key_sha256)
         except STORE_ERRORS as exc:  # the store is down: a key seen before keeps working
             if cached is not None:
                 return cached[1]
@@ -157,7 +174,7 @@ class KeyStore:
             return None
         if len(self._cache) > 10_000:
             self._cache.clear()
-        self._cache[key_sha256] = (now + CACHE_TTL_S, record)
+        self._cache[key_sha256] = (now + CACHE_TTL_S, record, version)
         return record
 
     async def get(self, key_id: str) -> KeyRecord | None:

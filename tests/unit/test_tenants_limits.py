@@ -318,3 +318,30 @@ async def test_the_soft_threshold_shows_once_in_a_metric_and_a_log_line(
         assert secret not in caplog.text
     finally:
         await tenants.aclose()
+
+
+async def test_a_busy_key_is_not_looked_up_again_until_some_key_changes(
+        pair: tuple[Tenants, Tenants]) -> None:
+    a, b = pair
+    record_id, secret = await make_key(a, rpm=1000)
+    backend = b.store.backend
+    assert backend is not None
+    lookups = []
+    find = backend.find
+
+    async def counting(key_sha256: str):  # type: ignore[no-untyped-def]
+        lookups.append(key_sha256)
+        return await find(key_sha256)
+
+    backend.find = counting  # type: ignore[method-assign]
+    started = time.monotonic()
+    while time.monotonic() - started < 1.2:  # well past the 0.5 s the cache holds a key alone
+        tenant = await b.authenticate(bearer(secret))
+        await b.admit(tenant, "gpt-4.1", 1)  # each admit tells b the key version is unchanged
+        await asyncio.sleep(0.02)
+    assert len(lookups) == 1
+    await a.revoke_key(record_id)  # any change moves the version: the next admit sees it
+    await b.admit(tenant, "gpt-4.1", 1)
+    with pytest.raises(GatewayError) as refused:
+        await b.authenticate(bearer(secret))
+    assert refused.value.code == "invalid_api_key" and len(lookups) == 2
