@@ -2,27 +2,27 @@
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 
 from .cache.memory import MemoryStore
 from .cache.redis import RedisStore
 from .cache.tiers import ResponseCache, SemanticTier, Store
 from .catalog import Catalog
+from .deadline import Deadline
 from .embeddings import Embeddings
 from .health import ServiceStats
 from .metrics import Metrics
 from .router import Router
 from .settings import Settings
 from .tracing import UpstreamSpans
-from .upstream import UpstreamClient
+from .upstream import Upstreams
 
 
 @dataclass(slots=True)
 class Gateway:
     settings: Settings
     catalog: Catalog
-    upstream: UpstreamClient
+    upstream: Upstreams
     router: Router
     stats: ServiceStats
     metrics: Metrics
@@ -35,7 +35,7 @@ class Gateway:
               spans: UpstreamSpans | None = None) -> Gateway:
         spans = spans or UpstreamSpans(None)
         stats = ServiceStats()
-        upstream = UpstreamClient(settings, propagate_trace=spans.enabled)
+        upstream = Upstreams.build(settings, catalog, propagate_trace=spans.enabled)
         router = Router(settings, catalog, upstream, stats, metrics, spans)
         embeddings = Embeddings(settings, catalog, router, metrics)
         cache = None
@@ -82,7 +82,7 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
 
         async def upstream_vectors(texts: list[str]) -> list[list[float]]:
             served = await router.embed(model, {"input": texts},
-                                        time.monotonic() + settings.upstream_timeout_s)
+                                        Deadline.after(settings.upstream_timeout_s))
             rows = sorted(served.result.data.get("data") or [], key=lambda r: r.get("index", 0))
             return [row["embedding"] for row in rows]
 

@@ -9,7 +9,6 @@ add up to exactly what the upstream billed). A request that went up alone is bil
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .batching import Batcher
 from .catalog import Catalog, ModelEntry
+from .deadline import Deadline
 from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
 from .pricing import cost_usd
@@ -151,7 +151,7 @@ class Embeddings:
 
     async def _call(self, model: str, options: dict[str, Any],
                     items: list[EmbeddingInput]) -> list[Vector]:
-        deadline = time.monotonic() + self._settings.timeout_s
+        deadline = Deadline.after(self._settings.timeout_s)
         served = await self._router.embed(model, {**options, "input": items}, deadline)
         data = served.result.data
         rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.cookiejar
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -41,11 +42,29 @@ class Transport(Protocol):
     async def aclose(self) -> None: ...
 
 
-def default_headers(settings: Settings) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept-encoding": "identity"}
-    if settings.upstream_secret:
-        headers["authorization"] = f"Bearer {settings.upstream_secret}"
+def default_headers(secret: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra or {})}
+    if secret:
+        headers["authorization"] = f"Bearer {secret}"
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """Where and how one provider is reached: its base URL, the headers every request carries
+    (its own key among them), and its connection pool."""
+
+    base_url: str
+    headers: Mapping[str, str]
+    max_connections: int
+    max_keepalive: int
+    connect_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Wire:
+        """HolySheep as configured by HOLYSHEEP_BASE_URL / HOLYSHEEP_API_KEY."""
+        return cls(settings.upstream_base_url, default_headers(settings.upstream_secret),
+                   settings.max_connections, settings.max_keepalive, settings.connect_timeout_s)
 
 
 # --- aiohttp ------------------------------------------------------------------------------------
@@ -89,16 +108,16 @@ class _AiohttpStream:
 
 
 class AiohttpTransport:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._base = settings.upstream_base_url
-        self._headers = default_headers(settings)
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._base = wire.base_url
+        self._headers = dict(wire.headers)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily, inside the worker's running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._settings.max_connections,
+                connector=aiohttp.TCPConnector(limit=self._wire.max_connections,
                                                ttl_dns_cache=300),
                 headers=self._headers, auto_decompress=False, trust_env=False,
                 # Upstream cookies must not travel from one client's request to another's.
@@ -107,7 +126,7 @@ class AiohttpTransport:
 
     def _timeout(self, read: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=None, sock_read=read,
-                                     sock_connect=min(self._settings.connect_timeout_s, read))
+                                     sock_connect=min(self._wire.connect_timeout_s, read))
 
     async def post(self, path: str, body: bytes, read_timeout: float,
                    headers: Mapping[str, str] | None = None,
@@ -183,21 +202,20 @@ def _no_cookies() -> http.cookiejar.CookieJar:
 
 
 class HttpxTransport:
-    def __init__(self, settings: Settings,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._settings = settings
+    def __init__(self, wire: Wire, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._wire = wire
         self._client = httpx.AsyncClient(
-            base_url=settings.upstream_base_url,
-            headers=default_headers(settings),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_keepalive),
+            base_url=wire.base_url,
+            headers=dict(wire.headers),
+            limits=httpx.Limits(max_connections=wire.max_connections,
+                                max_keepalive_connections=wire.max_keepalive),
             transport=transport,
             trust_env=False,
             cookies=_no_cookies(),
         )
 
     def _timeout(self, read: float) -> httpx.Timeout:
-        return httpx.Timeout(read, connect=min(self._settings.connect_timeout_s, read))
+        return httpx.Timeout(read, connect=min(self._wire.connect_timeout_s, read))
 
     async def post(self, path: str, body: bytes, read_timeout: float,
                    headers: Mapping[str, str] | None = None,
@@ -224,8 +242,11 @@ class HttpxTransport:
 
 
 def make_transport(settings: Settings,
-                   httpx_transport: httpx.AsyncBaseTransport | None = None) -> Transport:
-    """The configured transport; an explicit httpx transport (respx's, in tests) forces httpx."""
+                   httpx_transport: httpx.AsyncBaseTransport | None = None,
+                   wire: Wire | None = None) -> Transport:
+    """The configured transport to ``wire`` (HolySheep's from the settings by default); an
+    explicit httpx transport (respx's, in tests) forces httpx."""
+    wire = wire or Wire.from_settings(settings)
     if httpx_transport is not None or settings.http_client == "httpx":
-        return HttpxTransport(settings, httpx_transport)
-    return AiohttpTransport(settings)
+        return HttpxTransport(wire, httpx_transport)
+    return AiohttpTransport(wire)

@@ -20,6 +20,7 @@ from starlette.routing import Route
 from ..accounting import RequestBook
 from ..chat import plan_chat
 from ..context import Gateway
+from ..deadline import Deadline
 from ..errors import ErrorCode, GatewayError, bad_request
 from ..pricing import to_micro
 from .flow import gateway_of
@@ -28,7 +29,7 @@ from .seed import simplify
 
 
 async def _one(gateway: Gateway, index: int, item: Any, gate: asyncio.Semaphore,
-               deadline: float) -> tuple[dict[str, Any], Decimal]:
+               deadline: Deadline) -> tuple[dict[str, Any], Decimal]:
     book = RequestBook(gateway.stats, gateway.metrics, "/batch")
     try:
         plan = plan_chat(gateway.catalog, item, seed_defaults=True)
@@ -61,7 +62,7 @@ async def batch(request: Request) -> Response:
         raise bad_request(f"A batch holds at most {settings.batch_max_requests} requests.",
                           param="requests", code=ErrorCode.BATCH_TOO_LARGE)
     gate = asyncio.Semaphore(settings.batch_parallelism)
-    deadline = started + settings.timeout_s
+    deadline = Deadline.after(settings.timeout_s, start=started)
     outcomes = await cancel_on_disconnect(request, asyncio.gather(
         *(_one(gateway, i, item, gate, deadline) for i, item in enumerate(items))))
     results = [result for result, _ in outcomes]

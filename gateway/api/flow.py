@@ -23,6 +23,7 @@ from ..cache.tiers import Directives
 from ..cache.verify import covered_language
 from ..chat import ChatPlan, plan_chat
 from ..context import Gateway
+from ..deadline import Deadline
 from ..errors import ErrorCode, GatewayError
 from ..pricing import cost_usd, format_usd, read_usage
 from ..router import Served
@@ -67,6 +68,9 @@ class ChatCall:
     def headers(self) -> dict[str, str]:
         headers = {"x-gateway-model": self.served.name,
                    "x-gateway-attempts": str(self.served.attempts)}
+        if self.served.provider:
+            headers["x-gateway-provider"] = self.served.provider
+            headers["x-gateway-deployment"] = self.served.deployment
         if self.cache_status is not None:
             headers["x-gateway-cache"] = self.cache_status
         if self.similarity is not None:
@@ -149,7 +153,7 @@ async def run_chat(request: Request, endpoint: str, *, seed_defaults: bool) -> C
         body = await read_json(request, settings.max_body_bytes)
         plan = plan_chat(gateway.catalog, body, seed_defaults=seed_defaults)
         book.model = plan.model
-        deadline = book.started + settings.timeout_s
+        deadline = Deadline.after(settings.timeout_s, start=book.started)
         route = gateway.router.open_stream if plan.stream else gateway.router.complete
         cache = gateway.cache
         if cache is None:

@@ -91,8 +91,7 @@ def test_a_model_without_fallbacks_is_a_chain_of_one(name: str) -> None:
 
 def test_a_chain_lists_each_model_once_and_keeps_the_order(tmp_path: Path) -> None:
     raw = seed()
-    raw["fallbacks"] = {"gpt-4.1": ["claude-sonnet-4.5", "gpt-4.1", "deepseek-v3.2",
-                                    "claude-sonnet-4.5"]}
+    raw["fallbacks"] = {"gpt-4.1": ["claude-sonnet-4.5", "deepseek-v3.2", "claude-sonnet-4.5"]}
     catalog = load_catalog(write(tmp_path, raw))
     assert catalog.chain("gpt-4.1") == ["gpt-4.1", "claude-sonnet-4.5", "deepseek-v3.2"]
 
@@ -162,7 +161,7 @@ def test_a_default_model_not_in_models_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, raw)
     message = load_error(path)
     assert message.startswith(f"{path}: invalid model catalog: ")
-    assert message.endswith("default_model 'gpt-5' is not in models")
+    assert message.endswith("default_model: 'gpt-5' is not in models")
 
 
 def test_a_missing_default_model_is_named(tmp_path: Path) -> None:
