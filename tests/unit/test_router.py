@@ -476,8 +476,8 @@ async def test_a_stream_truncated_before_its_first_chunk_falls_back(
         "deepseek-v3.2", {"messages": MESSAGES, "stream": True}, deadline())
     assert seen == ["deepseek-v3.2"] * 3 + ["gemini-2.5-flash"]
     assert (served.name, served.attempts) == ("gemini-2.5-flash", 4)
-    assert tried(served) == ["deepseek-v3.2: the upstream stream ended before its final chunk "
-                            "(after 3 attempts)"]
+    assert tried(served) == [("deepseek-v3.2: the upstream stream ended before its final chunk "
+                              "(after 3 attempts)")]
     texts = [c["choices"][0]["delta"]["content"] async for _, c in served.result]
     assert texts == ["hi", "!"]
     assert (served.result.finish_reason, served.result.model) == ("stop", "gemini-2.5-flash")
