@@ -1,4 +1,5 @@
-"""A circuit breaker per upstream model, so a failing model stops costing every request time."""
+"""A circuit breaker per deployment of a model, so a failing provider stops costing every request
+time while the model's other deployments keep answering."""
 
 from __future__ import annotations
 

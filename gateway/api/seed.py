@@ -111,6 +111,7 @@ async def health(request: Request) -> Response:
     gateway = gateway_of(request)
     report = gateway.stats.snapshot()
     report["breakers"] = gateway.router.breaker_states()
+    report["deployments"] = gateway.router.deployment_health()
     return Response(orjson.dumps(report), media_type="application/json")
 
 

@@ -272,6 +272,10 @@ def test_a_dying_provider_costs_no_client_error_and_comes_back_after_the_cooldow
         assert poll(lambda: fakes["alpha"].stats()["cancelled"] >= 1, timeout=COOLDOWN_S * 4)
         assert breaker_state(multi.url, "alpha") == 2
         assert breaker_state(multi.url, "beta") in (None, 0)  # never failed
+        health = httpx.get(f"{multi.url}/health").json()["deployments"]["deepseek-v3.2"]
+        assert health["state"] == "closed"
+        states = {name: d["state"] for name, d in health["deployments"].items()}
+        assert states["alpha"] in ("open", "half_open") and states["beta"] == "closed"
         # 4. recovered: after the cooldown a probe succeeds and traffic comes back.
         fakes["alpha"].reset()
         assert poll(lambda: breaker_state(multi.url, "alpha") == 0, timeout=COOLDOWN_S * 4)
