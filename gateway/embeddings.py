@@ -18,7 +18,7 @@ import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .batching import Batcher
-from .catalog import Catalog, ModelEntry
+from .catalog import Catalog, ModelEntry, Price
 from .deadline import Deadline
 from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
@@ -47,6 +47,9 @@ class Vector:
     model: str
     served: str
     batch_size: int
+    provider: str = ""
+    deployment: str = ""
+    price: Price | ModelEntry | None = None  # the deployment's that answered
 
 
 @dataclass(slots=True)
@@ -56,6 +59,8 @@ class EmbeddingsAnswer:
     tokens: int
     cost: Decimal
     batch_size: int
+    provider: str = ""
+    deployment: str = ""
 
 
 def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
@@ -119,14 +124,16 @@ class Embeddings:
         tokens = sum(v.tokens for v in vectors)
         data = [{"object": "embedding", "index": i, "embedding": v.embedding}
                 for i, v in enumerate(vectors)]
-        served = vectors[0].served
-        cost = cost_usd(self._catalog.models[served], tokens, 0)
+        first = vectors[0]
+        served = first.served
+        cost = cost_usd(first.price or self._catalog.models[served], tokens, 0)
         self._metrics.observe_usage(served, tokens, 0, cost)
         body_out = orjson.dumps({
             "object": "list", "data": data, "model": vectors[0].model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
-        return EmbeddingsAnswer(body_out, served, tokens, cost, vectors[0].batch_size)
+        return EmbeddingsAnswer(body_out, served, tokens, cost, first.batch_size,
+                                first.provider, first.deployment)
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
         key = (model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
@@ -162,7 +169,8 @@ class Embeddings:
         total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         shares = split_tokens(total, [len(item) for item in items])
         upstream_model = str(data.get("model") or served.entry.upstream_model)
-        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items))
+        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items),
+                       served.provider, served.deployment, served.price)
                 for row, share in zip(rows, shares, strict=True)]
 
     async def aclose(self) -> None:

@@ -80,6 +80,8 @@ async def embeddings(request: Request) -> Response:
         "x-gateway-cost-usd": format_usd(answer.cost),
         "x-gateway-model": answer.served,
         "x-gateway-batch-size": str(answer.batch_size),
+        "x-gateway-provider": answer.provider,
+        "x-gateway-deployment": answer.deployment,
     })
 
 

@@ -179,6 +179,9 @@ def test_streams_and_embeddings_route_across_providers(
         vectors = client.embeddings.create(model="text-embedding-3-small", input=f"text {index}")
         assert len(vectors.data) == 1
     assert total(fakes["beta"], "text-embedding-3-small") >= 6  # alpha fails: beta answers
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="z")
+    assert (raw.headers["x-gateway-provider"], raw.headers["x-gateway-deployment"]) == (
+        "beta", "beta")
 
 
 def test_each_provider_gets_only_its_own_key_and_no_key_leaks(
