@@ -18,6 +18,7 @@ import yaml
 from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from gateway.failures import UpstreamFailure
 from gateway.settings import Settings
+from gateway.transports import AiohttpTransport, HttpxTransport
 from gateway.upstream import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
 
 BASE = "http://up.test/v1"
@@ -479,3 +480,20 @@ async def test_a_providers_own_read_timeout_applies(
     assert route.calls.last.request.extensions["timeout"]["read"] == 0.05
     await upstreams["holysheep"].post_json("/chat/completions", b"{}", 5)
     assert route.calls.last.request.extensions["timeout"]["read"] == 5  # GATEWAY_UPSTREAM_TIMEOUT
+
+
+@pytest.mark.parametrize(("client", "kind"), [("aiohttp", AiohttpTransport),
+                                              ("httpx", HttpxTransport)])
+async def test_each_provider_gets_its_own_transport_of_the_configured_kind(
+    tmp_path: Path, client: str, kind: type,
+) -> None:
+    upstreams = Upstreams.build(make_settings(GATEWAY_HTTP_CLIENT=client),
+                                provider_catalog(tmp_path),
+                                environ={"BENTO_TOKEN": "bento-secret-9"}.get)
+    try:
+        transports = {c.provider.name: c._transport for c in upstreams}
+        assert set(transports) == {"holysheep", "bento"}
+        assert all(isinstance(t, kind) for t in transports.values())
+        assert transports["holysheep"] is not transports["bento"]
+    finally:
+        await upstreams.aclose()
