@@ -167,8 +167,9 @@ class Router:
     def breaker(self, model: str, deployment: str | None = None) -> CircuitBreaker:
         """A deployment's breaker (the model's first deployment by default)."""
         slots = self.pools[model].slots
-        return next((s for s in slots if s.deployment.name == deployment), slots[0]).breaker \
-            if deployment else slots[0].breaker
+        if deployment is None:
+            return slots[0].breaker
+        return next(s.breaker for s in slots if s.deployment.name == deployment)
 
     def breaker_states(self) -> dict[str, str]:
         """Per model: closed while any deployment is, else half-open while any is, else open."""

@@ -303,9 +303,9 @@ class Upstreams:
         return iter(self._clients.values())
 
     def scrub(self, text: str) -> str:
-        for client in self._clients.values():
-            return client.scrub(text)  # each client knows every provider's key
-        return text
+        """Every provider's key redacted (each client knows them all)."""
+        first = next(iter(self._clients.values()), None)
+        return first.scrub(text) if first is not None else text
 
     async def aclose(self) -> None:
         for client in self._clients.values():
