@@ -2,6 +2,7 @@
 share one upstream call, and each caller gets exactly its own vectors, in its own order, with
 its own share of the usage and cost.
 
+Pricing is the accounting's (``gateway/accounting.py``): this module only counts tokens.
 The upstream reports usage for a whole call only, so a caller's share of a merged call is the
 call's tokens split in proportion to the length of each input (largest remainder, so the shares
 add up to exactly what the upstream billed). A request that went up alone is billed exactly.
@@ -12,7 +13,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -22,7 +22,6 @@ from .batching import Batcher
 from .catalog import Catalog, ModelEntry
 from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
-from .pricing import cost_usd
 from .router import Router
 from .settings import Settings
 
@@ -47,15 +46,19 @@ class Vector:
     model: str
     served: str
     batch_size: int
+    upstream_s: float
 
 
 @dataclass(slots=True)
 class EmbeddingsAnswer:
+    """The answer's body and what the accounting needs to price it (this module never prices)."""
+
     body: bytes
+    requested: str
     served: str
     tokens: int
-    cost: Decimal
     batch_size: int
+    upstream_s: float
 
 
 def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
@@ -119,14 +122,12 @@ class Embeddings:
         tokens = sum(v.tokens for v in vectors)
         data = [{"object": "embedding", "index": i, "embedding": v.embedding}
                 for i, v in enumerate(vectors)]
-        served = vectors[0].served
-        cost = cost_usd(self._catalog.models[served], tokens, 0)
-        self._metrics.observe_usage(served, tokens, 0, cost)
         body_out = orjson.dumps({
             "object": "list", "data": data, "model": vectors[0].model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
-        return EmbeddingsAnswer(body_out, served, tokens, cost, vectors[0].batch_size)
+        return EmbeddingsAnswer(body_out, request.model, vectors[0].served, tokens,
+                                vectors[0].batch_size, vectors[0].upstream_s)
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
         key = (model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
@@ -162,7 +163,8 @@ class Embeddings:
         total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         shares = split_tokens(total, [len(item) for item in items])
         upstream_model = str(data.get("model") or served.entry.upstream_model)
-        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items))
+        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items),
+                       served.upstream_s)
                 for row, share in zip(rows, shares, strict=True)]
 
     async def aclose(self) -> None:
