@@ -21,9 +21,8 @@ from ..plan import ChatPlan, plan_chat
 from ..pricing import to_micro
 from ..runtime import Gateway
 from ..sse import encode
-from .pipeline import Exchange, cost_headers, gateway_of, relay, start_exchange
+from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import authorize, cancel_on_disconnect, read_json
-from .streaming import EventStream
 
 DONE = b"data: [DONE]\n\n"
 
@@ -36,7 +35,7 @@ async def chat_completions(request: Request) -> Response:
     exchange = await start_exchange(request, "/v1/chat/completions", _plan)
     headers = exchange.headers()
     if exchange.plan.stream:
-        return EventStream(relay(exchange, ChatChunks(exchange)), headers)
+        return stream_response(exchange, ChatChunks(exchange))
     reply = exchange.served.result
     headers.update(cost_headers(exchange.account.charge(reply.data.get("usage"))))
     exchange.account.close()

@@ -25,6 +25,7 @@ from ..router import Served
 from ..runtime import Gateway
 from ..upstream import UpstreamFailure, UpstreamReply
 from .requests import authorize, cancel_on_disconnect, read_json
+from .streaming import EventStream
 
 
 class ChunkStream(Protocol):
@@ -70,13 +71,28 @@ class Exchange:
             headers["x-gateway-saved-usd"] = format_usd(charge.saved if charge else 0)
         return headers
 
-    def keep(self, body: bytes, usage: Any, finish_reasons: list[str | None]) -> None:
-        """Offer a complete answer to the cache (stored only for a miss that may be stored)."""
+    def complete(self, body: bytes, usage: Any, finish_reasons: list[str | None]) -> None:
+        """Hand a missed request's complete answer to the cache (to store it if it may, and to
+        requests coalesced behind it). An answer without readable usage cannot be priced as a
+        saving later, so it is not offered."""
         tokens = read_usage(usage)
-        if tokens is None or not self.outcome.will_keep:
+        if tokens is None:
+            self.outcome.abandon()
             return
-        self.outcome.keep(CachedAnswer(body, self.served.name, *tokens, time.time()),
-                          finish_reasons)
+        self.outcome.complete(CachedAnswer(body, self.served.name, *tokens, time.time()),
+                              finish_reasons)
+
+
+    async def release(self) -> None:
+        """However a stream ends (even one never started): followers stop waiting, the
+        upstream stream is closed, the account is closed (499 if nothing else closed it)."""
+        self.outcome.abandon()  # no-op once completed
+        await self.served.result.aclose()
+        self.account.close(status=499)
+
+
+def stream_response(exchange: Exchange, renderer: StreamRenderer) -> EventStream:
+    return EventStream(relay(exchange, renderer), exchange.headers(), on_close=exchange.release)
 
 
 def cost_headers(charge: Charge | None) -> dict[str, str]:
@@ -127,10 +143,10 @@ async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tena
         served = outcome.served
         account.answered_by(plan.model, served.name, served.entry, upstream_s=served.upstream_s)
     exchange = Exchange(gateway, account, plan, served, outcome)
-    if not plan.stream and outcome.will_keep:
+    if not plan.stream and outcome.wants_answer:
         reply: UpstreamReply = served.result
-        exchange.keep(reply.body, reply.data.get("usage"),
-                      [c.get("finish_reason") for c in reply.data.get("choices") or ()])
+        exchange.complete(reply.body, reply.data.get("usage"),
+                          [c.get("finish_reason") for c in reply.data.get("choices") or ()])
     return exchange
 
 
@@ -161,7 +177,7 @@ async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[b
     normally is offered to the cache."""
     stream: ChunkStream = exchange.served.result
     account = exchange.account
-    assembler = Assembler() if exchange.outcome.will_keep else None
+    assembler = Assembler() if exchange.outcome.wants_answer else None
     first = True
     try:
         opening = renderer.start()
@@ -180,7 +196,8 @@ async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[b
                 yield out
         charge = account.charge(stream.usage)
         if assembler is not None and assembler.rebuildable:
-            exchange.keep(assembler.body(stream.usage), stream.usage, assembler.finish_reasons())
+            exchange.complete(assembler.body(stream.usage), stream.usage,
+                              assembler.finish_reasons())
         yield renderer.finish(charge, stream.finish_reason)
         account.close()
     except UpstreamFailure as failure:
@@ -190,5 +207,4 @@ async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[b
         account.close(error=error)
         yield renderer.fail(error)
     finally:
-        await stream.aclose()
-        account.close(status=499)  # the client left mid-stream; no-op if already closed
+        await exchange.release()

@@ -19,8 +19,7 @@ from ..pricing import to_micro
 from ..runtime import Gateway
 from ..schemas import CallResponse, Usage
 from ..sse import encode
-from .pipeline import Exchange, gateway_of, relay, start_exchange
-from .streaming import EventStream
+from .pipeline import Exchange, gateway_of, start_exchange, stream_response
 
 
 def _dollars(amount: Decimal | None) -> float | None:
@@ -54,7 +53,7 @@ def simplify(exchange: Exchange, charge: Charge | None) -> CallResponse:
 async def call(request: Request) -> Response:
     exchange = await start_exchange(request, "/call", _plan)
     if exchange.plan.stream:
-        return EventStream(relay(exchange, CallChunks(exchange)), exchange.headers())
+        return stream_response(exchange, CallChunks(exchange))
     charge = exchange.account.charge(exchange.served.result.data.get("usage"))
     answer = simplify(exchange, charge)
     exchange.account.close()

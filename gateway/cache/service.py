@@ -77,7 +77,11 @@ class Filing:
 @dataclass(slots=True)
 class CacheOutcome(Generic[T]):
     """``served`` for a miss (the upstream's answer), ``answer`` for a hit or a coalesced
-    follower; ``result`` is None when the cache is off."""
+    follower; ``result`` is None when the cache is off.
+
+    For a missed stream the answer is only known at its end: the relay assembles it and calls
+    ``complete`` (stored if it may be, and handed to any requests coalesced behind it), and
+    ``abandon`` in any case when it stops (followers then make their own calls)."""
 
     result: CacheResult | None
     served: T | None = None
@@ -85,20 +89,30 @@ class CacheOutcome(Generic[T]):
     similarity: float | None = None
     _cache: Cache | None = field(default=None, repr=False)
     _filing: Filing | None = field(default=None, repr=False)
+    _lead: asyncio.Future[CachedAnswer | None] | None = field(default=None, repr=False)
 
     @property
     def cached(self) -> bool:
         return self.answer is not None
 
     @property
-    def will_keep(self) -> bool:
-        """Whether a complete answer to this request would be stored (streams assemble it)."""
-        return self._filing is not None
+    def wants_answer(self) -> bool:
+        """Whether the complete answer is wanted: to store it, or for coalesced followers."""
+        return self._filing is not None or self._lead is not None
 
-    def keep(self, answer: CachedAnswer, finish_reasons: list[str | None]) -> None:
-        """Offer the complete answer to a missed request; stored only if it deserves it."""
+    def complete(self, answer: CachedAnswer, finish_reasons: list[str | None]) -> None:
+        """The complete answer to a missed request."""
+        if self._lead is not None:
+            self._cache._settle(self._lead, answer)  # type: ignore[union-attr]
+            self._lead = None
         if self._cache is not None and self._filing is not None:
             self._cache.store(self._filing, answer, finish_reasons)
+
+    def abandon(self) -> None:
+        """The answer will not be complete (failed, cut, not rebuildable, client gone)."""
+        if self._lead is not None:
+            self._cache._settle(self._lead, None)  # type: ignore[union-attr]
+            self._lead = None
 
 
 class Cache:
@@ -139,15 +153,17 @@ class Cache:
                 answer, similarity = found
                 return self._count(CacheOutcome(CacheResult.SEMANTIC_HIT, answer=answer,
                                                 similarity=similarity))
-        if plan.stream or not directives.lookup:
+        lead = None
+        if not directives.lookup:
             served = await call()
         else:
-            result = await self._coalesced(filing.key, call, share)
+            result = await self._coalesced(filing.key, call, share, later=plan.stream)
             if isinstance(result, CachedAnswer):
                 return self._count(CacheOutcome(CacheResult.COALESCED, answer=result))
-            served = result
+            served, lead = result
         return self._count(CacheOutcome(CacheResult.MISS, served=served, _cache=self,
-                                        _filing=filing if directives.store else None))
+                                        _filing=filing if directives.store else None,
+                                        _lead=lead))
 
     def _count(self, outcome: CacheOutcome[T]) -> CacheOutcome[T]:
         assert outcome.result is not None
@@ -217,33 +233,45 @@ class Cache:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     async def _coalesced(
-        self, key: str, compute: Callable[[], Awaitable[T]], share: Callable[[T], CachedAnswer]
-    ) -> T | CachedAnswer:
+        self, key: str, compute: Callable[[], Awaitable[T]], share: Callable[[T], CachedAnswer],
+        *, later: bool,
+    ) -> tuple[T, asyncio.Future[CachedAnswer | None] | None] | CachedAnswer:
         """Run ``compute`` once for every identical request in flight at the same moment.
 
-        The leader gets its own result; each follower gets the leader's answer as a
-        ``CachedAnswer``. If the leader fails, its followers get the same error; if the
-        leader's client went away, each follower makes its own call.
+        The leader gets its own result; each follower waits for the leader's answer and gets
+        it as a ``CachedAnswer``. If the leader fails, its followers get the same error; if the
+        leader's client went away (or its answer could not be rebuilt), each follower makes its
+        own call. With ``later`` (a stream), the answer is known only when the stream ends: the
+        leader also gets the future to settle then (``CacheOutcome.complete``/``abandon``).
         """
         leader = self._inflight.get(key)
         if leader is not None:
             answer = await asyncio.shield(leader)
             if answer is None:
-                return await compute()
+                return await compute(), None
             return answer
         future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
         try:
             result = await compute()
         except asyncio.CancelledError:
-            future.set_result(None)
+            self._settle(future, None)
             raise
         except BaseException as exc:
+            del self._inflight[key]
             future.set_exception(exc)
             future.exception()  # retrieved: followers re-raise it, nobody else must log it
             raise
-        else:
-            future.set_result(share(result))
-            return result
-        finally:
-            del self._inflight[key]
+        if later:
+            return result, future
+        self._settle(future, share(result))
+        return result, None
+
+    def _settle(self, future: asyncio.Future[CachedAnswer | None],
+                answer: CachedAnswer | None) -> None:
+        for key, waiting in self._inflight.items():
+            if waiting is future:
+                del self._inflight[key]
+                break
+        if not future.done():
+            future.set_result(answer)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from decimal import Decimal
 
 import orjson
 import pytest
@@ -145,18 +144,19 @@ async def test_identical_requests_in_flight_share_one_call_and_its_errors() -> N
         await asyncio.sleep(0.05)
         return "leader's answer"
 
-    results = await asyncio.gather(*(cache._coalesced("k", compute, lambda _: answer())
-                                     for _ in range(10)))
+    results = await asyncio.gather(*(cache._coalesced("k", compute, lambda _: answer(),
+                                                      later=False) for _ in range(10)))
     assert calls == 1
-    assert results[0] == "leader's answer"
+    assert results[0] == ("leader's answer", None)
     assert all(isinstance(r, CachedAnswer) for r in results[1:])
 
     async def failing() -> str:
         await asyncio.sleep(0.02)
         raise ValueError("upstream down")
 
-    outcomes = await asyncio.gather(*(cache._coalesced("k2", failing, lambda _: answer())
-                                      for _ in range(5)), return_exceptions=True)
+    outcomes = await asyncio.gather(*(cache._coalesced("k2", failing, lambda _: answer(),
+                                                       later=False) for _ in range(5)),
+                                    return_exceptions=True)
     assert all(isinstance(o, ValueError) for o in outcomes)
 
 
@@ -170,11 +170,13 @@ async def test_followers_call_for_themselves_when_the_leader_is_cancelled() -> N
         await asyncio.sleep(0.05)
         return "own"
 
-    leader = asyncio.ensure_future(cache._coalesced("k", compute, lambda _: answer()))
+    leader = asyncio.ensure_future(cache._coalesced("k", compute, lambda _: answer(),
+                                                    later=False))
     await asyncio.sleep(0.01)
-    follower = asyncio.ensure_future(cache._coalesced("k", compute, lambda _: answer()))
+    follower = asyncio.ensure_future(cache._coalesced("k", compute, lambda _: answer(),
+                                                      later=False))
     await asyncio.sleep(0.01)
     leader.cancel()
-    assert await follower == "own" and calls == 2
+    assert await follower == ("own", None) and calls == 2
     with pytest.raises(asyncio.CancelledError):
         await leader
