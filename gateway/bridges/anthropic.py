@@ -7,7 +7,9 @@ Decisions where the two APIs differ (each is tested):
   an answer without thinking blocks is a valid Messages answer. ``thinking`` /
   ``redacted_thinking`` blocks in the history are dropped for the same reason (only Anthropic
   can verify their signatures). ``service_tier`` and every ``cache_control`` are accepted and
-  dropped: they change capacity and billing, not the answer.
+  dropped: they change capacity and billing, not the answer. Content blocks ignore fields
+  they do not know (clients echo the SDK's response blocks, with ``caller``, ``citations``...);
+  top-level fields, tools and ``tool_choice`` are strict: an unknown one is a 400 naming it.
 - ``top_k`` is passed upstream as ``top_k`` (vLLM, SGLang, DeepSeek-compatible servers take it;
   a strict upstream refuses it visibly instead of the gateway dropping it).
 - Text-only content is sent as one string (blocks joined by a blank line), which every
@@ -50,20 +52,22 @@ from .common import (
 )
 
 _STRICT = ConfigDict(extra="forbid")
+# Content blocks ignore fields they do not know: clients send the SDK's response blocks back as
+# history, with response-only fields (``caller``, ``toolset_name``, ``citations``) in them.
+_BLOCK = ConfigDict(extra="ignore")
 _TAGS = ("text", "image", "tool_use", "tool_result", "thinking", "redacted_thinking")
 Ignored = dict[str, Any] | None  # cache_control and the like: accepted, not sent upstream
 
 
 class TextBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["text"]
     text: str
     cache_control: Ignored = None
-    citations: list[Any] | None = None
 
 
 class ImageSource(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["base64", "url"]
     media_type: str | None = None
     data: str | None = None
@@ -82,14 +86,14 @@ class ImageSource(BaseModel):
 
 
 class ImageBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["image"]
     source: ImageSource
     cache_control: Ignored = None
 
 
 class ToolUseBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["tool_use"]
     id: str
     name: str
@@ -101,7 +105,7 @@ ResultPart = Annotated[TextBlock | ImageBlock, Field(discriminator="type")]
 
 
 class ToolResultBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[ResultPart] = ""
@@ -110,14 +114,14 @@ class ToolResultBlock(BaseModel):
 
 
 class ThinkingBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["thinking"]
     thinking: str
     signature: str | None = None
 
 
 class RedactedThinkingBlock(BaseModel):
-    model_config = _STRICT
+    model_config = _BLOCK
     type: Literal["redacted_thinking"]
     data: str
 
