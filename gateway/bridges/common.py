@@ -15,13 +15,14 @@ from ..errors import ErrorCode, GatewayError
 
 M = TypeVar("M", bound=BaseModel)
 
-# Pydantic puts a union branch's description ("str", "list[...]", "function-after[...]") in an
-# error's location; those are not fields the client wrote.
+# Pydantic puts a union branch's description ("str", "list[...]", "function-after[...]", a
+# model's class name) in an error's location; those are not fields the client wrote (every
+# field name of these APIs is lower case).
 _BRANCH_MARKS = ("[", "str", "int", "float", "bool", "dict", "list", "none")
 
 
 def _is_branch(part: str) -> bool:
-    return "[" in part or part in _BRANCH_MARKS
+    return "[" in part or part in _BRANCH_MARKS or part[:1].isupper()
 
 
 def dotted(loc: tuple[int | str, ...], tags: Collection[str]) -> str:
