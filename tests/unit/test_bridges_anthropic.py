@@ -5,12 +5,17 @@ upstream -> from_chat / MessagesStream)."""
 
 from __future__ import annotations
 
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anthropic
 import httpx2
 import orjson
 import pytest
+import uvicorn
 
 from gateway.bridges.anthropic import (
     IMAGE_TOKENS,
@@ -434,27 +439,30 @@ class Gateway:
         self.model = model
         self.chats: list[dict[str, Any]] = []
 
-    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+    def answer(self, path: str, content: bytes) -> tuple[int, bytes, str]:
         try:
-            payload = orjson.loads(request.content)
-            if request.url.path == "/v1/messages/count_tokens":
-                return httpx2.Response(200, json={
-                    "input_tokens": count_tokens(parse_count_request(payload))})
-            assert request.url.path == "/v1/messages"
+            payload = orjson.loads(content)
+            if path == "/v1/messages/count_tokens":
+                count = count_tokens(parse_count_request(payload))
+                return 200, orjson.dumps({"input_tokens": count}), "application/json"
+            assert path == "/v1/messages"
             req = parse_request(payload)
             chat = to_chat(req)
             self.chats.append(chat)
             answer = self.model(chat)
             if not req.stream:
-                return httpx2.Response(200, json=from_chat(
-                    answer.completion(), model=req.model, stop_sequences=req.stop_sequences))
+                return 200, orjson.dumps(from_chat(
+                    answer.completion(), model=req.model,
+                    stop_sequences=req.stop_sequences)), "application/json"
             stream = MessagesStream(model=req.model, stop_sequences=req.stop_sequences)
             data = stream.start() + b"".join(stream.feed(c) for c in answer.chunks())
-            return httpx2.Response(200, content=data + stream.finish(),
-                                   headers={"content-type": "text/event-stream"})
+            return 200, data + stream.finish(), "text/event-stream"
         except GatewayError as error:
-            return httpx2.Response(error.status, content=orjson.dumps(error.anthropic_body()),
-                                   headers={"content-type": "application/json"})
+            return error.status, orjson.dumps(error.anthropic_body()), "application/json"
+
+    def __call__(self, request: httpx2.Request) -> httpx2.Response:
+        status, content, kind = self.answer(request.url.path, request.content)
+        return httpx2.Response(status, content=content, headers={"content-type": kind})
 
 
 def client(handler: Any) -> anthropic.Anthropic:
@@ -594,3 +602,63 @@ def test_sdk_raises_on_a_stream_that_fails_midway() -> None:
             model="m", max_tokens=50, messages=[{"role": "user", "content": "x"}]) as stream:
         stream.get_final_message()
     assert "The stream was cut." in str(caught.value)
+
+
+@pytest.fixture
+def served() -> Iterator[Callable[[Gateway], str]]:
+    """Serves a ``Gateway`` over real HTTP on a free loopback port (LangChain's ChatAnthropic
+    builds its own HTTP client, so no transport can be handed to it)."""
+    servers: list[tuple[uvicorn.Server, threading.Thread]] = []
+
+    def serve(gateway: Gateway) -> str:
+        async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+            if scope["type"] != "http":
+                return
+            content = b""
+            while True:
+                message = await receive()
+                content += message.get("body", b"")
+                if not message.get("more_body"):
+                    break
+            status, data, kind = gateway.answer(scope["path"], content)
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", kind.encode())]})
+            await send({"type": "http.response.body", "body": data})
+
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
+        thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+        thread.start()
+        servers.append((server, thread))
+        deadline = time.monotonic() + 10
+        while not server.started:
+            assert time.monotonic() < deadline, "the test server did not start"
+            time.sleep(0.01)
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+    yield serve
+    for server, thread in servers:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def test_langchain_chat_anthropic_invoke_tool_call_and_stream(
+        served: Callable[[Gateway], str]) -> None:
+    from langchain_anthropic import ChatAnthropic
+
+    base_url = served(Gateway(weather_model))
+    llm = ChatAnthropic(model="deepseek-v3.2", base_url=base_url, api_key="team-key",
+                        max_retries=0, max_tokens=100)
+    assert llm.invoke("Hello").text == "Echo: Hello"
+    reply = llm.bind_tools([WEATHER_TOOL]).invoke("Weather in Hanoi?")
+    assert reply.tool_calls[0]["name"] == "get_weather"
+    assert reply.tool_calls[0]["args"] == {"city": "Hanoi", "unit": "celsius"}
+    streamed = llm.bind_tools([WEATHER_TOOL]).stream("Weather in Hanoi?")
+    chunks = list(streamed)
+    whole = chunks[0]
+    for chunk in chunks[1:]:
+        whole = whole + chunk
+    assert whole.tool_calls[0]["args"] == {"city": "Hanoi", "unit": "celsius"}
+    assert whole.usage_metadata["input_tokens"] == 30
+    assert whole.usage_metadata["output_tokens"] == 12
