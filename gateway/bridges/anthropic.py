@@ -42,6 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..errors import ErrorCode, GatewayError
 from .common import (
+    CallPositions,
     ChatUsage,
     first_choice,
     sse,
@@ -345,7 +346,7 @@ def to_chat(req: MessagesRequest) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": req.model, "messages": chat_messages(req),
                                "max_tokens": req.max_tokens}
     for name, value in (("temperature", req.temperature), ("top_p", req.top_p),
-                        ("top_k", req.top_k), ("stop", req.stop_sequences)):
+                        ("top_k", req.top_k), ("stop", req.stop_sequences or None)):
         if value is not None:
             payload[name] = value
     if req.metadata is not None and req.metadata.user_id is not None:
@@ -436,6 +437,7 @@ class MessagesStream:
         self._index = -1  # the open block's index, -1 when none is open
         self._open: str | None = None  # "text" or "tool_use"
         self._tools: dict[int, int] = {}  # upstream tool call index -> block index
+        self._positions = CallPositions()
         self._finish: dict[str, Any] = {}  # the choice fields that say why it stopped
         self._usage: Any = None
         self._done = False
@@ -487,7 +489,7 @@ class MessagesStream:
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:
         out = b""
-        position = call.get("index", 0)
+        position = self._positions.of(call)
         function = call.get("function") or {}
         if position not in self._tools:
             out += self._begin({"type": "tool_use",

@@ -128,3 +128,28 @@ def tool_arguments(name: str, arguments: Any) -> dict[str, Any]:
                            f"The upstream's call of tool {name!r} has arguments that are not a "
                            "JSON object.")
     return value
+
+
+class CallPositions:
+    """Which upstream tool call a streamed delta belongs to: its ``index``, or, from an upstream
+    that leaves the index out, a new position per new call ``id`` (pieces without an id belong
+    to the call before them)."""
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, int] = {}
+        self._last: int | None = None
+
+    def of(self, call: dict[str, Any]) -> int:
+        index = call.get("index")
+        call_id = call.get("id") if isinstance(call.get("id"), str) and call.get("id") else None
+        if not isinstance(index, int):
+            if call_id is not None and call_id in self._by_id:
+                index = self._by_id[call_id]
+            elif call_id is not None:
+                index = 0 if self._last is None else self._last + 1
+            else:
+                index = 0 if self._last is None else self._last
+        if call_id is not None:
+            self._by_id.setdefault(call_id, index)
+        self._last = index
+        return index

@@ -95,7 +95,7 @@ def to_chat(req: CompletionsRequest) -> dict[str, Any]:
     for name in ("temperature", "top_p", "stop", "n", "presence_penalty", "frequency_penalty",
                  "seed", "logit_bias", "user"):
         value = getattr(req, name)
-        if value is not None:
+        if value is not None and value != []:
             payload[name] = value
     if req.stream:
         payload["stream"] = True

@@ -34,7 +34,15 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
 from ..errors import GatewayError
-from .common import ChatUsage, first_choice, sse, suffix, unsupported, validate
+from .common import (
+    CallPositions,
+    ChatUsage,
+    first_choice,
+    sse,
+    suffix,
+    unsupported,
+    validate,
+)
 
 _STRICT = ConfigDict(extra="forbid")
 _ITEM = ConfigDict(extra="ignore")  # items echoed from an earlier response carry id, status...
@@ -403,6 +411,7 @@ class ResponsesStream:
         self._items: list[dict[str, Any]] = []  # every output item so far, as it stands
         self._open: dict[str, Any] | None = None
         self._calls: dict[int, dict[str, Any]] = {}  # upstream tool call index -> its item
+        self._positions = CallPositions()
         self._finish: Any = None
         self._usage: Any = None
         self._done = False
@@ -487,7 +496,7 @@ class ResponsesStream:
 
     def _tool(self, call: dict[str, Any]) -> bytes:
         out = b""
-        position = call.get("index", 0)
+        position = self._positions.of(call)
         function = call.get("function") or {}
         item = self._calls.get(position)
         if item is None:

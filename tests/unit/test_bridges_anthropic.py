@@ -662,3 +662,72 @@ def test_langchain_chat_anthropic_invoke_tool_call_and_stream(
     assert whole.tool_calls[0]["args"] == {"city": "Hanoi", "unit": "celsius"}
     assert whole.usage_metadata["input_tokens"] == 30
     assert whole.usage_metadata["output_tokens"] == 12
+
+
+def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+    return {"id": "c", "choices": [{"index": 0, "delta": delta, "finish_reason": finish}]}
+
+
+def test_a_tool_call_sent_whole_in_one_delta_is_one_block() -> None:
+    stream = MessagesStream(model="m")
+    data = stream.start() + stream.feed(chunk({"tool_calls": [
+        {"index": 0, "id": "c1", "type": "function",
+         "function": {"name": "f", "arguments": '{"a": 1}'}}]}))
+    sent = events(data + stream.feed(chunk({}, "tool_calls")) + stream.finish())
+    assert [n for n, _ in sent][2:5] == ["content_block_start", "content_block_delta",
+                                         "content_block_stop"]
+    assert sent[3][1]["delta"] == {"type": "input_json_delta", "partial_json": '{"a": 1}'}
+
+
+def test_tool_calls_without_an_index_are_told_apart_by_their_ids() -> None:
+    stream = MessagesStream(model="m")
+    data = stream.start()
+    for call_id, name, pieces in (("c1", "f", ['{"a"', ': 1}']), ("c2", "g", ['{}'])):
+        data += stream.feed(chunk({"tool_calls": [{"id": call_id, "type": "function",
+                                                   "function": {"name": name,
+                                                                "arguments": ""}}]}))
+        for piece in pieces:
+            data += stream.feed(chunk({"tool_calls": [{"function": {"arguments": piece}}]}))
+    sent = events(data + stream.feed(chunk({}, "tool_calls")) + stream.finish())
+    starts = [e["content_block"] for n, e in sent if n == "content_block_start"]
+    assert [(s["id"], s["name"]) for s in starts] == [("c1", "f"), ("c2", "g")]
+    deltas = [(e["index"], e["delta"]["partial_json"]) for n, e in sent
+              if n == "content_block_delta"]
+    assert deltas == [(0, '{"a"'), (0, ": 1}"), (1, "{}")]
+
+
+def test_empty_stop_sequences_are_not_sent_upstream() -> None:
+    assert "stop" not in to_chat(parse_request(body(stop_sequences=[])))
+
+
+def test_a_claude_code_style_request_is_accepted() -> None:
+    """The shape Claude Code sends: system blocks with cache_control, tools with a JSON-schema
+    ``$schema``, metadata.user_id, thinking, streaming, the SDK's echoed blocks in history."""
+    req = parse_request({
+        "model": "claude-sonnet-4.5", "max_tokens": 32000, "temperature": 1, "stream": True,
+        "metadata": {"user_id": "user_abc_account__session_1"},
+        "thinking": {"type": "enabled", "budget_tokens": 4000},
+        "system": [{"type": "text", "text": "You are Claude Code.",
+                    "cache_control": {"type": "ephemeral"}},
+                   {"type": "text", "text": "Be concise."}],
+        "tools": [{"name": "Read", "description": "Read a file",
+                   "input_schema": {"$schema": "http://json-schema.org/draft-07/schema#",
+                                    "type": "object", "additionalProperties": False,
+                                    "properties": {"file_path": {"type": "string"}},
+                                    "required": ["file_path"]}}],
+        "messages": [
+            {"role": "user", "content": [
+                {"type": "text", "text": "<system-reminder>ctx</system-reminder>"},
+                {"type": "text", "text": "Read main.py", "cache_control": {"type": "ephemeral"}}]},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "I should read it.", "signature": "sig"},
+                {"type": "tool_use", "id": "toolu_1", "name": "Read", "caller": None,
+                 "input": {"file_path": "main.py"}}]},
+            {"role": "user", "content": [
+                {"type": "tool_result", "tool_use_id": "toolu_1", "content": "print(1)"}]}]})
+    chat = to_chat(req)
+    assert [m["role"] for m in chat["messages"]] == ["system", "user", "assistant", "tool"]
+    assert chat["messages"][1]["content"] == \
+        "<system-reminder>ctx</system-reminder>\n\nRead main.py"
+    assert chat["user"] == "user_abc_account__session_1"
+    assert chat["tools"][0]["function"]["parameters"]["required"] == ["file_path"]

@@ -422,3 +422,35 @@ def test_langchain_responses_api_stream_and_failure() -> None:
     failing = langchain(Gateway(lambda chat: Answer(text="cut short here"), fail_after=2))
     with pytest.raises(ValueError, match="cut"):
         list(failing.stream("x"))
+
+
+def test_tool_calls_without_an_index_are_told_apart_by_their_ids() -> None:
+    stream = ResponsesStream(parse_request(body()))
+    data = stream.start()
+    for call_id, pieces in (("c1", ['{"a"', ": 1}"]), ("c2", ["{}"])):
+        data += stream.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+            {"id": call_id, "type": "function", "function": {"name": "f", "arguments": ""}}]}}]})
+        for piece in pieces:
+            data += stream.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+                {"function": {"arguments": piece}}]}}]})
+    data += stream.feed({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    final = events(data + stream.finish())[-1]["response"]
+    assert [(i["call_id"], i["arguments"]) for i in final["output"]] == [("c1", '{"a": 1}'),
+                                                                      ("c2", "{}")]
+
+
+def test_sdk_responses_parse_with_a_pydantic_text_format() -> None:
+    from pydantic import BaseModel
+
+    class City(BaseModel):
+        name: str
+        population: int
+
+    gateway = Gateway(lambda chat: Answer(text='{"name": "Hanoi", "population": 8500000}'))
+    parsed = client(gateway).responses.parse(model="gpt-4.1", input="Biggest city?",
+                                             text_format=City)
+    assert parsed.output_parsed == City(name="Hanoi", population=8500000)
+    response_format = gateway.chats[0]["response_format"]
+    assert response_format["type"] == "json_schema"
+    assert response_format["json_schema"]["strict"] is True
+    assert response_format["json_schema"]["schema"]["required"] == ["name", "population"]
