@@ -15,6 +15,9 @@ Decisions where the two APIs differ (each is tested):
   ``include: ["reasoning.encrypted_content"]`` are accepted and give nothing (the answer has no
   reasoning items); ``reasoning`` items in the input are dropped (only OpenAI can read them).
   Any other ``include`` is a 400.
+- ``prompt_cache_key``, ``safety_identifier``, ``service_tier`` and ``text.verbosity`` mean the
+  same in chat completions and go upstream unchanged; ``stream_options.include_obfuscation``
+  is accepted and has nothing to pad.
 - ``truncation`` is accepted either way; the gateway never truncates (an over-long input fails
   upstream, as with ``disabled``). ``metadata`` is echoed, not sent upstream.
 - Items the SDK sends back from an earlier ``response.output`` keep their ``id`` / ``status``
@@ -157,6 +160,12 @@ class TextFormat(BaseModel):
 class TextConfig(BaseModel):
     model_config = _STRICT
     format: TextFormat | None = None
+    verbosity: Literal["low", "medium", "high"] | None = None
+
+
+class StreamOptions(BaseModel):
+    model_config = _STRICT
+    include_obfuscation: bool | None = None  # padding in deltas: nothing to pad here
 
 
 class Reasoning(BaseModel):
@@ -185,6 +194,11 @@ class ResponsesRequest(BaseModel):
     include: list[Literal["reasoning.encrypted_content"]] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     background: Literal[False] | None = None
+    stream_options: StreamOptions | None = None
+    # Chat completions takes these too: passed upstream unchanged.
+    prompt_cache_key: str | None = None
+    safety_identifier: str | None = None
+    service_tier: Literal["auto", "default", "flex", "scale", "priority"] | None = None
 
 
 # Fields the gateway refuses with a reason of their own (not just "unknown").
@@ -292,7 +306,11 @@ def to_chat(req: ResponsesRequest) -> dict[str, Any]:
     payload: dict[str, Any] = {"model": req.model, "messages": chat_messages(req)}
     for name, value in (("max_tokens", req.max_output_tokens), ("temperature", req.temperature),
                         ("top_p", req.top_p), ("user", req.user),
-                        ("parallel_tool_calls", req.parallel_tool_calls)):
+                        ("parallel_tool_calls", req.parallel_tool_calls),
+                        ("prompt_cache_key", req.prompt_cache_key),
+                        ("safety_identifier", req.safety_identifier),
+                        ("service_tier", req.service_tier),
+                        ("verbosity", req.text.verbosity if req.text else None)):
         if value is not None:
             payload[name] = value
     if req.tools:
@@ -325,6 +343,15 @@ def responses_usage(usage: ChatUsage) -> dict[str, Any]:
             "total_tokens": usage.prompt + usage.completion}
 
 
+def _text_echo(text: TextConfig | None) -> dict[str, Any]:
+    echo: dict[str, Any] = {"format": {"type": "text"}}
+    if text is not None and text.format is not None:
+        echo["format"] = text.format.model_dump(by_alias=True, exclude_none=True)
+    if text is not None and text.verbosity is not None:
+        echo["verbosity"] = text.verbosity
+    return echo
+
+
 def _shell(req: ResponsesRequest, response_id: str, created_at: float) -> dict[str, Any]:
     """The ``response`` object's fields that echo the request."""
     return {
@@ -339,13 +366,13 @@ def _shell(req: ResponsesRequest, response_id: str, created_at: float) -> dict[s
         "tools": [t.model_dump(exclude_none=True) for t in req.tools or []],
         "temperature": req.temperature, "top_p": req.top_p,
         "max_output_tokens": req.max_output_tokens,
-        "text": {"format": req.text.format.model_dump(by_alias=True, exclude_none=True)
-                 if req.text is not None and req.text.format is not None
-                 else {"type": "text"}},
+        "text": _text_echo(req.text),
         "reasoning": req.reasoning.model_dump() if req.reasoning is not None else None,
         "metadata": req.metadata or {}, "user": req.user, "store": False,
         "background": False, "previous_response_id": None,
         "truncation": req.truncation or "disabled", "usage": None,
+        "service_tier": req.service_tier, "prompt_cache_key": req.prompt_cache_key,
+        "safety_identifier": req.safety_identifier,
     }
 
 

@@ -731,3 +731,15 @@ def test_a_claude_code_style_request_is_accepted() -> None:
         "<system-reminder>ctx</system-reminder>\n\nRead main.py"
     assert chat["user"] == "user_abc_account__session_1"
     assert chat["tools"][0]["function"]["parameters"]["required"] == ["file_path"]
+
+
+ANTHROPIC_TYPES = {"invalid_request_error", "authentication_error", "billing_error",
+                   "permission_error", "not_found_error", "request_too_large",
+                   "rate_limit_error", "api_error", "timeout_error", "overloaded_error"}
+
+
+@pytest.mark.parametrize("code", list(ErrorCode))
+def test_every_error_code_renders_a_documented_anthropic_type(code: ErrorCode) -> None:
+    rendered = GatewayError(code, "m").anthropic_body()
+    assert rendered["type"] == "error"
+    assert rendered["error"]["type"] in ANTHROPIC_TYPES

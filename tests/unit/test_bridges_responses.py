@@ -454,3 +454,16 @@ def test_sdk_responses_parse_with_a_pydantic_text_format() -> None:
     assert response_format["type"] == "json_schema"
     assert response_format["json_schema"]["strict"] is True
     assert response_format["json_schema"]["schema"]["required"] == ["name", "population"]
+
+
+def test_what_chat_completions_also_takes_goes_upstream_unchanged() -> None:
+    req = parse_request(body(prompt_cache_key="repo-1", safety_identifier="hash-7",
+                             service_tier="flex", text={"verbosity": "low"},
+                             stream_options={"include_obfuscation": False}))
+    chat = to_chat(req)
+    assert (chat["prompt_cache_key"], chat["safety_identifier"], chat["service_tier"],
+            chat["verbosity"]) == ("repo-1", "hash-7", "flex", "low")
+    assert "stream_options" not in chat
+    echoed = from_chat(Answer(text="x").completion(), request=req)
+    assert echoed["text"] == {"format": {"type": "text"}, "verbosity": "low"}
+    assert echoed["prompt_cache_key"] == "repo-1"
