@@ -528,7 +528,7 @@ class MessagesStream:
 # --- count_tokens -------------------------------------------------------------------------------
 
 # A word with its leading space, a run of digits, a run of whitespace, a run of punctuation.
-_PIECES = re.compile(r" ?[^\W\d_]+| ?[0-9]+|\s+|[^\w\s]+|_")
+_PIECES = re.compile(r" ?[^\W\d_]+| ?\d+|\s+|[^\w\s]+|_")
 WORD_LETTERS = 10  # an ASCII word is one token per this many letters (common words: one)
 DIGITS = 3  # digits per token
 MARKS = 3  # punctuation characters per token

@@ -408,6 +408,7 @@ def test_text_tokens_counts_words_digits_and_marks() -> None:
     assert text_tokens("123456") == 2
     assert text_tokens("a, b") == 3
     assert text_tokens("x" * 25) == 3
+    assert text_tokens("Việt") == 4 and text_tokens("٣٤٥") == 1  # nothing is skipped
 
 
 def test_count_tokens_grows_with_the_prompt_images_and_tools() -> None:
