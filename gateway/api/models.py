@@ -9,7 +9,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from ..errors import model_not_found
-from .flow import gateway_of
+from .pipeline import gateway_of
 from .requests import authorize
 
 

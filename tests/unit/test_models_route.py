@@ -12,8 +12,8 @@ from starlette.applications import Starlette
 from gateway.api import models
 from gateway.api.app import create_app
 from gateway.catalog import Catalog
-from gateway.context import Gateway
 from gateway.metrics import Metrics
+from gateway.runtime import Gateway
 from gateway.settings import Settings
 
 CATALOG = Catalog.model_validate({
