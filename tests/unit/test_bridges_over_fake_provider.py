@@ -215,3 +215,40 @@ async def test_completions_plain_and_streamed_agree(upstream: Upstream) -> None:
     assert text == plain.choices[0].text and text.startswith("Fake answer to: Once upon")
     assert chunks[-1].usage.total_tokens == plain.usage.total_tokens
     assert upstream.payloads[0]["max_tokens"] == 40
+
+
+def test_every_bridge_payload_passes_the_core_planner() -> None:
+    """What the routes will hand the core: the chat payloads plan_chat must accept as they are
+    (tool messages, null assistant content, image parts, stream options included)."""
+    from gateway.catalog import load_catalog
+    from gateway.plan import plan_chat
+
+    catalog = load_catalog()
+    image = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}
+    payloads = [
+        messages_bridge.to_chat(messages_bridge.parse_request({
+            "model": "deepseek-v3.2", "max_tokens": 50, "stream": True, "tools": [TOOL],
+            "tool_choice": {"type": "any", "disable_parallel_tool_use": True},
+            "system": "s", "stop_sequences": ["END"], "top_k": 5,
+            "messages": [
+                {"role": "user", "content": [{"type": "text", "text": "see"}, image]},
+                {"role": "assistant", "content": [{"type": "tool_use", "id": "t",
+                                                   "name": "get_weather", "input": {}}]},
+                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "t",
+                                              "content": "ok"}]}]})),
+        responses_bridge.to_chat(responses_bridge.parse_request({
+            "model": "deepseek-v3.2", "stream": True, "instructions": "i",
+            "tools": [{"type": "function", "name": "f", "parameters": WEATHER}],
+            "text": {"format": {"type": "json_object"}}, "reasoning": {"effort": "low"},
+            "input": [{"role": "user", "content": "q"},
+                      {"type": "function_call", "call_id": "c", "name": "f",
+                       "arguments": "{}"},
+                      {"type": "function_call_output", "call_id": "c", "output": "r"}]})),
+        completions_bridge.to_chat(completions_bridge.parse_request({
+            "model": "deepseek-v3.2", "prompt": "p", "stream": True, "n": 2})),
+    ]
+    for payload in payloads:
+        plan = plan_chat(catalog, payload, catalog_defaults=False)
+        assert plan.model == "deepseek-v3.2" and plan.stream
+        assert plan.payload["messages"] == payload["messages"]
+        assert plan.payload["stream_options"]["include_usage"] is True
