@@ -352,12 +352,13 @@ def _text_echo(text: TextConfig | None) -> dict[str, Any]:
     return echo
 
 
-def _shell(req: ResponsesRequest, response_id: str, created_at: float) -> dict[str, Any]:
+def _shell(req: ResponsesRequest, response_id: str, created_at: float,
+           model: str | None) -> dict[str, Any]:
     """The ``response`` object's fields that echo the request."""
     return {
         "id": response_id, "object": "response", "created_at": created_at,
         "status": "in_progress", "error": None, "incomplete_details": None,
-        "instructions": req.instructions, "model": req.model, "output": [],
+        "instructions": req.instructions, "model": model or req.model, "output": [],
         "parallel_tool_calls": True if req.parallel_tool_calls is None
         else req.parallel_tool_calls,
         "tool_choice": "auto" if req.tool_choice is None
@@ -396,15 +397,17 @@ def _call_item(item_id: str, call_id: str, name: str, arguments: str,
             "name": name, "arguments": arguments}
 
 
-def from_chat(completion: dict[str, Any], *, request: ResponsesRequest) -> dict[str, Any]:
-    """The ``response`` object for a chat completion. Raises ``GatewayError(UPSTREAM_PROTOCOL)``
-    for a completion without choices."""
+def from_chat(completion: dict[str, Any], *, request: ResponsesRequest,
+              model: str | None = None) -> dict[str, Any]:
+    """The ``response`` object for a chat completion; ``model`` is the one that answered (after
+    a fallback), the request's by default. Raises ``GatewayError(UPSTREAM_PROTOCOL)`` for a
+    completion without choices."""
     choice = first_choice(completion)
     message = choice.get("message") if isinstance(choice.get("message"), dict) else {}
     stem = suffix(completion.get("id"))
     created = completion.get("created")
     response = _shell(request, "resp_" + stem,
-                      created if isinstance(created, int | float) else time.time())
+                      created if isinstance(created, int | float) else time.time(), model)
     finish = choice.get("finish_reason")
     status = "incomplete" if finish in _INCOMPLETE else "completed"
     text = message.get("content")
@@ -430,10 +433,10 @@ class ResponsesStream:
     ``b""``.
     """
 
-    def __init__(self, request: ResponsesRequest) -> None:
+    def __init__(self, request: ResponsesRequest, *, model: str | None = None) -> None:
         self.request = request
         self.stem = secrets.token_hex(12)
-        self.response = _shell(request, "resp_" + self.stem, time.time())
+        self.response = _shell(request, "resp_" + self.stem, time.time(), model)
         self._seq = 0
         self._items: list[dict[str, Any]] = []  # every output item so far, as it stands
         self._open: dict[str, Any] | None = None

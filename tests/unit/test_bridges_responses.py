@@ -467,3 +467,12 @@ def test_what_chat_completions_also_takes_goes_upstream_unchanged() -> None:
     echoed = from_chat(Answer(text="x").completion(), request=req)
     assert echoed["text"] == {"format": {"type": "text"}, "verbosity": "low"}
     assert echoed["prompt_cache_key"] == "repo-1"
+
+
+def test_the_model_that_answered_can_be_named() -> None:
+    req = parse_request(body())
+    assert from_chat(Answer(text="x").completion(), request=req)["model"] == "gpt-4.1"
+    assert from_chat(Answer(text="x").completion(), request=req,
+                     model="gemini-2.5-flash")["model"] == "gemini-2.5-flash"
+    stream = ResponsesStream(req, model="gemini-2.5-flash")
+    assert events(stream.start())[0]["response"]["model"] == "gemini-2.5-flash"
