@@ -2,6 +2,7 @@
 share one upstream call, and each caller gets exactly its own vectors, in its own order, with
 its own share of the usage and cost.
 
+Pricing is the accounting's (``gateway/accounting.py``): this module only counts tokens.
 The upstream reports usage for a whole call only, so a caller's share of a merged call is the
 call's tokens split in proportion to the length of each input (largest remainder, so the shares
 add up to exactly what the upstream billed). A request that went up alone is billed exactly.
@@ -11,18 +12,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .batching import Batcher
-from .catalog import Catalog, ModelEntry, Price
+from .catalog import Catalog, ModelEntry
 from .deadline import Deadline
 from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
-from .pricing import cost_usd
+from .pricing import Price
 from .router import Router
 from .settings import Settings
 
@@ -47,20 +47,25 @@ class Vector:
     model: str
     served: str
     batch_size: int
+    upstream_s: float
     provider: str = ""
     deployment: str = ""
-    price: Price | ModelEntry | None = None  # the deployment's that answered
+    price: Price | None = None  # the deployment's that answered
 
 
 @dataclass(slots=True)
 class EmbeddingsAnswer:
+    """The answer's body and what the accounting needs to price it (this module never prices)."""
+
     body: bytes
+    requested: str
     served: str
     tokens: int
-    cost: Decimal
     batch_size: int
+    upstream_s: float
     provider: str = ""
     deployment: str = ""
+    price: Price | None = None
 
 
 def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
@@ -124,16 +129,13 @@ class Embeddings:
         tokens = sum(v.tokens for v in vectors)
         data = [{"object": "embedding", "index": i, "embedding": v.embedding}
                 for i, v in enumerate(vectors)]
-        first = vectors[0]
-        served = first.served
-        cost = cost_usd(first.price or self._catalog.models[served], tokens, 0)
-        self._metrics.observe_usage(served, tokens, 0, cost)
         body_out = orjson.dumps({
             "object": "list", "data": data, "model": vectors[0].model,
             "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
         })
-        return EmbeddingsAnswer(body_out, served, tokens, cost, first.batch_size,
-                                first.provider, first.deployment)
+        first = vectors[0]
+        return EmbeddingsAnswer(body_out, request.model, first.served, tokens, first.batch_size,
+                                first.upstream_s, first.provider, first.deployment, first.price)
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
         key = (model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
@@ -170,7 +172,7 @@ class Embeddings:
         shares = split_tokens(total, [len(item) for item in items])
         upstream_model = str(data.get("model") or served.entry.upstream_model)
         return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items),
-                       served.provider, served.deployment, served.price)
+                       served.upstream_s, served.provider, served.deployment, served.price)
                 for row, share in zip(rows, shares, strict=True)]
 
     async def aclose(self) -> None:

@@ -132,6 +132,15 @@ class Metrics:
     def observe_cache_result(self, result: str) -> None:
         self.child(self.cache_results, result).inc()
 
+    def observe_cache_lookup(self, seconds: float) -> None:
+        self.cache_lookup.observe(seconds)
+
+    def observe_cache_entries(self, entries: int) -> None:
+        self.cache_entries.set(entries)
+
+    def observe_cache_saved(self, saved: Decimal) -> None:
+        self.cache_saved.inc(float(saved))
+
     def observe_gc_pause(self, generation: int, seconds: float) -> None:
         self.child(self.gc_pause, str(generation)).observe(seconds)
 

@@ -29,12 +29,14 @@ import orjson
 
 from .balancer import PICKERS, Strategy
 from .breaker import CircuitBreaker, State
-from .catalog import Catalog, Deployment, ModelEntry, Price
+from .catalog import Catalog, Deployment, ModelEntry
+from .catalog import Price as DeploymentPrice
 from .deadline import Deadline
 from .errors import ErrorCode, GatewayError
 from .failures import Attempt, FailureKind, UpstreamFailure
 from .health import ServiceStats
 from .metrics import Metrics
+from .pricing import Price
 from .settings import Settings
 from .tracing import UpstreamSpans
 from .upstream import UpstreamClient, UpstreamReply, Upstreams, UpstreamStream
@@ -59,10 +61,10 @@ class Served:
     cached: bool = False
     provider: str = ""
     deployment: str = ""
-    deployment_price: Price | None = None
+    deployment_price: DeploymentPrice | None = None
 
     @property
-    def price(self) -> Price | ModelEntry:
+    def price(self) -> Price:
         """What to price with: the deployment's own price when set, else the model's."""
         return self.deployment_price or self.entry
 

@@ -1,1 +1,1 @@
-"""HTTP routes: the OpenAI-compatible ``/v1`` API and the seed's own ``/call``, ``/models``, ``/health``."""
+"""HTTP routes: the OpenAI-compatible ``/v1`` API, the simplified ``/call``, ``/models``, ``/health``, ``/batch``."""

@@ -316,8 +316,10 @@ async def test_each_provider_receives_only_its_own_key(
 async def test_a_provider_quoting_another_providers_key_is_redacted(
     mock: respx.MockRouter, tmp_path: Path,
 ) -> None:
-    quoting = (lambda r: httpx.Response(400, json={"error": {
-        "message": f"bad: {KEYS['ALPHA_KEY']} {KEYS['HOLYSHEEP_API_KEY']} {KEYS['BETA_KEY']}"}}))
+    def quoting(request: httpx.Request) -> httpx.Response:
+        message = f"bad: {KEYS['ALPHA_KEY']} {KEYS['HOLYSHEEP_API_KEY']} {KEYS['BETA_KEY']}"
+        return httpx.Response(400, json={"error": {"message": message}})
+
     hosts(mock, beta=quoting)
     router = make_router(mock, load(tmp_path, catalog_yaml()))
     with pytest.raises(GatewayError) as caught:
@@ -366,7 +368,8 @@ async def test_legacy_completions_go_only_to_providers_that_serve_them(
 ) -> None:
     seen = hosts(mock, alpha=ok, beta=ok)
     router = make_router(mock, load(tmp_path, catalog_yaml()))
-    assert router.serves_completions("gpt-4.1") and not router.serves_completions("claude-sonnet-4.5")
+    assert router.serves_completions("gpt-4.1")
+    assert not router.serves_completions("claude-sonnet-4.5")
     for _ in range(10):
         served = await router.complete("gpt-4.1", {"prompt": "hi"}, deadline(), "/completions")
         assert served.deployment == "beta"

@@ -1,12 +1,17 @@
-"""The per-worker objects every route needs, built once by ``service.py`` at start-up."""
+"""The per-worker objects every route needs, built once by ``service.py`` at start-up and closed
+together at shutdown (one exit stack: whatever is built registers how it is closed)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+
+import httpx
 
 from .cache.memory import MemoryStore
 from .cache.redis import RedisStore
-from .cache.tiers import ResponseCache, SemanticTier, Store
+from .cache.service import Cache, Store
+from .cache.tiers import SemanticTier
 from .catalog import Catalog
 from .deadline import Deadline
 from .embeddings import Embeddings
@@ -27,42 +32,52 @@ class Gateway:
     stats: ServiceStats
     metrics: Metrics
     embeddings: Embeddings
-    cache: ResponseCache | None
-    semantic: SemanticTier | None
+    cache: Cache
+    closing: AsyncExitStack = field(default_factory=AsyncExitStack)
 
     @classmethod
     def build(cls, settings: Settings, catalog: Catalog, metrics: Metrics,
-              spans: UpstreamSpans | None = None) -> Gateway:
+              spans: UpstreamSpans | None = None,
+              transport: httpx.AsyncBaseTransport | None = None) -> Gateway:
+        """``transport`` is for in-process tests: an httpx transport that answers for the
+        upstream."""
+        closing = AsyncExitStack()
         spans = spans or UpstreamSpans(None)
         stats = ServiceStats()
-        upstream = Upstreams.build(settings, catalog, propagate_trace=spans.enabled)
+        upstream = Upstreams.build(settings, catalog, transport, propagate_trace=spans.enabled)
+        closing.push_async_callback(upstream.aclose)
         router = Router(settings, catalog, upstream, stats, metrics, spans)
         embeddings = Embeddings(settings, catalog, router, metrics)
-        cache = None
-        if settings.cache_enabled:
-            store: Store
-            if settings.redis_url:
-                store = RedisStore(settings.redis_url, settings.cache_ttl_s,
-                                   timeout_s=settings.cache_redis_timeout_s,
-                                   on_error=metrics.cache_store_errors.inc)
-            else:
-                store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes,
-                                    settings.cache_ttl_s)
-            cache = ResponseCache(store, metrics, store_length=settings.cache_store_length)
-        semantic = build_semantic_tier(settings, router, metrics) if cache is not None else None
-        return cls(settings, catalog, upstream, router, stats, metrics, embeddings, cache,
-                   semantic)
+        closing.push_async_callback(embeddings.aclose)
+        cache = build_cache(settings, router, metrics, closing)
+        return cls(settings, catalog, upstream, router, stats, metrics, embeddings, cache, closing)
 
     async def aclose(self) -> None:
-        if self.semantic is not None:
-            await self.semantic.aclose()
-        if self.cache is not None:
-            await self.cache.aclose()
-        await self.embeddings.aclose()
-        await self.upstream.aclose()
+        await self.closing.aclose()
 
 
-def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) -> SemanticTier | None:
+def build_cache(settings: Settings, router: Router, metrics: Metrics,
+                closing: AsyncExitStack) -> Cache:
+    """The response cache (a pass-through when ``GATEWAY_CACHE=false``)."""
+    if not settings.cache_enabled:
+        return Cache(None, metrics)
+    store: Store
+    if settings.redis_url:
+        store = RedisStore(settings.redis_url, settings.cache_ttl_s,
+                           timeout_s=settings.cache_redis_timeout_s,
+                           on_error=metrics.cache_store_errors.inc)
+    else:
+        store = MemoryStore(settings.cache_max_entries, settings.cache_max_bytes,
+                            settings.cache_ttl_s)
+    closing.push_async_callback(store.aclose)
+    semantic = build_semantic_tier(settings, router, metrics, closing)
+    cache = Cache(store, metrics, store_length=settings.cache_store_length, semantic=semantic)
+    closing.push_async_callback(cache.flush)  # runs first: writes land before the store closes
+    return cache
+
+
+def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics,
+                        closing: AsyncExitStack) -> SemanticTier | None:
     """The semantic tier, when switched on: its embedder behind the one batcher, its index, and
     the Redis log that keeps replicas' indexes in step."""
     if not settings.semantic_cache:
@@ -76,7 +91,9 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
 
     embedder: Embedder
     if settings.semantic_embedder == "local":
-        embedder = LocalMiniLM()
+        local = LocalMiniLM()
+        closing.callback(local.close)
+        embedder = local
     else:
         model = settings.semantic_embedding_model
 
@@ -95,12 +112,14 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
         embed_rows, max_batch_size=settings.batch_max_size,
         max_latency_s=settings.batch_max_latency_ms / 1000, max_concurrent=1,
         observe=lambda size, wait: metrics.batch_size.observe(size))
+    closing.push_async_callback(batcher.aclose)
     log = None
     if settings.redis_url:
         log = RedisVectorLog(settings.redis_url, settings.cache_max_entries,
                              timeout_s=settings.cache_redis_timeout_s,
                              on_error=metrics.cache_store_errors.inc)
-    return SemanticTier(batcher.submit, VectorIndex(settings.cache_max_entries),
+    tier = SemanticTier(batcher.submit, VectorIndex(settings.cache_max_entries),
                         SemanticMatcher(settings.semantic_threshold or DEFAULT_THRESHOLD),
                         metrics, settings.cache_ttl_s, log)
-
+    closing.push_async_callback(tier.aclose)
+    return tier
