@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ErrorCode, GatewayError, error_response
-from . import batch, openai, simple
+from . import batch, bridged, models, openai, simple
 from .admission import AdmissionMiddleware
 
 logger = logging.getLogger("gateway")
@@ -50,7 +50,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(max_concurrency: int) -> Starlette:
     return Starlette(
-        routes=[*simple.routes, *openai.routes, *batch.routes],
+        routes=[*simple.routes, *openai.routes, *models.routes, *bridged.routes,
+                *batch.routes],
         middleware=[Middleware(AdmissionMiddleware, limit=max_concurrency)],
         exception_handlers={
             GatewayError: _gateway_error,
