@@ -1,4 +1,4 @@
-"""Several providers through the real ``bentoml serve``: two fake provider processes, each with
+"""Several providers through the real ``bentoml serve``: three fake provider processes, each with
 its own key, serving the same models as deployments of one catalog. Providers are told apart by
 each fake process's own ``/_fake/stats`` counters.
 """
@@ -21,16 +21,26 @@ from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, Process, w
 
 ALPHA_KEY = "sk-alpha-provider-7d1e0b"
 BETA_KEY = "sk-beta-provider-94c2aa"
+GAMMA_KEY = "sk-gamma-provider-31f07c"
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 MESSAGES = [{"role": "user", "content": "which provider are you?"}]
 COOLDOWN_S = 2.0
 
 
-def catalog(alpha: FakeProvider, beta: FakeProvider) -> dict[str, Any]:
+def catalog(alpha: FakeProvider, beta: FakeProvider,
+            gamma: FakeProvider | None = None) -> dict[str, Any]:
     providers = {
         "alpha": {"base_url": alpha.base_url, "api_key_env": "ALPHA_KEY", "timeout_s": 0.5},
         "beta": {"base_url": beta.base_url, "api_key_env": "BETA_KEY", "timeout_s": 0.5},
     }
+    three = {}
+    if gamma is not None:
+        providers["gamma"] = {"base_url": gamma.base_url, "api_key_env": "GAMMA_KEY",
+                              "timeout_s": 0.5}
+        three = {"claude-sonnet-4.5": {
+            "owned_by": "anthropic", "upstream_model": "claude-sonnet-4.5",
+            "input_usd_per_mtok": "15", "output_usd_per_mtok": "15",
+            "deployments": [{"provider": "alpha"}, {"provider": "beta"}, {"provider": "gamma"}]}}
     both = [{"provider": "alpha"}, {"provider": "beta"}]
     return {
         "default_model": "deepseek-v3.2",
@@ -47,6 +57,7 @@ def catalog(alpha: FakeProvider, beta: FakeProvider) -> dict[str, Any]:
             "text-embedding-3-small": {"owned_by": "openai", "kind": "embedding",
                                        "upstream_model": "text-embedding-3-small",
                                        "input_usd_per_mtok": "0.02", "deployments": both},
+            **three,
         },
     }
 
@@ -66,7 +77,8 @@ def start_fake(log_dir: Path, key: str, port: int | None = None) -> FakeProvider
 
 @pytest.fixture(scope="module")
 def fakes(log_dir: Path) -> Iterator[dict[str, FakeProvider]]:
-    running = {"alpha": start_fake(log_dir, ALPHA_KEY), "beta": start_fake(log_dir, BETA_KEY)}
+    running = {"alpha": start_fake(log_dir, ALPHA_KEY), "beta": start_fake(log_dir, BETA_KEY),
+               "gamma": start_fake(log_dir, GAMMA_KEY)}
     yield running
     for fake in running.values():
         fake.stop()
@@ -75,9 +87,10 @@ def fakes(log_dir: Path) -> Iterator[dict[str, FakeProvider]]:
 @pytest.fixture(scope="module")
 def multi(fakes: dict[str, FakeProvider], log_dir: Path) -> Iterator[GatewayServer]:
     path = log_dir / "providers.yaml"
-    path.write_text(yaml.safe_dump(catalog(fakes["alpha"], fakes["beta"])))
+    path.write_text(yaml.safe_dump(catalog(fakes["alpha"], fakes["beta"], fakes["gamma"])))
     server = GatewayServer(log_dir, "http://127.0.0.1:9/v1", extra_env={
         "GATEWAY_CONFIG": str(path), "ALPHA_KEY": ALPHA_KEY, "BETA_KEY": BETA_KEY,
+        "GAMMA_KEY": GAMMA_KEY,
         "HOLYSHEEP_API_KEY": "", "GATEWAY_BREAKER_FAILURES": "3",
         "GATEWAY_BREAKER_COOLDOWN": str(COOLDOWN_S), "GATEWAY_TIMEOUT": "10"})
     yield server
@@ -184,6 +197,37 @@ def test_streams_and_embeddings_route_across_providers(
         "beta", "beta")
 
 
+def test_with_three_providers_two_failing_the_third_answers_everything(
+    multi: GatewayServer, fakes: dict[str, FakeProvider],
+) -> None:
+    fakes["beta"].fault(model="claude-sonnet-4.5", kind="status", status=503)
+    fakes["gamma"].fault(model="claude-sonnet-4.5", kind="hang")
+    answers = run_load(multi.url, "claude-sonnet-4.5", 60, 3)
+    assert [a.status_code for a in answers] == [200] * 60
+    assert {a.headers["x-gateway-provider"] for a in answers} == {"alpha"}
+    assert total(fakes["alpha"], "claude-sonnet-4.5") == 60
+    health = httpx.get(f"{multi.url}/health").json()["deployments"]["claude-sonnet-4.5"]
+    states = {name: d["state"] for name, d in health["deployments"].items()}
+    assert states["alpha"] == "closed"
+    assert states["beta"] in ("open", "half_open") and states["gamma"] in ("open", "half_open")
+
+
+def test_the_bridged_routes_route_across_providers_too(
+    multi: GatewayServer, fakes: dict[str, FakeProvider],
+) -> None:
+    calls = [("/v1/messages", {"model": "deepseek-v3.2", "max_tokens": 50,
+                               "messages": MESSAGES}),
+             ("/v1/responses", {"model": "deepseek-v3.2", "input": "hello"}),
+             ("/v1/completions", {"model": "deepseek-v3.2", "prompt": "hello"})]
+    for path, body in calls:
+        for _ in range(6):
+            answer = httpx.post(f"{multi.url}{path}", json=body, timeout=15,
+                                headers={**AUTH, "x-api-key": CLIENT_KEY})
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["x-gateway-provider"] in ("alpha", "beta")
+    assert total(fakes["alpha"], "deepseek-v3.2") + total(fakes["beta"], "deepseek-v3.2") == 18
+
+
 def test_each_provider_gets_only_its_own_key_and_no_key_leaks(
     multi: GatewayServer, fakes: dict[str, FakeProvider],
 ) -> None:
@@ -191,6 +235,9 @@ def test_each_provider_gets_only_its_own_key_and_no_key_leaks(
         assert chat(multi.url).status_code == 200
     assert fakes["alpha"].stats()["last_authorization"] == f"Bearer {ALPHA_KEY}"
     assert fakes["beta"].stats()["last_authorization"] == f"Bearer {BETA_KEY}"
+    assert poll(lambda: chat(multi.url, "claude-sonnet-4.5").status_code == 200
+                and fakes["gamma"].stats()["last_authorization"] is not None)
+    assert fakes["gamma"].stats()["last_authorization"] == f"Bearer {GAMMA_KEY}"
     # An upstream error quoting both keys reaches the client redacted.
     for fake in fakes.values():
         fake.fault(model="gpt-4.1", kind="status", status=400,
@@ -202,7 +249,7 @@ def test_each_provider_gets_only_its_own_key_and_no_key_leaks(
             httpx.get(f"{multi.url}/metrics").text, httpx.get(f"{multi.url}/health").text,
             multi.process.log()]
     for text in seen:
-        assert ALPHA_KEY not in text and BETA_KEY not in text
+        assert ALPHA_KEY not in text and BETA_KEY not in text and GAMMA_KEY not in text
 
 
 def test_a_bad_catalog_stops_start_up_naming_file_entry_and_field(
