@@ -19,6 +19,8 @@ class ChatPlan:
     payload: dict[str, Any]
     stream: bool
     wants_usage: bool
+    path: str = "/chat/completions"  # "/completions": legacy completions sent upstream natively
+    cacheable: bool = True  # the cache keeps chat completions only
 
 
 def without_nulls(body: dict[str, Any]) -> dict[str, Any]:

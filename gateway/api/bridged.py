@@ -21,8 +21,9 @@ from starlette.routing import Route
 from ..accounting import Charge
 from ..bridges import anthropic, completions, responses
 from ..errors import GatewayError
-from ..plan import ChatPlan, plan_chat
+from ..plan import ChatPlan, plan_chat, without_nulls
 from ..runtime import Gateway
+from .openai import ChatChunks
 from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import authorize, read_json
 
@@ -80,7 +81,11 @@ async def serve(request: Request, bridge: Bridge) -> Response:
         return plan_chat(gateway.catalog, bridge.to_chat(parsed[0]), catalog_defaults=False)
 
     exchange = await start_exchange(request, bridge.endpoint, plan)
-    api_request = parsed[0]
+    return respond(exchange, bridge, parsed[0])
+
+
+def respond(exchange: Exchange, bridge: Bridge, api_request: Any) -> Response:
+    """The chat answer (or stream) translated back into the bridge's API."""
     if bridge.streams(api_request):
         return stream_response(exchange, Translated(exchange,
                                                     bridge.translator(api_request, exchange)))
@@ -133,7 +138,36 @@ async def create_response(request: Request) -> Response:
 
 
 async def create_completion(request: Request) -> Response:
-    return await serve(request, COMPLETIONS)
+    """Sent upstream as a completion when a deployment of the model serves ``/completions``
+    (its provider says ``completions: true``): the upstream's answer and chunks are relayed as
+    they come, priced, retried and fallen back from like chat, but not cached (the cache keeps
+    chat completions). Otherwise bridged over chat completions."""
+    parsed: list[Any] = []
+
+    def plan(gateway: Gateway, body: Any) -> ChatPlan:
+        req = completions.parse_request(body)
+        parsed.append(req)
+        entry = gateway.catalog.get(req.model)
+        if entry is None or entry.kind != "chat" or not gateway.router.serves_completions(
+                req.model):
+            return plan_chat(gateway.catalog, completions.to_chat(req), catalog_defaults=False)
+        payload = without_nulls(body)
+        if req.stream:
+            payload["stream_options"] = {**(payload.get("stream_options") or {}),
+                                         "include_usage": True}
+        return ChatPlan(req.model, entry, payload, req.stream, req.wants_usage,
+                        path="/completions", cacheable=False)
+
+    exchange = await start_exchange(request, "/v1/completions", plan)
+    if exchange.plan.path != "/completions":
+        return respond(exchange, COMPLETIONS, parsed[0])
+    headers = exchange.headers()
+    if exchange.plan.stream:
+        return stream_response(exchange, ChatChunks(exchange))
+    reply = exchange.served.result
+    headers.update(cost_headers(exchange.account.charge(reply.data.get("usage"))))
+    exchange.account.close()
+    return Response(reply.body, media_type="application/json", headers=headers)
 
 
 routes = [

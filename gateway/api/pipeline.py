@@ -108,6 +108,9 @@ def cost_headers(charge: Charge | None) -> dict[str, str]:
     return headers
 
 
+BYPASS = Directives(lookup=False, store=False)
+
+
 def gateway_of(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
@@ -138,7 +141,8 @@ async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tena
     """Everything from the plan to the answer (or its opened stream): cache, then router."""
     route = gateway.router.open_stream if plan.stream else gateway.router.complete
     outcome = await gateway.cache.serve(
-        plan, tenant, directives, lambda: route(plan.model, plan.payload, deadline), _shared)
+        plan, tenant, directives if plan.cacheable else BYPASS,
+        lambda: route(plan.model, plan.payload, deadline, path=plan.path), _shared)
     if outcome.answer is not None:
         served = _from_cache(gateway, plan, outcome.answer)
         account.answered_by(plan.model, served.name, served.entry, cached=True)

@@ -242,3 +242,54 @@ def test_langchain_clients_through_the_gateway(gateway: GatewayServer) -> None:
         model="claude-sonnet-4.5", base_url=gateway.url, api_key=CLIENT_KEY, max_tokens=100,
         max_retries=0)
     assert "Fake answer to: hi claude chain" in claude.invoke("hi claude chain").text
+
+
+NATIVE_CATALOG = """
+default_model: deepseek-v3.2
+default_provider: native
+providers:
+  native:
+    base_url: {url}
+    api_key_env: NATIVE_UPSTREAM_KEY
+    completions: true
+models:
+  deepseek-v3.2:
+    owned_by: deepseek
+    upstream_model: deepseek-v3.2
+    input_usd_per_mtok: "0.42"
+    output_usd_per_mtok: "0.42"
+"""
+
+
+@pytest.fixture(scope="module")
+def native(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
+    """A gateway whose provider says it serves /v1/completions itself."""
+    catalog = log_dir / "native-catalog.yaml"
+    catalog.write_text(NATIVE_CATALOG.format(url=fake.base_url))
+    from loadtest.harness import UPSTREAM_KEY
+
+    server = GatewayServer(log_dir, fake.base_url, env={
+        "GATEWAY_CONFIG": str(catalog), "NATIVE_UPSTREAM_KEY": UPSTREAM_KEY,
+        "GATEWAY_CACHE": "true"})
+    yield server
+    server.stop()
+
+
+def test_legacy_completions_go_upstream_natively_when_the_provider_serves_them(
+        native: GatewayServer, fake: FakeProvider) -> None:
+    sdk = openai.OpenAI(base_url=native.v1, api_key=CLIENT_KEY, max_retries=0)
+    raw = sdk.completions.with_raw_response.create(model="deepseek-v3.2", prompt="Once upon",
+                                                   max_tokens=20)
+    completion = raw.parse()
+    assert completion.choices[0].text.startswith("Fake completion of: Once upon")
+    assert fake.received()[-1]["path"] == "/v1/completions"
+    assert raw.headers["x-gateway-cost-usd"] == format_usd(cost_usd(
+        CATALOG.models["deepseek-v3.2"], completion.usage.prompt_tokens,
+        completion.usage.completion_tokens))
+    chunks = list(sdk.completions.create(model="deepseek-v3.2", prompt="Once upon",
+                                         max_tokens=20, stream=True,
+                                         stream_options={"include_usage": True}))
+    text = "".join(c.choices[0].text for c in chunks if c.choices)
+    assert text == completion.choices[0].text
+    usage = [c.usage for c in chunks if c.usage][0]
+    assert usage.model_extra["cost_usd"] > 0
