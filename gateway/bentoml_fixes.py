@@ -3,10 +3,10 @@
 ``bentoml._internal.server.http.traffic.TimeoutMiddleware`` arms a ``loop.call_later`` timer
 for every request and never cancels it, so each request's timer (with its future) stays in the
 event loop for the whole timeout after the request has ended: with a 300 s timeout under steady
-load a worker holds tens of thousands of dead timers and grows until they expire. It also runs every request in a task of its own. ``RequestTimeout`` keeps the
-behaviour (a 504 when nothing was sent within the timeout, here in the OpenAI error shape) in the
-request's own task and cancels its timer when the request ends; ``apply`` puts its ``__call__``
-in place of BentoML's.
+load a worker holds tens of thousands of dead timers and grows until they expire. It also runs
+every request in a task of its own. ``RequestTimeout`` keeps the behaviour (a 504 when nothing
+was sent within the timeout, here in the OpenAI error shape) in the request's own task and
+cancels its timer when the request ends; ``apply`` puts its ``__call__`` in place of BentoML's.
 """
 
 from __future__ import annotations

@@ -79,7 +79,9 @@ def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, ModelEntry, list[EmbeddingInput]]:
+def parse_request(
+    catalog: Catalog, body: Any
+) -> tuple[EmbeddingsRequest, ModelEntry, list[EmbeddingInput]]:
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     try:
@@ -87,14 +89,18 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"][:1]) or "input"
-        raise GatewayError(ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.",
-                           param=field) from None
+        raise GatewayError(
+            ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.", param=field
+        ) from None
     entry = catalog.get(request.model)
     if entry is None:
         raise model_not_found(request.model)
     if entry.kind != "embedding":
-        raise bad_request(f"The model {request.model!r} is not an embedding model.",
-                          param="model", code=ErrorCode.MODEL_NOT_SUPPORTED)
+        raise bad_request(
+            f"The model {request.model!r} is not an embedding model.",
+            param="model",
+            code=ErrorCode.MODEL_NOT_SUPPORTED,
+        )
     raw = request.input
     items: list[EmbeddingInput]
     if isinstance(raw, str):
@@ -104,8 +110,9 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
     else:
         items = list(raw)  # type: ignore[arg-type]
     if not items or any(isinstance(x, str) and not x for x in items):
-        raise bad_request("'input' must be a non-empty string or a list of non-empty inputs.",
-                          param="input")
+        raise bad_request(
+            "'input' must be a non-empty string or a list of non-empty inputs.", param="input"
+        )
     return request, entry, items
 
 
@@ -127,20 +134,36 @@ class Embeddings:
         else:
             vectors = await self._batcher(request.model, options).submit(items)
         tokens = sum(v.tokens for v in vectors)
-        data = [{"object": "embedding", "index": i, "embedding": v.embedding}
-                for i, v in enumerate(vectors)]
-        body_out = orjson.dumps({
-            "object": "list", "data": data, "model": vectors[0].model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
+        data = [
+            {"object": "embedding", "index": i, "embedding": v.embedding}
+            for i, v in enumerate(vectors)
+        ]
+        body_out = orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": vectors[0].model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
         first = vectors[0]
-        return EmbeddingsAnswer(body_out, request.model, first.served, tokens, first.batch_size,
-                                first.upstream_s, first.provider, first.deployment, first.price)
+        return EmbeddingsAnswer(
+            body_out,
+            request.model,
+            first.served,
+            tokens,
+            first.batch_size,
+            first.upstream_s,
+            first.provider,
+            first.deployment,
+            first.price,
+        )
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
         key = (model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
         batcher = self._batchers.get(key)
         if batcher is None:
+
             async def call(items: list[EmbeddingInput]) -> list[Vector]:
                 return await self._call(model, options, items)
 
@@ -158,22 +181,36 @@ class Embeddings:
         self._metrics.batch_size.observe(size)
         self._metrics.batch_wait.observe(waited_s)
 
-    async def _call(self, model: str, options: dict[str, Any],
-                    items: list[EmbeddingInput]) -> list[Vector]:
+    async def _call(
+        self, model: str, options: dict[str, Any], items: list[EmbeddingInput]
+    ) -> list[Vector]:
         deadline = Deadline.after(self._settings.timeout_s)
         served = await self._router.embed(model, {**options, "input": items}, deadline)
         data = served.result.data
         rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))
         if len(rows) != len(items):
-            raise GatewayError(ErrorCode.UPSTREAM_PROTOCOL, f"The upstream returned {len(rows)} "
-                               f"embeddings for {len(items)} inputs.")
+            raise GatewayError(
+                ErrorCode.UPSTREAM_PROTOCOL,
+                f"The upstream returned {len(rows)} embeddings for {len(items)} inputs.",
+            )
         usage = data.get("usage") or {}
         total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         shares = split_tokens(total, [len(item) for item in items])
         upstream_model = str(data.get("model") or served.entry.upstream_model)
-        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items),
-                       served.upstream_s, served.provider, served.deployment, served.price)
-                for row, share in zip(rows, shares, strict=True)]
+        return [
+            Vector(
+                row.get("embedding"),
+                share,
+                upstream_model,
+                served.name,
+                len(items),
+                served.upstream_s,
+                served.provider,
+                served.deployment,
+                served.price,
+            )
+            for row, share in zip(rows, shares, strict=True)
+        ]
 
     async def aclose(self) -> None:
         for batcher in self._batchers.values():

@@ -22,8 +22,15 @@ from .settings import Settings, read_environment
 from .sse import EventDecoder
 from .transports import RawStream, Wire, default_headers, make_transport
 
-__all__ = ["Provider", "UpstreamClient", "UpstreamFailure", "UpstreamReply", "UpstreamStream",
-           "Upstreams", "parse_retry_after"]
+__all__ = [
+    "Provider",
+    "UpstreamClient",
+    "UpstreamFailure",
+    "UpstreamReply",
+    "UpstreamStream",
+    "Upstreams",
+    "parse_retry_after",
+]
 
 HttpxTransports = httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None
 
@@ -40,8 +47,12 @@ class Provider:
 
     @classmethod
     def holysheep(cls, settings: Settings) -> Provider:
-        return cls(HOLYSHEEP, Wire.from_settings(settings), settings.upstream_secret,
-                   settings.upstream_timeout_s)
+        return cls(
+            HOLYSHEEP,
+            Wire.from_settings(settings),
+            settings.upstream_secret,
+            settings.upstream_timeout_s,
+        )
 
 
 @dataclass(slots=True)
@@ -74,9 +85,15 @@ class UpstreamClient:
     network; it selects the httpx transport. ``secrets`` are every provider's keys: an upstream
     message quoting any of them is redacted."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
-                 *, propagate_trace: bool = False, provider: Provider | None = None,
-                 secrets: Iterable[str] = ()):
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        propagate_trace: bool = False,
+        provider: Provider | None = None,
+        secrets: Iterable[str] = (),
+    ):
         self._settings = settings
         self.provider = provider or Provider.holysheep(settings)
         self._secrets = tuple(s for s in {self.provider.secret, *secrets} if s)
@@ -111,9 +128,12 @@ class UpstreamClient:
         try:
             async with asyncio.timeout(budget):
                 status, headers, content = await self._transport.post(
-                    path, body, self._read_timeout(budget), self._trace_headers())
+                    path, body, self._read_timeout(budget), self._trace_headers()
+                )
         except TimeoutError:
-            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream did not answer in time"
+            ) from None
         return UpstreamReply(status, content, self._json(status, headers, content))
 
     def _json(self, status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
@@ -122,9 +142,13 @@ class UpstreamClient:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with malformed JSON") from None
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream answered with malformed JSON"
+            ) from None
         if not isinstance(data, dict):
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with JSON that is not an object")
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream answered with JSON that is not an object"
+            )
         return data
 
     async def open_stream(self, path: str, body: bytes, budget: float) -> UpstreamStream:
@@ -132,10 +156,13 @@ class UpstreamClient:
         idle = self._settings.stream_idle_timeout_s
         try:
             async with asyncio.timeout(budget):
-                raw = await self._transport.open(path, body, min(idle, budget),
-                                                 self._trace_headers())
+                raw = await self._transport.open(
+                    path, body, min(idle, budget), self._trace_headers()
+                )
         except TimeoutError:
-            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream did not answer in time"
+            ) from None
         if raw.status >= 400:
             try:
                 async with asyncio.timeout(min(budget, 5.0)):
@@ -161,7 +188,8 @@ class UpstreamClient:
             error_code = str(error["code"]) if error.get("code") is not None else None
         elif isinstance(error, str):
             message = error
-        return UpstreamFailure(FailureKind.STATUS,
+        return UpstreamFailure(
+            FailureKind.STATUS,
             self.scrub(message),
             status=status,
             retry_after=parse_retry_after(headers.get("retry-after")),
@@ -223,7 +251,9 @@ class UpstreamStream:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise UpstreamFailure(FailureKind.TIMEOUT, f"the upstream stream stalled for more than {self._idle_s:g} s"
+                    raise UpstreamFailure(
+                        FailureKind.TIMEOUT,
+                        f"the upstream stream stalled for more than {self._idle_s:g} s",
                     ) from None
                 for event in decoder.feed(data):
                     if event.is_done:
@@ -234,21 +264,31 @@ class UpstreamStream:
             await raw_chunks.aclose()
             await self._raw.aclose()
         if decoder.pending:
-            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended inside an event")
+            raise UpstreamFailure(
+                FailureKind.TRUNCATED, "the upstream stream ended inside an event"
+            )
         if self.finish_reason is None:
-            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended before its final chunk")
+            raise UpstreamFailure(
+                FailureKind.TRUNCATED, "the upstream stream ended before its final chunk"
+            )
 
     def _inspect(self, data: bytes) -> dict[str, Any]:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a malformed stream event") from None
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream sent a malformed stream event"
+            ) from None
         if not isinstance(chunk, dict):
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a stream event that is not an object")
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream sent a stream event that is not an object"
+            )
         error = chunk.get("error")
         if error:
             message = error.get("message") if isinstance(error, dict) else str(error)
-            raise UpstreamFailure(FailureKind.PROTOCOL, self._client.scrub(f"upstream stream error: {message}"))
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, self._client.scrub(f"upstream stream error: {message}")
+            )
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         for choice in chunk.get("choices") or ():
@@ -266,35 +306,47 @@ class Upstreams:
         self._clients = dict(clients)
 
     @classmethod
-    def build(cls, settings: Settings, catalog: Catalog, transport: HttpxTransports = None,
-              *, propagate_trace: bool = False,
-              environ: Callable[[str], str | None] = read_environment) -> Upstreams:
+    def build(
+        cls,
+        settings: Settings,
+        catalog: Catalog,
+        transport: HttpxTransports = None,
+        *,
+        propagate_trace: bool = False,
+        environ: Callable[[str], str | None] = read_environment,
+    ) -> Upstreams:
         """``transport`` is for tests: one httpx transport for every provider (respx routes by
         URL), or one per provider name."""
-        providers = [cls._provider(settings, catalog, name, environ)
-                     for name in catalog.providers_used()]
+        providers = [
+            cls._provider(settings, catalog, name, environ) for name in catalog.providers_used()
+        ]
         secrets = [p.secret for p in providers]
         clients = {}
         for provider in providers:
             hook = transport.get(provider.name) if isinstance(transport, Mapping) else transport
             clients[provider.name] = UpstreamClient(
-                settings, hook, propagate_trace=propagate_trace, provider=provider,
-                secrets=secrets)
+                settings, hook, propagate_trace=propagate_trace, provider=provider, secrets=secrets
+            )
         return cls(clients)
 
     @staticmethod
-    def _provider(settings: Settings, catalog: Catalog, name: str,
-                  environ: Callable[[str], str | None]) -> Provider:
+    def _provider(
+        settings: Settings, catalog: Catalog, name: str, environ: Callable[[str], str | None]
+    ) -> Provider:
         entry = catalog.providers.get(name)
         if entry is None:
             return Provider.holysheep(settings)
         secret = (environ(entry.api_key_env) or "") if entry.api_key_env else ""
-        wire = Wire(entry.base_url, default_headers(secret, entry.headers),
-                    entry.max_connections or settings.max_connections,
-                    settings.max_keepalive if entry.max_keepalive is None else entry.max_keepalive,
-                    entry.connect_timeout_s or settings.connect_timeout_s)
-        return Provider(name, wire, secret, entry.timeout_s or settings.upstream_timeout_s,
-                        entry.completions)
+        wire = Wire(
+            entry.base_url,
+            default_headers(secret, entry.headers),
+            entry.max_connections or settings.max_connections,
+            settings.max_keepalive if entry.max_keepalive is None else entry.max_keepalive,
+            entry.connect_timeout_s or settings.connect_timeout_s,
+        )
+        return Provider(
+            name, wire, secret, entry.timeout_s or settings.upstream_timeout_s, entry.completions
+        )
 
     def __getitem__(self, provider: str) -> UpstreamClient:
         return self._clients[provider]

@@ -14,8 +14,17 @@ from typing import Any
 
 import orjson
 
-NOT_PART_OF_THE_ANSWER = frozenset({"stream", "stream_options", "user", "metadata", "store",
-                                    "service_tier", "parallel_tool_calls_hint"})
+NOT_PART_OF_THE_ANSWER = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls_hint",
+    }
+)
 
 
 def _digest(*parts: bytes) -> str:
@@ -40,8 +49,11 @@ def exact_key(tenant: str, model: str, payload: dict[str, Any]) -> str:
 def semantic_scope(tenant: str, model: str, payload: dict[str, Any]) -> str:
     canonical = _canonical(payload, model)
     messages = canonical.pop("messages", [])
-    system = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    system = [
+        m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
     turns = len(messages) - len(system)
-    body = orjson.dumps({**canonical, "system": system, "turns": turns},
-                        option=orjson.OPT_SORT_KEYS)
+    body = orjson.dumps(
+        {**canonical, "system": system, "turns": turns}, option=orjson.OPT_SORT_KEYS
+    )
     return _digest(b"scope", tenant.encode(), body)
