@@ -19,7 +19,7 @@ from ..errors import ErrorCode, GatewayError, bad_request, unauthorized
 from ..tenants import Tenants
 from ..tenants.keys import KeyLimits, ModelLimit
 from ..tenants.ledger import GroupBy, UsageQuery, to_csv
-from .flow import gateway_of
+from .pipeline import gateway_of
 from .requests import read_json
 
 MAX_DAYS = 366

@@ -14,16 +14,16 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ErrorCode, GatewayError
-from . import admin, batch, openai, seed
+from ..errors import ErrorCode, GatewayError, error_response
+from . import admin, batch, bridged, models, openai, simple
 from .admission import AdmissionMiddleware
 
 logger = logging.getLogger("gateway")
 
 
-async def _gateway_error(_: Request, exc: Exception) -> Response:
+async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return exc.to_response()
+    return error_response(request.url.path, exc)
 
 
 HTTP_ERROR_CODES = {404: ErrorCode.UNKNOWN_URL, 405: ErrorCode.METHOD_NOT_ALLOWED}
@@ -37,19 +37,21 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed on {request.url.path}.",
     }.get(exc.status_code, str(exc.detail))
     code = HTTP_ERROR_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
-    return GatewayError(code, message, headers=exc.headers).to_response()
+    return error_response(request.url.path, GatewayError(code, message, headers=exc.headers))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The type only: an exception's text could quote request data or headers.
     logger.error("unhandled error on %s %s: %s", request.method, request.url.path,
                  type(exc).__name__)
-    return GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error.").to_response()
+    return error_response(request.url.path,
+                          GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error."))
 
 
 def create_app(max_concurrency: int) -> Starlette:
     return Starlette(
-        routes=[*seed.routes, *openai.routes, *batch.routes, *admin.routes],
+        routes=[*simple.routes, *openai.routes, *models.routes, *bridged.routes,
+                *batch.routes, *admin.routes],
         middleware=[Middleware(AdmissionMiddleware, limit=max_concurrency)],
         exception_handlers={
             GatewayError: _gateway_error,

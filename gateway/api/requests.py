@@ -35,7 +35,8 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.", code=ErrorCode.INVALID_JSON) from None
+        raise bad_request(f"The request body is not valid JSON: {exc}.",
+                          code=ErrorCode.INVALID_JSON) from None
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

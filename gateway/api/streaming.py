@@ -9,7 +9,7 @@ with it the upstream stream) the moment the client goes away.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -21,9 +21,12 @@ SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 class EventStream(StreamingResponse):
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str]) -> None:
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str],
+                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
+        """``on_close`` runs however the response ends, even if ``events`` never started."""
         super().__init__(events, media_type="text/event-stream",
                          headers={**SSE_HEADERS, **headers})
+        self._on_close = on_close
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
@@ -37,3 +40,5 @@ class EventStream(StreamingResponse):
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 await close()
+            if self._on_close is not None:
+                await self._on_close()

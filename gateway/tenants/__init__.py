@@ -69,12 +69,11 @@ RETRY_STORE_S = 1.0
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, token = auth.partition(" ")
-        return token.strip() if scheme.lower() == "bearer" and token.strip() else None
-    key = headers.get("x-api-key")
-    return key.strip() if key and key.strip() else None
+    scheme, _, token = headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    key = headers.get("x-api-key", "").strip()
+    return key or None
 
 
 def _micros(amount: Decimal) -> int:
@@ -422,6 +421,9 @@ class RequestTenancy:
         self.requested = model
         self.admission = await self.tenants.admit(self.tenant, model, estimate_tokens(payload))
         return self.admission
+
+    def answered(self, attempts: int, cache: str | None) -> None:
+        self.attempts, self.cache = attempts, cache
 
     def rate_headers(self) -> dict[str, str]:
         return self.admission.headers() if self.admission is not None else {}

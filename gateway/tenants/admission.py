@@ -27,9 +27,9 @@ class Tenant:
         return self.record is None
 
     @property
-    def scope(self) -> bytes | None:
-        """What the cache keys this tenant's entries under (``None``: the open gateway)."""
-        return None if self.record is None else self.id.encode()
+    def scope(self) -> str:
+        """What the cache files this tenant's entries under ("": the open gateway)."""
+        return "" if self.record is None else self.id
 
 
 ANONYMOUS = Tenant("anonymous", "anonymous", None, KeyLimits())

@@ -62,7 +62,8 @@ def chat(base: str, key: str, content: str, *, model: str = "gpt-4.1",
                             **extra})
 
 
-async def spread(bases: list[str], key: str, count: int, *, width: int = 24) -> list[httpx.Response]:
+async def spread(bases: list[str], key: str, count: int, *,
+                 width: int = 24) -> list[httpx.Response]:
     """``count`` distinct requests at once, alternating between the replicas."""
     gate = asyncio.Semaphore(width)
     async with httpx.AsyncClient(timeout=30,

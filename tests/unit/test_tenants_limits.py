@@ -284,7 +284,7 @@ async def test_in_process_limits_hold_the_same_rules(tmp_path: Path,
     try:
         _, secret = await make_key(tenants, rpm=3)
         tenant = await tenants.authenticate(bearer(secret))
-        for step in range(3):
+        for _ in range(3):
             await tenants.admit(tenant, "gpt-4.1", 1)
             clock[0] += 10
         with pytest.raises(GatewayError) as refused:
