@@ -20,27 +20,29 @@ logger = logging.getLogger("gateway")
 bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
-app = create_app(settings.max_concurrency)
+app = create_app(settings)
 if settings.tracing_exporter and not settings.bentoml_telemetry:
     # Under BentoML's stack its server span already continues the caller's trace.
     app.add_middleware(tracing.IncomingTraceContext)
 
-# BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT)
-# fires first and the client gets an OpenAI-shaped 504, not BentoML's.
+# BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT,
+# which starts once the body is in, after at most GATEWAY_BODY_TIMEOUT) fires first and the
+# client gets an OpenAI-shaped 504, not BentoML's.
 TIMEOUT_GRACE_S = 5
+OUTER_TIMEOUT_S = settings.body_timeout_s + settings.timeout_s + TIMEOUT_GRACE_S
 
 # BentoML wraps every request in its access log, request metrics, an OpenTelemetry server span
 # and five more layers; on the gateway's routes that costs more than the gateway's own work, and
 # its metrics label by raw path. The gateway's routes bypass that stack and record the gateway's
 # own metrics (GATEWAY_BENTOML_TELEMETRY puts them back under BentoML's).
 if not settings.bentoml_telemetry:
-    fastpath.install("llm-gateway", app, timeout=settings.timeout_s + TIMEOUT_GRACE_S)
+    fastpath.install("llm-gateway", app, timeout=OUTER_TIMEOUT_S)
 
 
 @bentoml.service(
     name="llm-gateway",
     workers=settings.workers,
-    traffic={"timeout": settings.timeout_s + TIMEOUT_GRACE_S},
+    traffic={"timeout": OUTER_TIMEOUT_S},
     tracing=tracing.service_tracing(settings),
 )
 @bentoml.asgi_app(app, path="/")

@@ -1,4 +1,5 @@
-"""The ASGI app BentoML mounts: routes, OpenAI-shaped errors for everything, admission control.
+"""The ASGI app BentoML mounts: routes, OpenAI-shaped errors for everything, intake (auth, a
+bounded body read under its own deadline, then admission control).
 
 A plain Starlette app (FastAPI's own base): every route reads its body itself (bounded, parsed
 once, passed through), so FastAPI's per-request dependency solving would only cost CPU.
@@ -10,13 +11,17 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Scope
 
 from ..errors import ErrorCode, GatewayError
+from ..metrics import Metrics
+from ..settings import Settings
 from . import batch, openai, seed
-from .admission import AdmissionMiddleware
+from .intake import Intake, IntakeLimits
+from .requests import authorize
 
 logger = logging.getLogger("gateway")
 
@@ -47,13 +52,31 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     return GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error.").to_response()
 
 
-def create_app(max_concurrency: int) -> Starlette:
-    return Starlette(
-        routes=[*seed.routes, *openai.routes, *batch.routes],
-        middleware=[Middleware(AdmissionMiddleware, limit=max_concurrency)],
+def create_app(settings: Settings) -> Starlette:
+    routes = [*seed.routes, *openai.routes, *batch.routes]
+    app = Starlette(
+        routes=routes,
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
     )
+    # Every POST route serves clients and needs their key: checked before the body is read.
+    keyed = frozenset(r.path for r in routes if isinstance(r, Route) and "POST" in (r.methods or ()))
+
+    def authorize_client(scope: Scope) -> None:
+        if scope["path"] in keyed:
+            authorize(Request(scope), settings.api_keys)
+
+    def metrics() -> Metrics | None:
+        gateway = getattr(app.state, "gateway", None)
+        return gateway.metrics if gateway is not None else None
+
+    limits = IntakeLimits(
+        max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
+        max_readers=settings.max_body_readers,
+        max_buffered_bytes=settings.max_body_buffer_bytes,
+        max_concurrency=settings.max_concurrency)
+    app.add_middleware(Intake, limits=limits, authorize=authorize_client, metrics=metrics)
+    return app

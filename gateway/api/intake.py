@@ -1,0 +1,252 @@
+"""Intake: a POST is read in full, under its own deadline and bounds, before it is admitted.
+
+Admission used to be taken as soon as the headers arrived, and reading a body had no deadline of
+its own: sixty connections trickling a byte every few seconds held every one of the 50 slots,
+and everyone else got 429 for as long as they trickled. Here a POST is, in order:
+
+1. authorized (when the route needs a client key), so a wrong key never holds a reader;
+2. read whole, within ``GATEWAY_BODY_TIMEOUT`` (else 408), ``GATEWAY_MAX_BODY_BYTES`` (else 413),
+   as one of at most ``GATEWAY_MAX_BODY_READERS`` bodies being read at once, holding at most
+   ``GATEWAY_MAX_BODY_BUFFER_BYTES`` of partial bodies between them (else 429); every refusal
+   closes the connection, whose unread rest is of no use;
+3. admitted against ``GATEWAY_MAX_CONCURRENCY`` (else 429 with ``Retry-After``);
+4. handed to the app with a ``receive`` that replays the body once and then passes the real
+   one through, so disconnect detection downstream keeps working.
+
+A client that leaves (mid-body, while its answer is awaited, mid-stream) or that is dropped for
+not reading its stream is not an error: it is logged once at INFO and counted in
+``gateway_client_disconnects_total{reason}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from ..errors import ErrorCode, GatewayError, body_too_large, overloaded
+from ..metrics import Metrics
+
+logger = logging.getLogger("gateway")
+
+EXCHANGE_KEY = "gateway.exchange"
+TRANSPORT_KEY = "gateway.transport"
+
+
+class Departure(StrEnum):
+    """When a client left (or was dropped): the ``reason`` label of the disconnect metric."""
+
+    BODY = "body"
+    WAITING = "waiting"
+    STREAMING = "streaming"
+    STALLED = "stalled"
+
+
+class Refusal(StrEnum):
+    """Why intake refused a request before admitting it: the ``reason`` label."""
+
+    BODY_TIMEOUT = "body_timeout"
+    TOO_LARGE = "too_large"
+    READERS_FULL = "readers_full"
+    BUFFER_FULL = "buffer_full"
+
+
+@dataclass(frozen=True, slots=True)
+class IntakeLimits:
+    max_body_bytes: int
+    body_timeout_s: float
+    max_readers: int
+    max_buffered_bytes: int
+    max_concurrency: int
+
+
+Authorize = Callable[[Scope], object]
+MetricsSource = Callable[[], Metrics | None]
+
+
+class _Refused(Exception):
+    def __init__(self, reason: Refusal, error: GatewayError) -> None:
+        self.reason = reason
+        self.error = error
+
+
+class _Gone(Exception):
+    """The client disconnected before its body was complete."""
+
+
+class Exchange:
+    """One admitted request's side of the wire: replays the buffered body once, then passes
+    ``receive`` through, noting a disconnect and how far the response had got."""
+
+    __slots__ = ("_body", "_receive", "_send", "complete", "gone", "stalled", "started")
+
+    def __init__(self, body: bytes, receive: Receive, send: Send) -> None:
+        self._body: bytes | None = body
+        self._receive = receive
+        self._send = send
+        self.started = False
+        self.complete = False
+        self.gone = False
+        self.stalled = False
+
+    async def receive(self) -> Message:
+        body = self._body
+        if body is not None:
+            self._body = None
+            return {"type": "http.request", "body": body, "more_body": False}
+        message = await self._receive()
+        if message["type"] == "http.disconnect" and not self.complete:
+            self.gone = True
+        return message
+
+    async def send(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+            await self._send(message)
+            return
+        await self._send(message)
+        if not message.get("more_body", False):
+            self.complete = True
+
+
+def remember_transport(scope: Scope, send: Send) -> None:
+    """Keep the connection's transport (uvicorn's ``send`` is a bound method of the request
+    cycle that holds it) so a stalled stream can be cut without an error from uvicorn."""
+    transport = getattr(getattr(send, "__self__", None), "transport", None)
+    if transport is not None and callable(getattr(transport, "abort", None)):
+        scope[TRANSPORT_KEY] = transport
+
+
+def drop_stalled(scope: Scope) -> None:
+    """Mark the request as dropped for not reading its stream, and cut its connection."""
+    exchange: Exchange | None = scope.get(EXCHANGE_KEY)
+    if exchange is not None:
+        exchange.stalled = True
+    transport: Any = scope.get(TRANSPORT_KEY)
+    if transport is not None:
+        transport.abort()
+
+
+def declared_length(scope: Scope) -> int | None:
+    for name, value in scope["headers"]:
+        if name == b"content-length":
+            return int(value) if value.isdigit() else None
+    return None
+
+
+class Intake:
+    """ASGI middleware in front of the routes; see the module docstring for the order."""
+
+    def __init__(self, app: ASGIApp, limits: IntakeLimits, *, authorize: Authorize | None = None,
+                 metrics: MetricsSource | None = None) -> None:
+        self.app = app
+        self.limits = limits
+        self.authorize = authorize
+        self.metrics = metrics
+        self.readers = 0
+        self.buffered = 0
+        self.in_flight = 0
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        try:
+            if self.authorize is not None:
+                self.authorize(scope)
+            body = await self._read(scope, receive)
+        except GatewayError as error:
+            await _answer(error, scope, receive, send, close=True)
+            return
+        except _Refused as refused:
+            reason = refused.reason
+            self._observe(lambda m: m.observe_intake_refusal(reason))
+            await _answer(refused.error, scope, receive, send, close=True)
+            return
+        except _Gone:
+            self._departed(scope, Departure.BODY)
+            return
+        if self.in_flight >= self.limits.max_concurrency:
+            await _answer(overloaded(self.limits.max_concurrency), scope, receive, send)
+            return
+        exchange = Exchange(body, receive, send)
+        scope[EXCHANGE_KEY] = exchange
+        self.in_flight += 1
+        try:
+            await self.app(scope, exchange.receive, exchange.send)
+        except Exception:
+            if not (exchange.gone or exchange.stalled):
+                raise
+            # The client had already left: whatever failed after that had no one to answer.
+        finally:
+            self.in_flight -= 1
+        if exchange.stalled:
+            self._departed(scope, Departure.STALLED)
+        elif exchange.gone:
+            self._departed(scope, Departure.STREAMING if exchange.started else Departure.WAITING)
+
+    async def _read(self, scope: Scope, receive: Receive) -> bytes:
+        limits = self.limits
+        declared = declared_length(scope)
+        if declared is not None and declared > limits.max_body_bytes:
+            raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
+        if self.readers >= limits.max_readers:
+            raise _Refused(Refusal.READERS_FULL, GatewayError(
+                ErrorCode.GATEWAY_OVERLOADED,
+                "The gateway is reading as many request bodies as it allows; retry shortly.",
+                headers={"Retry-After": "1"}))
+        self.readers += 1
+        held = 0
+        try:
+            async with asyncio.timeout(limits.body_timeout_s):
+                chunks: list[bytes] = []
+                while True:
+                    message = await receive()
+                    if message["type"] != "http.request":
+                        raise _Gone
+                    chunk: bytes = message.get("body", b"")
+                    more = message.get("more_body", False)
+                    if held + len(chunk) > limits.max_body_bytes:
+                        raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
+                    if not more and not chunks:
+                        return chunk  # the usual case: the whole body in one message
+                    if chunk:
+                        if self.buffered + len(chunk) > limits.max_buffered_bytes:
+                            raise _Refused(Refusal.BUFFER_FULL, GatewayError(
+                                ErrorCode.GATEWAY_OVERLOADED,
+                                "The gateway holds as many partial request bodies as it "
+                                "allows; retry shortly.", headers={"Retry-After": "1"}))
+                        self.buffered += len(chunk)
+                        held += len(chunk)
+                        chunks.append(chunk)
+                    if not more:
+                        return b"".join(chunks)
+        except TimeoutError:
+            raise _Refused(Refusal.BODY_TIMEOUT, GatewayError(
+                ErrorCode.BODY_TIMEOUT,
+                f"The request body did not arrive within {limits.body_timeout_s:g} s.")) from None
+        finally:
+            self.readers -= 1
+            self.buffered -= held
+
+    def _departed(self, scope: Scope, reason: Departure) -> None:
+        logger.info("client left (%s): %s %s", reason.value, scope["method"], scope["path"])
+        self._observe(lambda m: m.observe_disconnect(reason))
+
+    def _observe(self, record: Callable[[Metrics], None]) -> None:
+        metrics = self.metrics() if self.metrics is not None else None
+        if metrics is not None:
+            record(metrics)
+
+
+async def _answer(error: GatewayError, scope: Scope, receive: Receive, send: Send, *,
+                  close: bool = False) -> None:
+    """Send ``error``; ``close`` ends the connection too (the body's unread rest is useless)."""
+    if close:
+        error.headers["connection"] = "close"
+    await error.to_response()(scope, receive, send)
