@@ -6,7 +6,7 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes, fastpath, tracing
+from gateway import bentoml_fixes, fastpath, headerguard, tracing
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.context import Gateway
@@ -20,6 +20,7 @@ logger = logging.getLogger("gateway")
 bentoml_fixes.apply()
 settings = Settings()
 catalog = load_catalog(settings.config_path)
+headerguard.apply(settings.header_timeout_s, settings.max_header_bytes, settings.max_headers)
 app = create_app(settings)
 if settings.tracing_exporter and not settings.bentoml_telemetry:
     # Under BentoML's stack its server span already continues the caller's trace.

@@ -13,6 +13,9 @@ and everyone else got 429 for as long as they trickled. Here a POST is, in order
 4. handed to the app with a ``receive`` that replays the body once and then passes the real
    one through, so disconnect detection downstream keeps working.
 
+A GET or HEAD with a body is refused (400, connection closed): no route reads one, and a body
+nobody reads is a smuggling risk behind a proxy that disagrees about where it ends.
+
 A client that leaves (mid-body, while its answer is awaited, mid-stream) or that is dropped for
 not reading its stream is not an error: it is logged once at INFO and counted in
 ``gateway_client_disconnects_total{reason}``.
@@ -132,6 +135,16 @@ def drop_stalled(scope: Scope) -> None:
         transport.abort()
 
 
+BODILESS = frozenset({"GET", "HEAD"})
+
+
+def _has_body(scope: Scope) -> bool:
+    for name, value in scope["headers"]:
+        if (name == b"content-length" and value != b"0") or name == b"transfer-encoding":
+            return True
+    return False
+
+
 def declared_length(scope: Scope) -> int | None:
     for name, value in scope["headers"]:
         if name == b"content-length":
@@ -154,6 +167,11 @@ class Intake:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
+            if scope["type"] == "http" and scope["method"] in BODILESS and _has_body(scope):
+                await _answer(GatewayError(
+                    ErrorCode.INVALID_VALUE, f"A {scope['method']} request carries no body."),
+                    scope, receive, send, close=True)
+                return
             await self.app(scope, receive, send)
             return
         try:

@@ -279,6 +279,13 @@ async def test_a_get_passes_through_untouched() -> None:
     assert seen == [client.receive]
 
 
+async def test_a_get_with_a_body_is_400_and_closes_the_connection() -> None:
+    client = Client()
+    headers = [(b"content-length", b"5")]
+    await intake_for(Echo())(scope("GET", "/v1/models", headers), client.receive, client.send)
+    assert client.status == 400 and client.headers[b"connection"] == b"close"
+
+
 async def test_a_stream_left_mid_way_counts_as_streaming() -> None:
     metrics = Counted()
     closed = asyncio.Event()
