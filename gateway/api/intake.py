@@ -86,7 +86,7 @@ class Exchange:
     """One admitted request's side of the wire: replays the buffered body once, then passes
     ``receive`` through, noting a disconnect and how far the response had got."""
 
-    __slots__ = ("_body", "_receive", "_send", "complete", "gone", "stalled", "started")
+    __slots__ = ("_body", "_receive", "_send", "complete", "left", "stalled", "started")
 
     def __init__(self, body: bytes, receive: Receive, send: Send) -> None:
         self._body: bytes | None = body
@@ -94,7 +94,7 @@ class Exchange:
         self._send = send
         self.started = False
         self.complete = False
-        self.gone = False
+        self.left: Departure | None = None  # when the client was seen to leave
         self.stalled = False
 
     async def receive(self) -> Message:
@@ -103,8 +103,8 @@ class Exchange:
             self._body = None
             return {"type": "http.request", "body": body, "more_body": False}
         message = await self._receive()
-        if message["type"] == "http.disconnect" and not self.complete:
-            self.gone = True
+        if message["type"] == "http.disconnect" and not self.complete and self.left is None:
+            self.left = Departure.STREAMING if self.started else Departure.WAITING
         return message
 
     async def send(self, message: Message) -> None:
@@ -198,15 +198,15 @@ class Intake:
         try:
             await self.app(scope, exchange.receive, exchange.send)
         except Exception:
-            if not (exchange.gone or exchange.stalled):
+            if exchange.left is None and not exchange.stalled:
                 raise
             # The client had already left: whatever failed after that had no one to answer.
         finally:
             self.in_flight -= 1
         if exchange.stalled:
             self._departed(scope, Departure.STALLED)
-        elif exchange.gone:
-            self._departed(scope, Departure.STREAMING if exchange.started else Departure.WAITING)
+        elif exchange.left is not None:
+            self._departed(scope, exchange.left)
 
     async def _read(self, scope: Scope, receive: Receive) -> bytes:
         limits = self.limits
