@@ -16,6 +16,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
+from ..accounting import RequestBook
 from ..errors import ErrorCode, GatewayError
 from ..metrics import Metrics
 from ..settings import Settings
@@ -66,17 +67,22 @@ def create_app(settings: Settings) -> Starlette:
     keyed = frozenset(r.path for r in routes if isinstance(r, Route) and "POST" in (r.methods or ()))
 
     def authorize_client(scope: Scope) -> None:
-        if scope["path"] in keyed:
-            authorize(Request(scope), settings.api_keys)
+        authorize(Request(scope), settings.api_keys)
 
     def metrics() -> Metrics | None:
         gateway = getattr(app.state, "gateway", None)
         return gateway.metrics if gateway is not None else None
+
+    def book(endpoint: str, error: GatewayError) -> None:
+        gateway = getattr(app.state, "gateway", None)
+        if gateway is not None:
+            RequestBook(gateway.stats, gateway.metrics, endpoint).close(error=error)
 
     limits = IntakeLimits(
         max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
         max_readers=settings.max_body_readers,
         max_buffered_bytes=settings.max_body_buffer_bytes,
         max_concurrency=settings.max_concurrency)
-    app.add_middleware(Intake, limits=limits, authorize=authorize_client, metrics=metrics)
+    app.add_middleware(Intake, limits=limits, endpoints=keyed, authorize=authorize_client,
+                       metrics=metrics, book=book)
     return app

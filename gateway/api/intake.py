@@ -70,6 +70,7 @@ class IntakeLimits:
 
 Authorize = Callable[[Scope], object]
 MetricsSource = Callable[[], Metrics | None]
+Book = Callable[[str, GatewayError], None]  # (endpoint, error): the request's books, closed
 
 
 class _Refused(Exception):
@@ -80,6 +81,51 @@ class _Refused(Exception):
 
 class _Gone(Exception):
     """The client disconnected before its body was complete."""
+
+
+class Deadlines:
+    """The body deadline of every request being read, enforced by one watcher task that wakes
+    every ``tick`` (a quarter of the timeout, at most 1 s) while there are readers, and cancels
+    the readers that are past due. A timer per request (``asyncio.timeout``) cost more than all
+    the rest of intake; this costs a dict insert and delete. A body is cut between ``timeout``
+    and ``timeout + tick`` after its headers."""
+
+    def __init__(self, timeout_s: float) -> None:
+        self.timeout_s = timeout_s
+        self.tick_s = min(1.0, timeout_s / 4)
+        self._due: dict[asyncio.Task[Any], float] = {}
+        self._expired: set[asyncio.Task[Any]] = set()
+        self._watcher: asyncio.Task[None] | None = None
+
+    def add(self, task: asyncio.Task[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        self._due[task] = loop.time() + self.timeout_s
+        if self._watcher is None:
+            self._watcher = loop.create_task(self._watch())
+
+    def remove(self, task: asyncio.Task[Any]) -> None:
+        self._due.pop(task, None)
+
+    def expired(self, task: asyncio.Task[Any]) -> bool:
+        """Whether ``task`` was cancelled for its deadline (taking that cancellation back)."""
+        if task not in self._expired:
+            return False
+        self._expired.discard(task)
+        return task.uncancel() == 0
+
+    async def _watch(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._due:
+                await asyncio.sleep(self.tick_s)
+                now = loop.time()
+                for task, due in list(self._due.items()):
+                    if due <= now:
+                        del self._due[task]
+                        self._expired.add(task)
+                        task.cancel()
+        finally:
+            self._watcher = None
 
 
 class Exchange:
@@ -155,15 +201,22 @@ def declared_length(scope: Scope) -> int | None:
 class Intake:
     """ASGI middleware in front of the routes; see the module docstring for the order."""
 
-    def __init__(self, app: ASGIApp, limits: IntakeLimits, *, authorize: Authorize | None = None,
-                 metrics: MetricsSource | None = None) -> None:
+    def __init__(self, app: ASGIApp, limits: IntakeLimits, *,
+                 endpoints: frozenset[str] = frozenset(), authorize: Authorize | None = None,
+                 metrics: MetricsSource | None = None, book: Book | None = None) -> None:
+        """``endpoints``: the client routes, whose key is checked here (``authorize``) and whose
+        refusals go in the books (``book``) like any other answer; other paths only get the
+        body bounds."""
         self.app = app
         self.limits = limits
+        self.endpoints = endpoints
         self.authorize = authorize
         self.metrics = metrics
+        self.book = book
         self.readers = 0
         self.buffered = 0
         self.in_flight = 0
+        self.deadlines = Deadlines(limits.body_timeout_s)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -174,23 +227,25 @@ class Intake:
                 return
             await self.app(scope, receive, send)
             return
+        endpoint = scope["path"] if scope["path"] in self.endpoints else None
         try:
-            if self.authorize is not None:
+            if self.authorize is not None and endpoint is not None:
                 self.authorize(scope)
             body = await self._read(scope, receive)
         except GatewayError as error:
-            await _answer(error, scope, receive, send, close=True)
+            await self._refuse(endpoint, error, scope, receive, send, close=True)
             return
         except _Refused as refused:
             reason = refused.reason
             self._observe(lambda m: m.observe_intake_refusal(reason))
-            await _answer(refused.error, scope, receive, send, close=True)
+            await self._refuse(endpoint, refused.error, scope, receive, send, close=True)
             return
         except _Gone:
             self._departed(scope, Departure.BODY)
             return
         if self.in_flight >= self.limits.max_concurrency:
-            await _answer(overloaded(self.limits.max_concurrency), scope, receive, send)
+            await self._refuse(endpoint, overloaded(self.limits.max_concurrency), scope, receive,
+                               send)
             return
         exchange = Exchange(body, receive, send)
         scope[EXCHANGE_KEY] = exchange
@@ -218,39 +273,50 @@ class Intake:
                 ErrorCode.GATEWAY_OVERLOADED,
                 "The gateway is reading as many request bodies as it allows; retry shortly.",
                 headers={"Retry-After": "1"}))
+        task = asyncio.current_task()
+        assert task is not None
         self.readers += 1
+        self.deadlines.add(task)
         held = 0
+        chunks: list[bytes] = []
         try:
-            async with asyncio.timeout(limits.body_timeout_s):
-                chunks: list[bytes] = []
-                while True:
-                    message = await receive()
-                    if message["type"] != "http.request":
-                        raise _Gone
-                    chunk: bytes = message.get("body", b"")
-                    more = message.get("more_body", False)
-                    if held + len(chunk) > limits.max_body_bytes:
-                        raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
-                    if not more and not chunks:
-                        return chunk  # the usual case: the whole body in one message
-                    if chunk:
-                        if self.buffered + len(chunk) > limits.max_buffered_bytes:
-                            raise _Refused(Refusal.BUFFER_FULL, GatewayError(
-                                ErrorCode.GATEWAY_OVERLOADED,
-                                "The gateway holds as many partial request bodies as it "
-                                "allows; retry shortly.", headers={"Retry-After": "1"}))
-                        self.buffered += len(chunk)
-                        held += len(chunk)
-                        chunks.append(chunk)
-                    if not more:
-                        return b"".join(chunks)
-        except TimeoutError:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    raise _Gone
+                chunk: bytes = message.get("body", b"")
+                more = message.get("more_body", False)
+                if held + len(chunk) > limits.max_body_bytes:
+                    raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
+                if not more and not chunks:
+                    return chunk  # the usual case: the whole body in one message
+                if chunk:
+                    if self.buffered + len(chunk) > limits.max_buffered_bytes:
+                        raise _Refused(Refusal.BUFFER_FULL, GatewayError(
+                            ErrorCode.GATEWAY_OVERLOADED,
+                            "The gateway holds as many partial request bodies as it allows; "
+                            "retry shortly.", headers={"Retry-After": "1"}))
+                    self.buffered += len(chunk)
+                    held += len(chunk)
+                    chunks.append(chunk)
+                if not more:
+                    return b"".join(chunks)
+        except asyncio.CancelledError:
+            if not self.deadlines.expired(task):
+                raise
             raise _Refused(Refusal.BODY_TIMEOUT, GatewayError(
                 ErrorCode.BODY_TIMEOUT,
                 f"The request body did not arrive within {limits.body_timeout_s:g} s.")) from None
         finally:
+            self.deadlines.remove(task)
             self.readers -= 1
             self.buffered -= held
+
+    async def _refuse(self, endpoint: str | None, error: GatewayError, scope: Scope,
+                      receive: Receive, send: Send, *, close: bool = False) -> None:
+        if endpoint is not None and self.book is not None:
+            self.book(endpoint, error)
+        await _answer(error, scope, receive, send, close=close)
 
     def _departed(self, scope: Scope, reason: Departure) -> None:
         logger.info("client left (%s): %s %s", reason.value, scope["method"], scope["path"])

@@ -233,11 +233,24 @@ async def test_a_wrong_key_is_refused_before_the_body_is_read() -> None:
     def authorize(_: Any) -> None:
         raise unauthorized()
 
+    booked: list[tuple[str, int]] = []
     client = Client(chunk(b"{}"))
-    intake = Intake(Echo(), limits(), authorize=authorize)
+    intake = Intake(Echo(), limits(), endpoints=frozenset({"/v1/chat/completions"}),
+                    authorize=authorize, book=lambda path, error: booked.append((path, error.status)))
     await intake(scope(), client.receive, client.send)
     assert client.status == 401 and client.received == 0
     assert intake.readers == 0
+    assert booked == [("/v1/chat/completions", 401)]
+
+
+async def test_paths_that_are_not_client_routes_are_not_authorized_here() -> None:
+    def authorize(_: Any) -> None:
+        raise unauthorized()
+
+    client = Client(chunk(b"{}"))
+    intake = Intake(Echo(), limits(), endpoints=frozenset({"/call"}), authorize=authorize)
+    await intake(scope(path="/no-such-route"), client.receive, client.send)
+    assert client.status == 200  # the app (its router) decides what an unknown path gets
 
 
 async def test_a_client_that_leaves_mid_body_is_counted_and_nothing_is_sent() -> None:
