@@ -9,9 +9,9 @@ import bentoml
 from gateway import bentoml_fixes, fastpath, headerguard, tracing
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
-from gateway.context import Gateway
 from gateway.gcwatch import GcWatch
 from gateway.metrics import Metrics
+from gateway.runtime import Gateway
 from gateway.settings import Settings
 from gateway.tracing import UpstreamSpans
 

@@ -1,31 +1,47 @@
-"""One request's books: tokens to dollars, the ``/health`` counters and the metrics, in one place."""
+"""One request's account: the one place a price is computed, whatever the route and however the
+answer came (upstream, cache hit, semantic hit, coalesced, error), and the ``/health`` counters
+and metrics that follow from it.
+
+A cached or coalesced answer costs 0 and *saves* what its tokens cost at the price of the model
+(and deployment) that first answered; an upstream answer costs its tokens at the price of what
+served it. Nothing else in the gateway multiplies tokens by a price.
+"""
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from decimal import Decimal
 
 from .errors import GatewayError
 from .health import ServiceStats
 from .metrics import Metrics
-from .pricing import cost_usd, read_usage
-from .router import Served
+from .pricing import Price, cost_usd, read_usage
 from .schemas import Usage
 
+ZERO = Decimal(0)
 
-class RequestBook:
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """What one answer's tokens came to: ``cost`` paid upstream, ``saved`` by the cache."""
+
+    prompt_tokens: int
+    completion_tokens: int
+    cost: Decimal
+    saved: Decimal
+
+    @property
+    def usage(self) -> Usage:
+        return Usage(prompt_tokens=self.prompt_tokens, completion_tokens=self.completion_tokens,
+                     total_tokens=self.prompt_tokens + self.completion_tokens)
+
+
+class RequestAccount:
     """Opened when a request arrives, closed exactly once when its last byte is sent."""
 
-    __slots__ = (
-        "_closed",
-        "_metrics",
-        "_stats",
-        "endpoint",
-        "model",
-        "overhead_s",
-        "started",
-        "upstream_s",
-    )
+    __slots__ = ("_charge", "_closed", "_metrics", "_price", "_stats", "cached", "endpoint",
+                 "model", "overhead_s", "started", "upstream_s")
 
     def __init__(self, stats: ServiceStats, metrics: Metrics, endpoint: str) -> None:
         self._stats = stats
@@ -35,31 +51,41 @@ class RequestBook:
         self.model = ""
         self.upstream_s = 0.0
         self.overhead_s: float | None = None
+        self.cached = False
+        self._price: Price | None = None
+        self._charge: Charge | None = None
         self._closed = False
 
     def elapsed_ms(self) -> float:
         return round(1000 * (time.monotonic() - self.started), 3)
 
-    def served(self, requested: str, served: Served) -> None:
-        self.model = served.name
-        self.upstream_s = served.upstream_s
-        if served.name != requested:
-            self._metrics.observe_fallback(requested, served.name)
+    def answered_by(self, requested: str, served: str, price: Price, *, upstream_s: float = 0.0,
+                    cached: bool = False) -> None:
+        """Who answered and at what price; a fallback is counted when it was not ``requested``."""
+        self.model = served
+        self._price = price
+        self.upstream_s = upstream_s
+        self.cached = cached
+        if served != requested and not cached:
+            self._metrics.observe_fallback(requested, served)
 
-    def charge(self, served: Served, usage: object) -> tuple[Usage, Decimal | None]:
-        """Price the upstream's usage (input and output separately) and count it; an answer
-        from the cache cost nothing upstream."""
+    def charge(self, usage: object) -> Charge | None:
+        """Price the answer's usage, once (later calls return the same charge): None when the
+        usage is missing or unreadable, so the gateway never guesses a price."""
+        if self._charge is not None:
+            return self._charge
         tokens = read_usage(usage)
-        if tokens is None:
-            return Usage(), None
+        if tokens is None or self._price is None:
+            return None
         prompt, completion = tokens
-        if served.cached:
-            cost = Decimal(0)
+        worth = cost_usd(self._price, prompt, completion)
+        if self.cached:
+            self._charge = Charge(prompt, completion, ZERO, worth)
+            self._metrics.observe_cache_saved(worth)
         else:
-            cost = cost_usd(served.entry, prompt, completion)
-            self._metrics.observe_usage(served.name, prompt, completion, cost)
-        return Usage(prompt_tokens=prompt, completion_tokens=completion,
-                     total_tokens=prompt + completion), cost
+            self._charge = Charge(prompt, completion, worth, ZERO)
+            self._metrics.observe_usage(self.model, prompt, completion, worth)
+        return self._charge
 
     def first_chunk(self) -> None:
         """For streams the gateway's overhead is what it added before the first byte."""

@@ -3,8 +3,8 @@
 A job is dispatched at once when a batch slot is free, so a lone request never waits. While
 every slot is busy, jobs queue and leave together, up to ``max_batch_size`` items, when a slot
 frees up, as soon as a full batch is waiting, or when the oldest has waited ``max_latency_s``
-(then even without a free slot, so no job waits longer than that for a dispatch). A failed batch fails every job in it with the
-same error; a job whose caller gave up leaves the queue.
+(then even without a free slot, so no job waits longer than that for a dispatch). A failed batch
+fails every job in it with the same error; a job whose caller gave up leaves the queue.
 """
 
 from __future__ import annotations
@@ -16,26 +16,26 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-I = TypeVar("I")
-O = TypeVar("O")
+In = TypeVar("In")
+Out = TypeVar("Out")
 
 
 @dataclass(slots=True)
-class _Job(Generic[I, O]):
-    items: Sequence[I]
-    future: asyncio.Future[list[O]]
+class _Job(Generic[In, Out]):
+    items: Sequence[In]
+    future: asyncio.Future[list[Out]]
     queued_at: float = field(default_factory=time.monotonic)
 
 
 BatchObserver = Callable[[int, float], None]
 
 
-class Batcher(Generic[I, O]):
+class Batcher(Generic[In, Out]):
     """Runs ``call(items) -> outputs`` (one output per item, same order) over merged jobs."""
 
     def __init__(
         self,
-        call: Callable[[list[I]], Awaitable[list[O]]],
+        call: Callable[[list[In]], Awaitable[list[Out]]],
         *,
         max_batch_size: int,
         max_latency_s: float,
@@ -47,15 +47,15 @@ class Batcher(Generic[I, O]):
         self._max_latency_s = max_latency_s
         self._slots = max_concurrent
         self._observe = observe
-        self._queue: deque[_Job[I, O]] = deque()
+        self._queue: deque[_Job[In, Out]] = deque()
         self._queued_items = 0
         self._running = 0
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    async def submit(self, items: Sequence[I]) -> list[O]:
+    async def submit(self, items: Sequence[In]) -> list[Out]:
         """The outputs for ``items``, in their order, computed in some batch."""
-        job: _Job[I, O] = _Job(items, asyncio.get_running_loop().create_future())
+        job: _Job[In, Out] = _Job(items, asyncio.get_running_loop().create_future())
         self._queue.append(job)
         self._queued_items += len(items)
         self._pump()
@@ -71,8 +71,11 @@ class Batcher(Generic[I, O]):
         """Dispatch what may leave now; otherwise make sure the latency timer is armed."""
         while self._queue:
             waited = time.monotonic() - self._queue[0].queued_at
-            if (self._running < self._slots or waited >= self._max_latency_s
-                    or self._queued_items >= self._max_size):
+            if (
+                self._running < self._slots
+                or waited >= self._max_latency_s
+                or self._queued_items >= self._max_size
+            ):
                 self._dispatch()
             else:
                 break
@@ -84,7 +87,7 @@ class Batcher(Generic[I, O]):
             self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._pump)
 
     def _dispatch(self) -> None:
-        jobs: list[_Job[I, O]] = []
+        jobs: list[_Job[In, Out]] = []
         size = 0
         while self._queue and (not jobs or size + len(self._queue[0].items) <= self._max_size):
             job = self._queue.popleft()
@@ -96,7 +99,7 @@ class Batcher(Generic[I, O]):
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _run(self, jobs: list[_Job[I, O]], size: int) -> None:
+    async def _run(self, jobs: list[_Job[In, Out]], size: int) -> None:
         now = time.monotonic()
         if self._observe is not None:
             self._observe(size, max(now - job.queued_at for job in jobs))
@@ -104,7 +107,9 @@ class Batcher(Generic[I, O]):
         try:
             outputs = await self._call(items)
             if len(outputs) != len(items):
-                raise RuntimeError(f"batch call returned {len(outputs)} outputs for {len(items)} inputs")
+                raise RuntimeError(
+                    f"batch call returned {len(outputs)} outputs for {len(items)} inputs"
+                )
         except BaseException as exc:  # every caller of a failed batch gets the failure
             for job in jobs:
                 if not job.future.done():
@@ -115,7 +120,7 @@ class Batcher(Generic[I, O]):
             start = 0
             for job in jobs:
                 if not job.future.done():
-                    job.future.set_result(outputs[start:start + len(job.items)])
+                    job.future.set_result(outputs[start : start + len(job.items)])
                 start += len(job.items)
         finally:
             self._running -= 1

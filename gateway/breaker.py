@@ -1,14 +1,15 @@
-"""A circuit breaker per upstream model, so a failing model stops costing every request time."""
+"""A circuit breaker per deployment of a model, so a failing provider stops costing every request
+time while the model's other deployments keep answering."""
 
 from __future__ import annotations
 
 import time
 from collections import deque
 from collections.abc import Callable
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"

@@ -2,6 +2,7 @@
 share one upstream call, and each caller gets exactly its own vectors, in its own order, with
 its own share of the usage and cost.
 
+Pricing is the accounting's (``gateway/accounting.py``): this module only counts tokens.
 The upstream reports usage for a whole call only, so a caller's share of a merged call is the
 call's tokens split in proportion to the length of each input (largest remainder, so the shares
 add up to exactly what the upstream billed). A request that went up alone is billed exactly.
@@ -9,10 +10,8 @@ add up to exactly what the upstream billed). A request that went up alone is bil
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -20,9 +19,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .batching import Batcher
 from .catalog import Catalog, ModelEntry
+from .deadline import Deadline
 from .errors import ErrorCode, GatewayError, bad_request, model_not_found
 from .metrics import Metrics
-from .pricing import cost_usd
+from .pricing import Price
 from .router import Router
 from .settings import Settings
 
@@ -47,15 +47,25 @@ class Vector:
     model: str
     served: str
     batch_size: int
+    upstream_s: float
+    provider: str = ""
+    deployment: str = ""
+    price: Price | None = None  # the deployment's that answered
 
 
 @dataclass(slots=True)
 class EmbeddingsAnswer:
+    """The answer's body and what the accounting needs to price it (this module never prices)."""
+
     body: bytes
+    requested: str
     served: str
     tokens: int
-    cost: Decimal
     batch_size: int
+    upstream_s: float
+    provider: str = ""
+    deployment: str = ""
+    price: Price | None = None
 
 
 def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
@@ -69,7 +79,9 @@ def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
     return parts
 
 
-def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, ModelEntry, list[EmbeddingInput]]:
+def parse_request(
+    catalog: Catalog, body: Any
+) -> tuple[EmbeddingsRequest, ModelEntry, list[EmbeddingInput]]:
     if not isinstance(body, dict):
         raise bad_request("The request body must be a JSON object.")
     try:
@@ -77,14 +89,18 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
     except ValidationError as exc:
         err = exc.errors(include_url=False)[0]
         field = ".".join(str(p) for p in err["loc"][:1]) or "input"
-        raise GatewayError(ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.",
-                           param=field) from None
+        raise GatewayError(
+            ErrorCode.INVALID_VALUE, f"Invalid value for '{field}': {err['msg']}.", param=field
+        ) from None
     entry = catalog.get(request.model)
     if entry is None:
         raise model_not_found(request.model)
     if entry.kind != "embedding":
-        raise bad_request(f"The model {request.model!r} is not an embedding model.",
-                          param="model", code=ErrorCode.MODEL_NOT_SUPPORTED)
+        raise bad_request(
+            f"The model {request.model!r} is not an embedding model.",
+            param="model",
+            code=ErrorCode.MODEL_NOT_SUPPORTED,
+        )
     raw = request.input
     items: list[EmbeddingInput]
     if isinstance(raw, str):
@@ -94,8 +110,9 @@ def parse_request(catalog: Catalog, body: Any) -> tuple[EmbeddingsRequest, Model
     else:
         items = list(raw)  # type: ignore[arg-type]
     if not items or any(isinstance(x, str) and not x for x in items):
-        raise bad_request("'input' must be a non-empty string or a list of non-empty inputs.",
-                          param="input")
+        raise bad_request(
+            "'input' must be a non-empty string or a list of non-empty inputs.", param="input"
+        )
     return request, entry, items
 
 
@@ -117,21 +134,36 @@ class Embeddings:
         else:
             vectors = await self._batcher(request.model, options).submit(items)
         tokens = sum(v.tokens for v in vectors)
-        data = [{"object": "embedding", "index": i, "embedding": v.embedding}
-                for i, v in enumerate(vectors)]
-        served = vectors[0].served
-        cost = cost_usd(self._catalog.models[served], tokens, 0)
-        self._metrics.observe_usage(served, tokens, 0, cost)
-        body_out = orjson.dumps({
-            "object": "list", "data": data, "model": vectors[0].model,
-            "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-        })
-        return EmbeddingsAnswer(body_out, served, tokens, cost, vectors[0].batch_size)
+        data = [
+            {"object": "embedding", "index": i, "embedding": v.embedding}
+            for i, v in enumerate(vectors)
+        ]
+        body_out = orjson.dumps(
+            {
+                "object": "list",
+                "data": data,
+                "model": vectors[0].model,
+                "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+            }
+        )
+        first = vectors[0]
+        return EmbeddingsAnswer(
+            body_out,
+            request.model,
+            first.served,
+            tokens,
+            first.batch_size,
+            first.upstream_s,
+            first.provider,
+            first.deployment,
+            first.price,
+        )
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
         key = (model, orjson.dumps(options, option=orjson.OPT_SORT_KEYS))
         batcher = self._batchers.get(key)
         if batcher is None:
+
             async def call(items: list[EmbeddingInput]) -> list[Vector]:
                 return await self._call(model, options, items)
 
@@ -149,21 +181,36 @@ class Embeddings:
         self._metrics.batch_size.observe(size)
         self._metrics.batch_wait.observe(waited_s)
 
-    async def _call(self, model: str, options: dict[str, Any],
-                    items: list[EmbeddingInput]) -> list[Vector]:
-        deadline = time.monotonic() + self._settings.timeout_s
+    async def _call(
+        self, model: str, options: dict[str, Any], items: list[EmbeddingInput]
+    ) -> list[Vector]:
+        deadline = Deadline.after(self._settings.timeout_s)
         served = await self._router.embed(model, {**options, "input": items}, deadline)
         data = served.result.data
         rows = sorted(data.get("data") or [], key=lambda row: row.get("index", 0))
         if len(rows) != len(items):
-            raise GatewayError(ErrorCode.UPSTREAM_PROTOCOL, f"The upstream returned {len(rows)} "
-                               f"embeddings for {len(items)} inputs.")
+            raise GatewayError(
+                ErrorCode.UPSTREAM_PROTOCOL,
+                f"The upstream returned {len(rows)} embeddings for {len(items)} inputs.",
+            )
         usage = data.get("usage") or {}
         total = usage.get("prompt_tokens") if isinstance(usage.get("prompt_tokens"), int) else 0
         shares = split_tokens(total, [len(item) for item in items])
         upstream_model = str(data.get("model") or served.entry.upstream_model)
-        return [Vector(row.get("embedding"), share, upstream_model, served.name, len(items))
-                for row, share in zip(rows, shares, strict=True)]
+        return [
+            Vector(
+                row.get("embedding"),
+                share,
+                upstream_model,
+                served.name,
+                len(items),
+                served.upstream_s,
+                served.provider,
+                served.deployment,
+                served.price,
+            )
+            for row, share in zip(rows, shares, strict=True)
+        ]
 
     async def aclose(self) -> None:
         for batcher in self._batchers.values():

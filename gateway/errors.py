@@ -172,6 +172,19 @@ class GatewayError(Exception):
         return b"data: " + orjson.dumps(self.body()) + b"\n\n"
 
 
+ANTHROPIC_PATHS = ("/v1/messages",)
+
+
+def speaks_anthropic(path: str) -> bool:
+    """Routes whose clients expect Anthropic's error shape (the Messages API's)."""
+    return path.startswith(ANTHROPIC_PATHS)
+
+
+def error_response(path: str, error: GatewayError) -> Response:
+    """The error in the shape of the API the client called."""
+    return error.to_anthropic_response() if speaks_anthropic(path) else error.to_response()
+
+
 def bad_request(message: str, *, param: str | None = None,
                 code: ErrorCode = ErrorCode.INVALID_VALUE) -> GatewayError:
     return GatewayError(code, message, param=param)

@@ -64,8 +64,10 @@ class Attempt:
     message: str = ""
     opened_breaker: bool = False
 
-    def describe(self) -> str:
-        where = self.model if self.deployment in ("", self.model) else \
+    def describe(self, with_deployment: bool = True) -> str:
+        """``with_deployment=False`` for a model served by one deployment: naming it adds
+        nothing."""
+        where = self.model if not with_deployment or self.deployment in ("", self.model) else \
             f"{self.model} via {self.deployment}"
         if self.kind is FailureKind.CIRCUIT_OPEN:
             return f"{where}: circuit open"

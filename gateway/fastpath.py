@@ -2,10 +2,10 @@
 
 BentoML runs every request through eight ASGI layers (its error handler, request metrics,
 OpenTelemetry, access log, timeout, request context, exception handler and router, then the
-mount) before a mounted app sees it. Profiling a worker at 50 VUs (cProfile) put a quarter of its
-CPU time in those layers, more than the gateway's own work per request; skipping them raised one
-worker from ~1,630 to ~2,240 req/s. BentoML's request metrics also label by raw path, so every
-unknown URL a client tries becomes a new series on ``/metrics``.
+mount) before a mounted app sees it. Profiling a worker put a quarter of its CPU time in those
+layers, more than the gateway's own work per request (the README's performance section has the
+figures). BentoML's request metrics also label by raw path, so every unknown URL a client tries
+becomes a new series on ``/metrics``.
 
 So BentoML's own routes (``/healthz``, ``/livez``, ``/readyz``, ``/metrics``, its docs and
 static files) keep its stack, and every other request goes to the gateway's app under the same
@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from .api.intake import TRANSPORT_KEY, remember_transport
 from .bentoml_fixes import RequestTimeout
+from .seams import Patch, replace
 
 logger = logging.getLogger("gateway")
 
@@ -63,22 +64,33 @@ class FastPath:
         await self.bentoml_app(scope, receive, send)
 
 
-def install(service_name: str, app: ASGIApp, timeout: float) -> None:
+def mounts(built: Starlette, app: ASGIApp) -> bool:
+    """Whether BentoML's app mounts the gateway's ``app`` (else there is nothing to bypass to)."""
+    return any(isinstance(route, Mount) and route.app is app for route in built.routes)
+
+
+def install(service_name: str, app: ASGIApp, timeout: float) -> Patch:
     """Make BentoML serve service ``service_name``'s mounted ``app`` through a ``FastPath``.
 
-    Off when BentoML's CORS is configured: its CORS middleware must see every request.
+    Off when BentoML's CORS is configured (its CORS middleware must see every request), and
+    when BentoML's app does not mount ``app`` where expected (logged: the full stack serves).
     """
     from _bentoml_impl.server.app import ServiceAppFactory
 
-    build: Callable[[Any], Starlette] = ServiceAppFactory.__call__
+    def with_fast_path(build: Callable[[Any], Starlette]) -> Callable[[Any], ASGIApp]:
+        def build_with_fast_path(factory: Any) -> ASGIApp:
+            built = build(factory)
+            if getattr(factory.service, "name", None) != service_name:
+                return built
+            if factory.enable_access_control:
+                logger.info("BentoML CORS is on: the gateway's routes go through BentoML's stack.")
+                return built
+            if not mounts(built, app):
+                logger.warning("The fast path found no mount of the gateway's app in BentoML's "
+                               "app: every request goes through BentoML's full stack.")
+                return built
+            return FastPath(built, app, timeout)
 
-    def build_with_fast_path(factory: Any) -> ASGIApp:
-        built = build(factory)
-        if factory.service.name != service_name:
-            return built
-        if factory.enable_access_control:
-            logger.info("BentoML CORS is on: the gateway's routes go through BentoML's stack.")
-            return built
-        return FastPath(built, app, timeout)
+        return build_with_fast_path
 
-    ServiceAppFactory.__call__ = build_with_fast_path  # type: ignore[method-assign,assignment]
+    return replace(ServiceAppFactory, "__call__", ["self"], "the fast path", with_fast_path)

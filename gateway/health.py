@@ -32,10 +32,24 @@ class ServiceStats:
         if not ok:
             self.upstream_error = error
 
-    def snapshot(self) -> dict[str, Any]:
+    def problems(self, breakers: dict[str, str], default_chain: list[str]) -> list[str]:
+        """Why the gateway cannot answer now, if it cannot."""
+        problems = []
+        if default_chain and all(breakers.get(name) == "open" for name in default_chain):
+            problems.append("every circuit breaker of the default model's chain is open: "
+                            + ", ".join(default_chain))
+        if self.upstream_ok is False:
+            problems.append(f"the last upstream call failed: {self.upstream_error}")
+        return problems
+
+    def snapshot(self, breakers: dict[str, str], default_chain: list[str]) -> dict[str, Any]:
+        """``status`` is ``degraded`` (still HTTP 200: a load balancer must not pull every
+        replica because the provider is down) with the ``problems`` when nothing can answer."""
         mean_ms = 1000 * self.latency_total_s / self.requests if self.requests else 0.0
+        problems = self.problems(breakers, default_chain)
         return {
-            "status": "healthy",
+            "status": "degraded" if problems else "healthy",
+            "problems": problems,
             "requests_served": self.requests,
             "errors": self.errors,
             "mean_latency_ms": round(mean_ms, 3),
@@ -45,4 +59,5 @@ class ServiceStats:
                 "last_seen": self.upstream_seen_at,
                 "last_error": self.upstream_error,
             },
+            "breakers": breakers,
         }

@@ -61,7 +61,11 @@ class Metrics:
         self.retries = Counter(
             "gateway_upstream_failures_total",
             "Failed upstream attempts (each one retried or fallen back from), by kind.",
-            ["model", "kind"], registry=registry)
+            ["model", "deployment", "kind"], registry=registry)
+        self.deployment_requests = Counter(
+            "gateway_deployment_requests_total",
+            "Upstream calls per deployment (catalog names), by outcome: ok or failed.",
+            ["model", "provider", "deployment", "outcome"], registry=registry)
         self.batch_size = Histogram(
             "gateway_batch_size", "Inputs per upstream embeddings call made by the batcher.",
             buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256), registry=registry)
@@ -88,8 +92,9 @@ class Metrics:
             "gateway_gc_pause_seconds", "Garbage-collector pauses, by generation.",
             ["generation"], buckets=OVERHEAD_BUCKETS, registry=registry)
         self.breaker = Gauge(
-            "gateway_breaker_state", "Circuit breaker per model: 0 closed, 1 half-open, 2 open.",
-            ["model"], multiprocess_mode="max", registry=registry)
+            "gateway_breaker_state",
+            "Circuit breaker per deployment of a model: 0 closed, 1 half-open, 2 open.",
+            ["model", "deployment"], multiprocess_mode="max", registry=registry)
 
         self.client_disconnects = Counter(
             "gateway_client_disconnects_total",
@@ -111,11 +116,15 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def observe_failure(self, model: str, kind: str) -> None:
-        self.child(self.retries, model, kind).inc()
+    def observe_failure(self, model: str, deployment: str, kind: str) -> None:
+        self.child(self.retries, model, deployment, kind).inc()
 
-    def observe_breaker(self, model: str, state: State) -> None:
-        self.child(self.breaker, model).set(BREAKER_VALUES[state])
+    def observe_breaker(self, model: str, deployment: str, state: State) -> None:
+        self.child(self.breaker, model, deployment).set(BREAKER_VALUES[state])
+
+    def observe_deployment(self, model: str, provider: str, deployment: str, ok: bool) -> None:
+        self.child(self.deployment_requests, model, provider, deployment,
+                   "ok" if ok else "failed").inc()
 
     def observe_usage(self, model: str, prompt: int, completion: int, cost: Decimal) -> None:
         self.child(self.tokens, model, "input").inc(prompt)
@@ -133,6 +142,15 @@ class Metrics:
 
     def observe_cache_result(self, result: str) -> None:
         self.child(self.cache_results, result).inc()
+
+    def observe_cache_lookup(self, seconds: float) -> None:
+        self.cache_lookup.observe(seconds)
+
+    def observe_cache_entries(self, entries: int) -> None:
+        self.cache_entries.set(entries)
+
+    def observe_cache_saved(self, saved: Decimal) -> None:
+        self.cache_saved.inc(float(saved))
 
     def observe_gc_pause(self, generation: int, seconds: float) -> None:
         self.child(self.gc_pause, str(generation)).observe(seconds)

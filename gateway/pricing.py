@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
-
-from .catalog import ModelEntry
+from typing import Protocol
 
 MILLION = Decimal(1_000_000)
 MICRO = Decimal("0.000001")
 
 
-def cost_usd(entry: ModelEntry, prompt_tokens: int, completion_tokens: int) -> Decimal:
+class Price(Protocol):
+    """A model's (or a deployment's) price per million tokens."""
+
+    @property
+    def input_usd_per_mtok(self) -> Decimal: ...
+    @property
+    def output_usd_per_mtok(self) -> Decimal: ...
+
+
+def cost_usd(entry: Price, prompt_tokens: int, completion_tokens: int) -> Decimal:
     """Exact cost: input and output tokens priced separately, never rounded here."""
     return (
         Decimal(prompt_tokens) * entry.input_usd_per_mtok

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
@@ -28,6 +29,9 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(
         30.0, gt=0, validation_alias="GATEWAY_STREAM_IDLE_TIMEOUT"
     )
+
+    balancer: Literal["weighted", "least_in_flight"] = Field(
+        "least_in_flight", validation_alias="GATEWAY_BALANCER")
 
     # Catalog and clients
     config_path: Path | None = Field(None, validation_alias="GATEWAY_CONFIG")
@@ -140,3 +144,8 @@ class Settings(BaseSettings):
     @property
     def upstream_secret(self) -> str:
         return self.upstream_api_key.get_secret_value() if self.upstream_api_key else ""
+
+
+def read_environment(name: str) -> str | None:
+    """A variable named by the catalog (a provider's ``api_key_env``), read at start-up."""
+    return os.environ.get(name) or None

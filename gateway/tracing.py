@@ -40,6 +40,11 @@ def configured_tracer() -> Tracer | None:
     """BentoML's tracer when its tracing exports and samples; call it inside a worker."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
+    from .seams import EXPECTED_BENTOML, SeamError, bentoml_version
+
+    if not all(hasattr(BentoMLContainer, name) for name in ("tracing", "tracer_provider")):
+        raise SeamError(f"tracing: BentoMLContainer has no tracing/tracer_provider in BentoML "
+                        f"{bentoml_version()} (the gateway expects BentoML {EXPECTED_BENTOML}).")
     tracing = BentoMLContainer.tracing
     if not tracing.exporter_type.get() or not tracing.sample_rate.get():
         return None

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import http.cookiejar
 from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 import aiohttp
@@ -33,36 +34,74 @@ class RawStream(Protocol):
 class Transport(Protocol):
     """``headers`` add to (or override) the defaults for one request (say, a ``traceparent``)."""
 
-    async def post(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None,
-                   ) -> tuple[int, Mapping[str, str], bytes]: ...
-    async def open(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None) -> RawStream: ...
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        read_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]: ...
+    async def open(
+        self, path: str, body: bytes, read_timeout: float, headers: Mapping[str, str] | None = None
+    ) -> RawStream: ...
     async def aclose(self) -> None: ...
 
 
-def default_headers(settings: Settings) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept-encoding": "identity"}
-    if settings.upstream_secret:
-        headers["authorization"] = f"Bearer {settings.upstream_secret}"
+def default_headers(secret: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra or {})}
+    if secret:
+        headers["authorization"] = f"Bearer {secret}"
     return headers
+
+
+@dataclass(frozen=True, slots=True)
+class Wire:
+    """Where and how one provider is reached: its base URL, the headers every request carries
+    (its own key among them), and its connection pool."""
+
+    base_url: str
+    headers: Mapping[str, str]
+    max_connections: int
+    max_keepalive: int
+    connect_timeout_s: float
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Wire:
+        """HolySheep as configured by HOLYSHEEP_BASE_URL / HOLYSHEEP_API_KEY."""
+        return cls(
+            settings.upstream_base_url,
+            default_headers(settings.upstream_secret),
+            settings.max_connections,
+            settings.max_keepalive,
+            settings.connect_timeout_s,
+        )
 
 
 # --- aiohttp ------------------------------------------------------------------------------------
 
+
 def _aiohttp_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
     if isinstance(exc, TimeoutError):  # aiohttp's socket timeouts are TimeoutErrors too
         if streaming:
-            return UpstreamFailure(FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout")
+            return UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout"
+            )
         return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
     if isinstance(exc, aiohttp.ClientPayloadError) or (
-            streaming and isinstance(exc, aiohttp.ClientConnectionError)):
-        return UpstreamFailure(FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer")
+        streaming and isinstance(exc, aiohttp.ClientConnectionError)
+    ):
+        return UpstreamFailure(
+            FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer"
+        )
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamFailure(FailureKind.CONNECT, "the upstream closed the connection without answering")
+        return UpstreamFailure(
+            FailureKind.CONNECT, "the upstream closed the connection without answering"
+        )
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
-    return UpstreamFailure(FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})")
+    return UpstreamFailure(
+        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
+    )
 
 
 class _AiohttpStream:
@@ -89,41 +128,51 @@ class _AiohttpStream:
 
 
 class AiohttpTransport:
-    def __init__(self, settings: Settings) -> None:
-        self._settings = settings
-        self._base = settings.upstream_base_url
-        self._headers = default_headers(settings)
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._base = wire.base_url
+        self._headers = dict(wire.headers)
         self._session: aiohttp.ClientSession | None = None
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily, inside the worker's running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._settings.max_connections,
-                                               ttl_dns_cache=300),
-                headers=self._headers, auto_decompress=False, trust_env=False,
+                connector=aiohttp.TCPConnector(limit=self._wire.max_connections, ttl_dns_cache=300),
+                headers=self._headers,
+                auto_decompress=False,
+                trust_env=False,
                 # Upstream cookies must not travel from one client's request to another's.
-                cookie_jar=aiohttp.DummyCookieJar())
+                cookie_jar=aiohttp.DummyCookieJar(),
+            )
         return self._session
 
     def _timeout(self, read: float) -> aiohttp.ClientTimeout:
-        return aiohttp.ClientTimeout(total=None, sock_read=read,
-                                     sock_connect=min(self._settings.connect_timeout_s, read))
+        return aiohttp.ClientTimeout(
+            total=None, sock_read=read, sock_connect=min(self._wire.connect_timeout_s, read)
+        )
 
-    async def post(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None,
-                   ) -> tuple[int, Mapping[str, str], bytes]:
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        read_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            async with self._client().post(self._base + path, data=body, headers=headers,
-                                           timeout=self._timeout(read_timeout)) as response:
+            async with self._client().post(
+                self._base + path, data=body, headers=headers, timeout=self._timeout(read_timeout)
+            ) as response:
                 return response.status, response.headers, await response.read()
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc) from None
 
-    async def open(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None) -> RawStream:
+    async def open(
+        self, path: str, body: bytes, read_timeout: float, headers: Mapping[str, str] | None = None
+    ) -> RawStream:
         try:
-            response = await self._client().post(self._base + path, data=body, headers=headers,
-                                                 timeout=self._timeout(read_timeout))
+            response = await self._client().post(
+                self._base + path, data=body, headers=headers, timeout=self._timeout(read_timeout)
+            )
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc) from None
         return _AiohttpStream(response)
@@ -135,20 +184,29 @@ class AiohttpTransport:
 
 # --- httpx --------------------------------------------------------------------------------------
 
+
 def _httpx_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
     if isinstance(exc, TimeoutError | httpx.TimeoutException):
         if isinstance(exc, httpx.ConnectTimeout):
             return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream in time")
         if streaming:
-            return UpstreamFailure(FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout")
+            return UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout"
+            )
         return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
     if streaming and isinstance(exc, httpx.TransportError):
-        return UpstreamFailure(FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer")
+        return UpstreamFailure(
+            FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer"
+        )
     if isinstance(exc, httpx.RemoteProtocolError):
-        return UpstreamFailure(FailureKind.CONNECT, "the upstream closed the connection without answering")
+        return UpstreamFailure(
+            FailureKind.CONNECT, "the upstream closed the connection without answering"
+        )
     if isinstance(exc, httpx.ConnectError):
         return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
-    return UpstreamFailure(FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})")
+    return UpstreamFailure(
+        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
+    )
 
 
 class _HttpxStream:
@@ -183,36 +241,43 @@ def _no_cookies() -> http.cookiejar.CookieJar:
 
 
 class HttpxTransport:
-    def __init__(self, settings: Settings,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
-        self._settings = settings
+    def __init__(self, wire: Wire, transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self._wire = wire
         self._client = httpx.AsyncClient(
-            base_url=settings.upstream_base_url,
-            headers=default_headers(settings),
-            limits=httpx.Limits(max_connections=settings.max_connections,
-                                max_keepalive_connections=settings.max_keepalive),
+            base_url=wire.base_url,
+            headers=dict(wire.headers),
+            limits=httpx.Limits(
+                max_connections=wire.max_connections, max_keepalive_connections=wire.max_keepalive
+            ),
             transport=transport,
             trust_env=False,
             cookies=_no_cookies(),
         )
 
     def _timeout(self, read: float) -> httpx.Timeout:
-        return httpx.Timeout(read, connect=min(self._settings.connect_timeout_s, read))
+        return httpx.Timeout(read, connect=min(self._wire.connect_timeout_s, read))
 
-    async def post(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None,
-                   ) -> tuple[int, Mapping[str, str], bytes]:
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        read_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
         try:
-            response = await self._client.post(path, content=body, headers=headers,
-                                               timeout=self._timeout(read_timeout))
+            response = await self._client.post(
+                path, content=body, headers=headers, timeout=self._timeout(read_timeout)
+            )
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc) from None
         return response.status_code, response.headers, response.content
 
-    async def open(self, path: str, body: bytes, read_timeout: float,
-                   headers: Mapping[str, str] | None = None) -> RawStream:
-        request = self._client.build_request("POST", path, content=body, headers=headers,
-                                             timeout=self._timeout(read_timeout))
+    async def open(
+        self, path: str, body: bytes, read_timeout: float, headers: Mapping[str, str] | None = None
+    ) -> RawStream:
+        request = self._client.build_request(
+            "POST", path, content=body, headers=headers, timeout=self._timeout(read_timeout)
+        )
         try:
             response = await self._client.send(request, stream=True)
         except httpx.HTTPError as exc:
@@ -223,9 +288,14 @@ class HttpxTransport:
         await self._client.aclose()
 
 
-def make_transport(settings: Settings,
-                   httpx_transport: httpx.AsyncBaseTransport | None = None) -> Transport:
-    """The configured transport; an explicit httpx transport (respx's, in tests) forces httpx."""
+def make_transport(
+    settings: Settings,
+    httpx_transport: httpx.AsyncBaseTransport | None = None,
+    wire: Wire | None = None,
+) -> Transport:
+    """The configured transport to ``wire`` (HolySheep's from the settings by default); an
+    explicit httpx transport (respx's, in tests) forces httpx."""
+    wire = wire or Wire.from_settings(settings)
     if httpx_transport is not None or settings.http_client == "httpx":
-        return HttpxTransport(settings, httpx_transport)
-    return AiohttpTransport(settings)
+        return HttpxTransport(wire, httpx_transport)
+    return AiohttpTransport(wire)

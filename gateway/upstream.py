@@ -1,13 +1,14 @@
-"""The client of the OpenAI-compatible provider: one pooled transport per worker, timeouts
-bounded by the request's budget, every failure classified, streams read as chat chunks.
-Retries and fallbacks live in ``router.py``; the wire itself in ``transports.py``.
+"""The clients of the OpenAI-compatible providers: one pooled transport per provider and
+worker, each sending only its own key, timeouts bounded by the request's budget, every failure
+classified, streams read as chat chunks. Retries and fallbacks live in ``router.py``; the wire
+itself in ``transports.py``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -15,13 +16,43 @@ from typing import Any
 import httpx
 import orjson
 
+from .catalog import HOLYSHEEP, Catalog
 from .failures import FailureKind, UpstreamFailure
-from .settings import Settings
+from .settings import Settings, read_environment
 from .sse import EventDecoder
-from .transports import RawStream, make_transport
+from .transports import RawStream, Wire, default_headers, make_transport
 
-__all__ = ["UpstreamClient", "UpstreamFailure", "UpstreamReply", "UpstreamStream",
-           "parse_retry_after"]
+__all__ = [
+    "Provider",
+    "UpstreamClient",
+    "UpstreamFailure",
+    "UpstreamReply",
+    "UpstreamStream",
+    "Upstreams",
+    "parse_retry_after",
+]
+
+HttpxTransports = httpx.AsyncBaseTransport | Mapping[str, httpx.AsyncBaseTransport] | None
+
+
+@dataclass(frozen=True, slots=True)
+class Provider:
+    """A provider as the gateway runs it: its wire (key included), read timeout, capabilities."""
+
+    name: str
+    wire: Wire
+    secret: str
+    read_timeout_s: float
+    completions: bool = False
+
+    @classmethod
+    def holysheep(cls, settings: Settings) -> Provider:
+        return cls(
+            HOLYSHEEP,
+            Wire.from_settings(settings),
+            settings.upstream_secret,
+            settings.upstream_timeout_s,
+        )
 
 
 @dataclass(slots=True)
@@ -48,16 +79,25 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 class UpstreamClient:
-    """Talks to one OpenAI-compatible base URL with the gateway's upstream key.
+    """Talks to one provider (HolySheep from the settings by default) with its own key.
 
     ``transport`` is for tests: an httpx transport (respx's router) to answer in place of the
-    network; it selects the httpx transport."""
+    network; it selects the httpx transport. ``secrets`` are every provider's keys: an upstream
+    message quoting any of them is redacted."""
 
-    def __init__(self, settings: Settings, transport: httpx.AsyncBaseTransport | None = None,
-                 *, propagate_trace: bool = False):
+    def __init__(
+        self,
+        settings: Settings,
+        transport: httpx.AsyncBaseTransport | None = None,
+        *,
+        propagate_trace: bool = False,
+        provider: Provider | None = None,
+        secrets: Iterable[str] = (),
+    ):
         self._settings = settings
-        self._secret = settings.upstream_secret
-        self._transport = make_transport(settings, transport)
+        self.provider = provider or Provider.holysheep(settings)
+        self._secrets = tuple(s for s in {self.provider.secret, *secrets} if s)
+        self._transport = make_transport(settings, transport, self.provider.wire)
         self._propagate_trace = propagate_trace
 
     def _trace_headers(self) -> dict[str, str] | None:
@@ -75,20 +115,25 @@ class UpstreamClient:
         await self._transport.aclose()
 
     def scrub(self, text: str) -> str:
-        """Never let the upstream key leave the gateway, even inside an upstream message."""
-        return text.replace(self._secret, "[redacted]") if self._secret else text
+        """Never let an upstream key leave the gateway, even inside an upstream message."""
+        for secret in self._secrets:
+            text = text.replace(secret, "[redacted]")
+        return text
 
     def _read_timeout(self, budget: float) -> float:
-        return min(self._settings.upstream_timeout_s, budget)
+        return min(self.provider.read_timeout_s, budget)
 
     async def post_json(self, path: str, body: bytes, budget: float) -> UpstreamReply:
         """POST and return the parsed JSON answer; any failure raises UpstreamFailure."""
         try:
             async with asyncio.timeout(budget):
                 status, headers, content = await self._transport.post(
-                    path, body, self._read_timeout(budget), self._trace_headers())
+                    path, body, self._read_timeout(budget), self._trace_headers()
+                )
         except TimeoutError:
-            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream did not answer in time"
+            ) from None
         return UpstreamReply(status, content, self._json(status, headers, content))
 
     def _json(self, status: int, headers: Mapping[str, str], content: bytes) -> dict[str, Any]:
@@ -97,9 +142,13 @@ class UpstreamClient:
         try:
             data = orjson.loads(content)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with malformed JSON") from None
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream answered with malformed JSON"
+            ) from None
         if not isinstance(data, dict):
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream answered with JSON that is not an object")
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream answered with JSON that is not an object"
+            )
         return data
 
     async def open_stream(self, path: str, body: bytes, budget: float) -> UpstreamStream:
@@ -107,10 +156,13 @@ class UpstreamClient:
         idle = self._settings.stream_idle_timeout_s
         try:
             async with asyncio.timeout(budget):
-                raw = await self._transport.open(path, body, min(idle, budget),
-                                                 self._trace_headers())
+                raw = await self._transport.open(
+                    path, body, min(idle, budget), self._trace_headers()
+                )
         except TimeoutError:
-            raise UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time") from None
+            raise UpstreamFailure(
+                FailureKind.TIMEOUT, "the upstream did not answer in time"
+            ) from None
         if raw.status >= 400:
             try:
                 async with asyncio.timeout(min(budget, 5.0)):
@@ -136,7 +188,8 @@ class UpstreamClient:
             error_code = str(error["code"]) if error.get("code") is not None else None
         elif isinstance(error, str):
             message = error
-        return UpstreamFailure(FailureKind.STATUS,
+        return UpstreamFailure(
+            FailureKind.STATUS,
             self.scrub(message),
             status=status,
             retry_after=parse_retry_after(headers.get("retry-after")),
@@ -198,7 +251,9 @@ class UpstreamStream:
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise UpstreamFailure(FailureKind.TIMEOUT, f"the upstream stream stalled for more than {self._idle_s:g} s"
+                    raise UpstreamFailure(
+                        FailureKind.TIMEOUT,
+                        f"the upstream stream stalled for more than {self._idle_s:g} s",
                     ) from None
                 for event in decoder.feed(data):
                     if event.is_done:
@@ -209,21 +264,31 @@ class UpstreamStream:
             await raw_chunks.aclose()
             await self._raw.aclose()
         if decoder.pending:
-            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended inside an event")
+            raise UpstreamFailure(
+                FailureKind.TRUNCATED, "the upstream stream ended inside an event"
+            )
         if self.finish_reason is None:
-            raise UpstreamFailure(FailureKind.TRUNCATED, "the upstream stream ended before its final chunk")
+            raise UpstreamFailure(
+                FailureKind.TRUNCATED, "the upstream stream ended before its final chunk"
+            )
 
     def _inspect(self, data: bytes) -> dict[str, Any]:
         try:
             chunk = orjson.loads(data)
         except orjson.JSONDecodeError:
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a malformed stream event") from None
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream sent a malformed stream event"
+            ) from None
         if not isinstance(chunk, dict):
-            raise UpstreamFailure(FailureKind.PROTOCOL, "the upstream sent a stream event that is not an object")
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, "the upstream sent a stream event that is not an object"
+            )
         error = chunk.get("error")
         if error:
             message = error.get("message") if isinstance(error, dict) else str(error)
-            raise UpstreamFailure(FailureKind.PROTOCOL, self._client.scrub(f"upstream stream error: {message}"))
+            raise UpstreamFailure(
+                FailureKind.PROTOCOL, self._client.scrub(f"upstream stream error: {message}")
+            )
         if self.model is None and isinstance(chunk.get("model"), str):
             self.model = chunk["model"]
         for choice in chunk.get("choices") or ():
@@ -232,3 +297,68 @@ class UpstreamStream:
         if chunk.get("usage"):
             self.usage = chunk["usage"]
         return chunk
+
+
+class Upstreams:
+    """One client per provider the catalog's deployments name, built once per worker."""
+
+    def __init__(self, clients: Mapping[str, UpstreamClient]) -> None:
+        self._clients = dict(clients)
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        catalog: Catalog,
+        transport: HttpxTransports = None,
+        *,
+        propagate_trace: bool = False,
+        environ: Callable[[str], str | None] = read_environment,
+    ) -> Upstreams:
+        """``transport`` is for tests: one httpx transport for every provider (respx routes by
+        URL), or one per provider name."""
+        providers = [
+            cls._provider(settings, catalog, name, environ) for name in catalog.providers_used()
+        ]
+        secrets = [p.secret for p in providers]
+        clients = {}
+        for provider in providers:
+            hook = transport.get(provider.name) if isinstance(transport, Mapping) else transport
+            clients[provider.name] = UpstreamClient(
+                settings, hook, propagate_trace=propagate_trace, provider=provider, secrets=secrets
+            )
+        return cls(clients)
+
+    @staticmethod
+    def _provider(
+        settings: Settings, catalog: Catalog, name: str, environ: Callable[[str], str | None]
+    ) -> Provider:
+        entry = catalog.providers.get(name)
+        if entry is None:
+            return Provider.holysheep(settings)
+        secret = (environ(entry.api_key_env) or "") if entry.api_key_env else ""
+        wire = Wire(
+            entry.base_url,
+            default_headers(secret, entry.headers),
+            entry.max_connections or settings.max_connections,
+            settings.max_keepalive if entry.max_keepalive is None else entry.max_keepalive,
+            entry.connect_timeout_s or settings.connect_timeout_s,
+        )
+        return Provider(
+            name, wire, secret, entry.timeout_s or settings.upstream_timeout_s, entry.completions
+        )
+
+    def __getitem__(self, provider: str) -> UpstreamClient:
+        return self._clients[provider]
+
+    def __iter__(self) -> Iterator[UpstreamClient]:
+        return iter(self._clients.values())
+
+    def scrub(self, text: str) -> str:
+        """Every provider's key redacted (each client knows them all)."""
+        first = next(iter(self._clients.values()), None)
+        return first.scrub(text) if first is not None else text
+
+    async def aclose(self) -> None:
+        for client in self._clients.values():
+            await client.aclose()

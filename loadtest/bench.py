@@ -6,8 +6,10 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench cache                                    # hit latency, miss cost
     python -m loadtest.bench soak [--minutes 10] [--rate 200]         # memory growth, GC pauses
     python -m loadtest.bench faults                                   # 20% 503s on deepseek-v3.2
+    python -m loadtest.bench faults --provider-down                   # 1 of 2 providers down
+    python -m loadtest.bench routing [--requests 20000]               # 2 deployments vs 1
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
-    python -m loadtest.bench hostile [--vus 90] [--slow 10]           # normal clients beside slow bodies
+    python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 """
@@ -15,6 +17,7 @@ Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import csv
 import json
 import shutil
@@ -30,6 +33,9 @@ from typing import Any
 
 import httpx
 import psutil
+import yaml
+
+from gateway.catalog import DEFAULT_CATALOG
 
 from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer
 
@@ -171,6 +177,9 @@ def overhead(args: argparse.Namespace) -> None:
     rows.append(["worst error rate of any run", f"{worst_error:.2%}"])
     rows.append(["gateway worker RSS after the runs (MB)", ", ".join(map(str, memory))])
     rows.append(["start-up: bentoml serve to first 200 on /readyz (s)", f"{ready:.1f}"])
+    added_us = asyncio.run(_routing(20000))
+    rows.append(["routing over two deployments vs one, added p50 (µs, Router.complete "
+                 "in process)", f"{added_us:+.1f}"])
     print_table(f"Gateway overhead vs direct ({args.rounds} round(s) of {d} s each, medians)", rows)
     (args.out / "overhead.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
     plot(args.out, ["rate100-direct-0", "rate100-gateway-0"], args.out / "overhead.png")
@@ -300,6 +309,9 @@ def soak(args: argparse.Namespace) -> None:
 
 
 def faults(args: argparse.Namespace) -> None:
+    if args.provider_down:
+        provider_down(args)
+        return
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
         fake.fault(model="deepseek-v3.2", kind="status", status=503, rate=0.2, seed=7)
@@ -317,6 +329,107 @@ def faults(args: argparse.Namespace) -> None:
             ["upstream calls per model", json.dumps(stats["requests"])],
             ["breakers at the end", json.dumps(health["breakers"])]]
     print_table("k6 (seed scenario, ci profile) with 20% of deepseek-v3.2 calls failing with 503", rows)
+
+
+def two_provider_catalog(out: Path, alpha: FakeProvider, beta: FakeProvider) -> Path:
+    """The packaged catalog with every model deployed on two providers, equal weights."""
+    raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
+    raw["providers"] = {"alpha": {"base_url": alpha.base_url, "api_key_env": "ALPHA_KEY"},
+                        "beta": {"base_url": beta.base_url, "api_key_env": "BETA_KEY"}}
+    for entry in raw["models"].values():
+        entry["deployments"] = [{"provider": "alpha"}, {"provider": "beta"}]
+    path = out / "two-providers.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def seed_scenario(bench: Bench, gw: GatewayServer, name: str) -> dict[str, Any]:
+    summary = bench.out / f"{name}.summary.json"
+    subprocess.run([k6_binary(), "run", "--quiet", "--no-usage-report",
+                    "-e", f"GATEWAY_URL={gw.url}", "-e", f"GATEWAY_KEY={CLIENT_KEY}",
+                    "-e", "PROFILE=ci", "-e", f"SUMMARY={summary}",
+                    str(ROOT / "loadtest" / "k6-test.js")], check=False, timeout=300)
+    return dict(json.loads(summary.read_text())["metrics"])
+
+
+def provider_down(args: argparse.Namespace) -> None:
+    """The seed's k6 scenario over two providers: both up, then one down for the whole run."""
+    bench = Bench(args.out)
+    keys = {"ALPHA_KEY": "sk-bench-alpha", "BETA_KEY": "sk-bench-beta"}
+    rows = []
+    with bench.fake("--api-key", keys["ALPHA_KEY"]) as alpha, \
+            bench.fake("--api-key", keys["BETA_KEY"]) as beta:
+        config = two_provider_catalog(args.out, alpha, beta)
+        with bench.gateway(alpha, GATEWAY_CONFIG=str(config), **keys) as gw:
+            for label in ("both up", "alpha down"):
+                if label == "alpha down":
+                    alpha.stop()  # connection refused for the whole run
+                beta.reset()
+                m = seed_scenario(bench, gw, f"provider-down-{label.replace(' ', '-')}")
+                served = beta.stats()["total"]
+                rows.append([label, str(int(m["http_reqs"]["values"]["count"])),
+                             f"{failed(m):.3%}", f"{trend(m, 'http_req_duration', 'med'):.1f}",
+                             f"{trend(m, 'http_req_duration', 'p(99)'):.1f}", str(served)])
+            breakers = [line for line in httpx.get(f"{gw.url}/metrics").text.splitlines()
+                        if line.startswith("gateway_breaker_state{")]
+    print_table("k6 seed scenario (ci profile), every model on two providers", rows,
+                header=["run", "requests", "errors", "p50 ms", "p99 ms", "beta's calls"])
+    p99_up, p99_down = float(rows[0][4]), float(rows[1][4])
+    print(f"\np99 with alpha down / both up: {p99_down / p99_up:.2f}x; breakers at the end "
+          "(0 closed, 2 open):\n" + "\n".join(breakers))
+
+
+def routing(args: argparse.Namespace) -> None:
+    """What the router adds per request with two deployments over one: ``Router.complete``
+    in process, over an instant in-memory upstream, alternating the two routers."""
+    asyncio.run(_routing(args.requests))
+
+
+async def _routing(requests: int) -> float:
+    """Prints the table; returns what the second deployment added at p50, in µs."""
+    from prometheus_client import CollectorRegistry
+
+    from gateway.catalog import load_catalog
+    from gateway.deadline import Deadline
+    from gateway.health import ServiceStats
+    from gateway.metrics import Metrics
+    from gateway.router import Router
+    from gateway.settings import Settings
+    from gateway.upstream import Upstreams
+
+    body = json.dumps({"id": "c", "model": "gpt-4.1", "choices": [], "usage": {}}).encode()
+    transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
+    settings = Settings(HOLYSHEEP_BASE_URL="http://one.test/v1",  # type: ignore[call-arg]
+                        HOLYSHEEP_API_KEY="k", GATEWAY_HTTP_CLIENT="httpx")
+    raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
+    one = load_catalog(DEFAULT_CATALOG)
+    raw["providers"] = {"other": {"base_url": "http://two.test/v1"}}
+    raw["models"]["gpt-4.1"]["deployments"] = [{"provider": "holysheep"}, {"provider": "other"}]
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as handle:
+        handle.write(yaml.safe_dump(raw))
+        handle.flush()
+        two = load_catalog(Path(handle.name))
+    routers = {}
+    for label, catalog in (("one deployment", one), ("two deployments", two)):
+        upstreams = Upstreams.build(settings, catalog, transport)
+        routers[label] = Router(settings, catalog, upstreams, ServiceStats(),
+                                Metrics(CollectorRegistry()))
+    payload = {"messages": [{"role": "user", "content": "hi"}]}
+    took: dict[str, list[float]] = {label: [] for label in routers}
+    for i in range(requests):
+        for label, router in (routers.items() if i % 2 else reversed(routers.items())):
+            started = time.perf_counter()
+            await router.complete("gpt-4.1", payload, Deadline.after(30))
+            took[label].append(time.perf_counter() - started)
+    p50 = {label: statistics.median(values) * 1e6 for label, values in took.items()}
+    p99 = {label: statistics.quantiles(values, n=100)[98] * 1e6 for label, values in took.items()}
+    rows = [[label, f"{p50[label]:.1f}", f"{p99[label]:.1f}"]
+            for label in routers]
+    rows.append(["added by the second deployment (p50)",
+                 f"{p50['two deployments'] - p50['one deployment']:+.1f}", ""])
+    print_table(f"Router.complete in process, {requests} requests each, instant upstream (µs)",
+                rows, header=["catalog", "p50 µs", "p99 µs"])
+    return p50["two deployments"] - p50["one deployment"]
 
 
 def seed(args: argparse.Namespace) -> None:
@@ -405,6 +518,8 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=200)
     p.set_defaults(run=soak)
     p = sub.add_parser("faults")
+    p.add_argument("--provider-down", action="store_true",
+                   help="every model on two providers, one of them down for the whole run")
     p.set_defaults(run=faults)
     p = sub.add_parser("hostile")
     p.add_argument("--vus", type=int, default=90)
@@ -416,6 +531,9 @@ def main() -> None:
     p.add_argument("--max-concurrency", type=int, default=100,
                    help="above --vus, so the normal clients alone are never refused")
     p.set_defaults(run=hostile)
+    p = sub.add_parser("routing")
+    p.add_argument("--requests", type=int, default=20000)
+    p.set_defaults(run=routing)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
     p.set_defaults(run=seed)

@@ -74,12 +74,13 @@ def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
 class FakeProvider:
     """The fake OpenAI-compatible upstream, with its control API wrapped for tests."""
 
-    def __init__(self, log_dir: Path, *args: str) -> None:
+    def __init__(self, log_dir: Path, *args: str, name: str | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
+        named = ["--name", name] if name is not None else []
         self.process = Process(
             [sys.executable, "-m", "loadtest.fake_provider", "--host", "127.0.0.1",
-             "--port", str(self.port), "--api-key", UPSTREAM_KEY, *args],
+             "--port", str(self.port), "--api-key", UPSTREAM_KEY, *named, *args],
             log_dir / f"fake-{self.port}.log",
         )
         wait_http(f"{self.url}/_fake/stats", self.process, timeout=30)
@@ -101,6 +102,13 @@ class FakeProvider:
         response = httpx.get(f"{self.url}/_fake/stats")
         response.raise_for_status()
         return dict(response.json())
+
+    def received(self) -> list[dict[str, Any]]:
+        """The last 50 ``/v1/*`` requests, oldest first: ``path``, ``body``, ``authorization``
+        (its last 4 characters)."""
+        response = httpx.get(f"{self.url}/_fake/requests")
+        response.raise_for_status()
+        return list(response.json()["requests"])
 
     def calls(self, model: str) -> int:
         return int(self.stats()["requests"].get(model, 0))

@@ -1,1 +1,2 @@
-"""HTTP routes: the OpenAI-compatible ``/v1`` API and the seed's own ``/call``, ``/models``, ``/health``."""
+"""HTTP routes: the client APIs (OpenAI's, Anthropic's Messages, the simplified ``/call``),
+``/models``, ``/health``, ``/batch``, and the admin API."""

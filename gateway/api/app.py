@@ -16,20 +16,20 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from ..accounting import RequestBook
-from ..errors import ErrorCode, GatewayError
+from ..accounting import RequestAccount
+from ..errors import ErrorCode, GatewayError, error_response
 from ..metrics import Metrics
 from ..settings import Settings
-from . import batch, openai, seed
+from . import batch, bridged, models, openai, simple
 from .intake import Intake, IntakeLimits
 from .requests import authorize
 
 logger = logging.getLogger("gateway")
 
 
-async def _gateway_error(_: Request, exc: Exception) -> Response:
+async def _gateway_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, GatewayError)
-    return exc.to_response()
+    return error_response(request.url.path, exc)
 
 
 HTTP_ERROR_CODES = {404: ErrorCode.UNKNOWN_URL, 405: ErrorCode.METHOD_NOT_ALLOWED}
@@ -43,18 +43,19 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         405: f"{request.method} is not allowed on {request.url.path}.",
     }.get(exc.status_code, str(exc.detail))
     code = HTTP_ERROR_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
-    return GatewayError(code, message, headers=exc.headers).to_response()
+    return error_response(request.url.path, GatewayError(code, message, headers=exc.headers))
 
 
 async def _unexpected(request: Request, exc: Exception) -> Response:
     # The type only: an exception's text could quote request data or headers.
     logger.error("unhandled error on %s %s: %s", request.method, request.url.path,
                  type(exc).__name__)
-    return GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error.").to_response()
+    return error_response(request.url.path,
+                          GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error."))
 
 
 def create_app(settings: Settings) -> Starlette:
-    routes = [*seed.routes, *openai.routes, *batch.routes]
+    routes = [*simple.routes, *openai.routes, *models.routes, *bridged.routes, *batch.routes]
     app = Starlette(
         routes=routes,
         exception_handlers={
@@ -64,7 +65,8 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     # Every POST route serves clients and needs their key: checked before the body is read.
-    keyed = frozenset(r.path for r in routes if isinstance(r, Route) and "POST" in (r.methods or ()))
+    keyed = frozenset(r.path for r in routes
+                      if isinstance(r, Route) and "POST" in (r.methods or ()))
 
     def authorize_client(scope: Scope) -> None:
         authorize(Request(scope), settings.api_keys)
@@ -76,7 +78,7 @@ def create_app(settings: Settings) -> Starlette:
     def book(endpoint: str, error: GatewayError) -> None:
         gateway = getattr(app.state, "gateway", None)
         if gateway is not None:
-            RequestBook(gateway.stats, gateway.metrics, endpoint).close(error=error)
+            RequestAccount(gateway.stats, gateway.metrics, endpoint).close(error=error)
 
     limits = IntakeLimits(
         max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,

@@ -1,8 +1,9 @@
-"""``POST /batch``: many chat requests in one call, each answered or failed on its own.
+"""``POST /batch``: many ``/call``-shaped requests in one call, each answered or failed on its own.
 
-They run concurrently, at most ``GATEWAY_BATCH_PARALLELISM`` at a time, through the same router
-as ``/call`` (same defaults, retries and fallbacks); results come back in input order with the
-total cost. Streaming is not available inside a batch.
+Each item goes through the same pipeline as ``/call`` (catalog defaults, the cache and its
+coalescing, retries, fallbacks, the account that prices it), at most
+``GATEWAY_BATCH_PARALLELISM`` at a time; results come back in input order with the total cost.
+Streaming is not available inside a batch.
 """
 
 from __future__ import annotations
@@ -17,41 +18,44 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import RequestBook
-from ..chat import plan_chat
-from ..context import Gateway
+from ..accounting import RequestAccount
+from ..cache.service import Directives
+from ..deadline import Deadline
 from ..errors import ErrorCode, GatewayError, bad_request
+from ..plan import plan_chat
 from ..pricing import to_micro
-from .flow import gateway_of
-from .requests import authorize, cancel_on_disconnect, read_json
-from .seed import simplify
+from ..runtime import Gateway
+from .pipeline import answer, gateway_of, tenant_of
+from .requests import cancel_on_disconnect, read_json
+from .simple import simplify
 
 
-async def _one(gateway: Gateway, index: int, item: Any, gate: asyncio.Semaphore,
-               deadline: float) -> tuple[dict[str, Any], Decimal]:
-    book = RequestBook(gateway.stats, gateway.metrics, "/batch")
+async def _run_item(gateway: Gateway, index: int, item: Any, slots: asyncio.Semaphore,
+                    tenant: str, directives: Directives,
+                    deadline: Deadline) -> tuple[dict[str, Any], Decimal]:
+    account = RequestAccount(gateway.stats, gateway.metrics, "/batch")
     try:
-        plan = plan_chat(gateway.catalog, item, seed_defaults=True)
+        plan = plan_chat(gateway.catalog, item, catalog_defaults=True)
         if plan.stream:
             raise bad_request("Streaming is not available inside a batch.", param="stream")
-        book.model = plan.model
-        async with gate:
-            served = await gateway.router.complete(plan.model, plan.payload, deadline)
+        account.model = plan.model
+        async with slots:
+            exchange = await answer(gateway, account, plan, tenant, directives, deadline)
     except GatewayError as error:
-        book.close(error=error)
+        account.close(error=error)
         return {"index": index, "status": error.status, **error.body()}, Decimal(0)
-    book.served(plan.model, served)
-    usage, cost = book.charge(served, served.result.data.get("usage"))
-    answer = simplify(served, usage, cost, book.elapsed_ms())
-    book.close()
-    return {"index": index, "status": 200, "response": answer.model_dump()}, cost or Decimal(0)
+    charge = account.charge(exchange.served.result.data.get("usage"))
+    result = simplify(exchange, charge)
+    account.close()
+    return ({"index": index, "status": 200, "response": result.model_dump()},
+            charge.cost if charge else Decimal(0))
 
 
 async def batch(request: Request) -> Response:
     started = time.monotonic()
     gateway = gateway_of(request)
     settings = gateway.settings
-    authorize(request, settings.api_keys)
+    tenant = tenant_of(request, gateway)
     body = await read_json(request, settings.max_body_bytes)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:
@@ -60,10 +64,12 @@ async def batch(request: Request) -> Response:
     if len(items) > settings.batch_max_requests:
         raise bad_request(f"A batch holds at most {settings.batch_max_requests} requests.",
                           param="requests", code=ErrorCode.BATCH_TOO_LARGE)
-    gate = asyncio.Semaphore(settings.batch_parallelism)
-    deadline = started + settings.timeout_s
+    slots = asyncio.Semaphore(settings.batch_parallelism)
+    directives = Directives.parse(request.headers.get("cache-control"))
+    deadline = Deadline.after(settings.timeout_s, start=started)
     outcomes = await cancel_on_disconnect(request, asyncio.gather(
-        *(_one(gateway, i, item, gate, deadline) for i, item in enumerate(items))))
+        *(_run_item(gateway, i, item, slots, tenant, directives, deadline)
+          for i, item in enumerate(items))))
     results = [result for result, _ in outcomes]
     total = sum((cost for _, cost in outcomes), Decimal(0))
     succeeded = sum(1 for r in results if r["status"] == 200)

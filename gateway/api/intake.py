@@ -32,7 +32,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ErrorCode, GatewayError, body_too_large, overloaded
+from ..errors import ErrorCode, GatewayError, body_too_large, error_response, overloaded
 from ..metrics import Metrics
 
 logger = logging.getLogger("gateway")
@@ -330,7 +330,8 @@ class Intake:
 
 async def _answer(error: GatewayError, scope: Scope, receive: Receive, send: Send, *,
                   close: bool = False) -> None:
-    """Send ``error``; ``close`` ends the connection too (the body's unread rest is useless)."""
+    """Send ``error`` in the shape of the API called; ``close`` ends the connection too (the
+    body's unread rest is useless)."""
     if close:
         error.headers["connection"] = "close"
-    await error.to_response()(scope, receive, send)
+    await error_response(scope["path"], error)(scope, receive, send)

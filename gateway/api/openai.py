@@ -1,14 +1,13 @@
-"""The OpenAI-compatible API: ``/v1/chat/completions`` (JSON and SSE) and ``/v1/models``.
+"""The OpenAI-compatible API: ``/v1/chat/completions`` (JSON and SSE), ``/v1/embeddings`` and
+``/v1/models``.
 
 Answers are the upstream's bytes, untouched; what the gateway adds travels in headers
-(``x-gateway-cost-usd``, ``x-gateway-model``, ``x-gateway-attempts``) or, for streams whose
-client asked for usage, as ``cost_usd`` inside the final usage chunk.
+(``x-gateway-cost-usd``, ``x-gateway-model``, ``x-gateway-attempts``, ``x-gateway-cache``) or,
+for streams whose client asked for usage, as ``cost_usd`` in a copy of the final usage chunk.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -16,70 +15,85 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import RequestBook
+from ..accounting import Charge, RequestAccount
 from ..errors import GatewayError
-from ..pricing import cost_usd, format_usd, read_usage, to_micro
-from ..schemas import Usage
+from ..plan import ChatPlan, plan_chat
+from ..pricing import to_micro
+from ..runtime import Gateway
 from ..sse import encode
-from .flow import ChatCall, gateway_of, relay, run_chat
+from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import authorize, cancel_on_disconnect, read_json
-from .streaming import EventStream
 
 DONE = b"data: [DONE]\n\n"
 
 
+def _plan(gateway: Gateway, body: Any) -> ChatPlan:
+    return plan_chat(gateway.catalog, body, catalog_defaults=False)
+
+
 async def chat_completions(request: Request) -> Response:
-    call = await run_chat(request, "/v1/chat/completions", seed_defaults=False)
-    headers = call.headers()
-    if call.plan.stream:
-        return EventStream(relay(call, _stream_renderer(call), _done), headers)
-    reply = call.served.result
-    _, cost = call.book.charge(call.served, reply.data.get("usage"))
-    if cost is not None:
-        headers["x-gateway-cost-usd"] = format_usd(cost)
-    call.book.close()
+    exchange = await start_exchange(request, "/v1/chat/completions", _plan)
+    headers = exchange.headers()
+    if exchange.plan.stream:
+        return stream_response(exchange, ChatChunks(exchange))
+    reply = exchange.served.result
+    headers.update(cost_headers(exchange.account.charge(reply.data.get("usage"))))
+    exchange.account.close()
     return Response(reply.body, media_type="application/json", headers=headers)
 
 
-def _stream_renderer(call: ChatCall) -> Callable[[bytes, dict[str, Any]], bytes | None]:
-    wants_usage = call.plan.wants_usage
-    entry = call.served.entry
+class ChatChunks:
+    """OpenAI's own stream: chunks as the upstream sent them; the usage chunk the gateway asked
+    for on its own behalf is dropped, and a copy of it gains ``cost_usd`` when the client asked
+    for usage (0 for an answer from the cache)."""
 
-    def render(raw: bytes, chunk: dict[str, Any]) -> bytes | None:
+    def __init__(self, exchange: Exchange) -> None:
+        self._account = exchange.account
+        self._wants_usage = exchange.plan.wants_usage
+
+    def start(self) -> bytes | None:
+        return None
+
+    def chunk(self, raw: bytes, chunk: dict[str, Any]) -> bytes | None:
         usage = chunk.get("usage")
-        if usage:
-            if wants_usage:
-                tokens = read_usage(usage)
-                if tokens is not None:
-                    usage["cost_usd"] = float(to_micro(cost_usd(entry, *tokens)))
-                return encode(orjson.dumps(chunk))
-            if not chunk.get("choices"):
-                return None  # the usage chunk the gateway asked for on its own behalf
-        return raw + b"\n\n"
+        if not usage:
+            return raw + b"\n\n"
+        if not self._wants_usage:
+            return raw + b"\n\n" if chunk.get("choices") else None
+        charge = self._account.charge(usage)
+        if charge is None:
+            return raw + b"\n\n"
+        priced = {**usage, "cost_usd": float(to_micro(charge.cost))}
+        return encode(orjson.dumps({**chunk, "usage": priced}))
 
-    return render
+    def finish(self, charge: Charge | None, finish_reason: str | None) -> bytes:
+        return DONE
 
-
-def _done(usage: Usage, cost: Decimal | None) -> bytes:
-    return DONE
+    def fail(self, error: GatewayError) -> bytes:
+        return error.sse_event()
 
 
 async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
-    book = RequestBook(gateway.stats, gateway.metrics, "/v1/embeddings")
+    account = RequestAccount(gateway.stats, gateway.metrics, "/v1/embeddings")
     try:
         authorize(request, gateway.settings.api_keys)
         body = await read_json(request, gateway.settings.max_body_bytes)
         answer = await cancel_on_disconnect(request, gateway.embeddings.embed(body))
     except GatewayError as error:
-        book.close(error=error)
+        account.close(error=error)
         raise
-    book.model = answer.served
-    book.close()
+    account.answered_by(answer.requested, answer.served,
+                        answer.price or gateway.catalog.models[answer.served],
+                        upstream_s=answer.upstream_s)
+    charge = account.charge({"prompt_tokens": answer.tokens, "completion_tokens": 0})
+    account.close()
     return Response(answer.body, media_type="application/json", headers={
-        "x-gateway-cost-usd": format_usd(answer.cost),
+        **cost_headers(charge),
         "x-gateway-model": answer.served,
         "x-gateway-batch-size": str(answer.batch_size),
+        "x-gateway-provider": answer.provider,
+        "x-gateway-deployment": answer.deployment,
     })
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import hmac
 from collections.abc import Awaitable
 from typing import Any, TypeVar
@@ -16,19 +17,26 @@ from ..errors import ErrorCode, GatewayError, bad_request, body_too_large, unaut
 T = TypeVar("T")
 
 
-def authorize(request: Request, keys: tuple[bytes, ...]) -> bytes | None:
-    """Check ``Authorization: Bearer <key>`` in constant time; returns the key (the tenant)."""
+def presented_key(request: Request) -> bytes:
+    """The client's key: ``Authorization: Bearer <key>`` (OpenAI) or ``x-api-key`` (Anthropic)."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip().encode()
+    return request.headers.get("x-api-key", "").strip().encode()
+
+
+def authorize(request: Request, keys: tuple[bytes, ...]) -> str:
+    """Check the client's key in constant time; returns the tenant: an id derived from the key
+    (never the key itself), or "" when the gateway is open."""
     if not keys:
-        return None
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    presented = token.strip().encode()
+        return ""
+    presented = presented_key(request)
     matched = False
     for key in keys:  # compare against every key so timing says nothing about which one
         matched |= hmac.compare_digest(presented, key)
-    if scheme.lower() != "bearer" or not matched:
+    if not presented or not matched:
         raise unauthorized()
-    return presented
+    return hashlib.sha256(presented).hexdigest()
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -50,7 +58,8 @@ async def read_json(request: Request, limit: int) -> Any:
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.", code=ErrorCode.INVALID_JSON) from None
+        raise bad_request(f"The request body is not valid JSON: {exc}.",
+                          code=ErrorCode.INVALID_JSON) from None
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

@@ -16,7 +16,7 @@ stream closed, so a stalled reader holds neither an admission slot nor an upstre
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
@@ -33,10 +33,14 @@ class _Stalled(Exception):
 
 
 class EventStream(StreamingResponse):
-    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str], *,
+    def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str],
+                 on_close: Callable[[], Awaitable[None]] | None = None, *,
                  stall_timeout_s: float | None = None) -> None:
+        """``on_close`` runs however the response ends, even if ``events`` never started.
+        ``stall_timeout_s`` defaults to the gateway's ``GATEWAY_STREAM_IDLE_TIMEOUT``."""
         super().__init__(events, media_type="text/event-stream",
                          headers={**SSE_HEADERS, **headers})
+        self._on_close = on_close
         self.stall_timeout_s = stall_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -63,6 +67,8 @@ class EventStream(StreamingResponse):
             close = getattr(self.body_iterator, "aclose", None)
             if close is not None:
                 await close()
+            if self._on_close is not None:
+                await self._on_close()
 
 
 def _configured_stall_timeout(scope: Scope) -> float | None:

@@ -1,6 +1,6 @@
 """Cache keys: what makes two requests the same request.
 
-The exact key hashes the tenant (the client's gateway key) and the whole canonical request:
+The exact key hashes the tenant (the id of the client's key, never the key) and the whole request:
 model, messages (system prompt included), tools, response format and every generation parameter.
 Only fields that cannot change the answer are left out (streaming, usage reporting, user ids).
 The semantic scope hashes the same minus the conversation's non-system turns, plus their count,
@@ -14,8 +14,17 @@ from typing import Any
 
 import orjson
 
-NOT_PART_OF_THE_ANSWER = frozenset({"stream", "stream_options", "user", "metadata", "store",
-                                    "service_tier", "parallel_tool_calls_hint"})
+NOT_PART_OF_THE_ANSWER = frozenset(
+    {
+        "stream",
+        "stream_options",
+        "user",
+        "metadata",
+        "store",
+        "service_tier",
+        "parallel_tool_calls_hint",
+    }
+)
 
 
 def _digest(*parts: bytes) -> str:
@@ -32,16 +41,19 @@ def _canonical(payload: dict[str, Any], model: str) -> dict[str, Any]:
     return canonical
 
 
-def exact_key(tenant: bytes | None, model: str, payload: dict[str, Any]) -> str:
+def exact_key(tenant: str, model: str, payload: dict[str, Any]) -> str:
     body = orjson.dumps(_canonical(payload, model), option=orjson.OPT_SORT_KEYS)
-    return _digest(b"exact", tenant or b"", body)
+    return _digest(b"exact", tenant.encode(), body)
 
 
-def semantic_scope(tenant: bytes | None, model: str, payload: dict[str, Any]) -> str:
+def semantic_scope(tenant: str, model: str, payload: dict[str, Any]) -> str:
     canonical = _canonical(payload, model)
     messages = canonical.pop("messages", [])
-    system = [m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")]
+    system = [
+        m for m in messages if isinstance(m, dict) and m.get("role") in ("system", "developer")
+    ]
     turns = len(messages) - len(system)
-    body = orjson.dumps({**canonical, "system": system, "turns": turns},
-                        option=orjson.OPT_SORT_KEYS)
-    return _digest(b"scope", tenant or b"", body)
+    body = orjson.dumps(
+        {**canonical, "system": system, "turns": turns}, option=orjson.OPT_SORT_KEYS
+    )
+    return _digest(b"scope", tenant.encode(), body)

@@ -137,7 +137,7 @@ def normal_request(gateway: GatewayServer, timeout: float = 5.0) -> httpx.Respon
                                "Content-Type": "application/json"})
 
 
-# --- slow bodies --------------------------------------------------------------------------------
+# --- slow bodies ---------------------------------------------------------------------------------
 
 def test_slow_bodies_hold_no_admission_slot_and_get_408_after_the_body_timeout(
         gateway: GatewayServer, log: Log) -> None:
@@ -180,7 +180,7 @@ def test_slow_bodies_hold_no_admission_slot_and_get_408_after_the_body_timeout(
                         reason="body_timeout") - refused_before == 200)
 
 
-# --- clients that leave ---------------------------------------------------------------------------
+# --- clients that leave --------------------------------------------------------------------------
 
 def stream_body(model: str) -> bytes:
     return orjson.dumps({"model": model, "stream": True,
@@ -250,7 +250,7 @@ def test_clients_leaving_mid_body_mid_wait_and_mid_stream_are_counted_not_errors
     assert normal_request(gateway).status_code == 200  # every admission slot came back
 
 
-# --- streams nobody reads ---------------------------------------------------------------------------
+# --- streams nobody reads ------------------------------------------------------------------------
 
 def stall(gateway: GatewayServer, count: int, body: bytes) -> float:
     """Open ``count`` streams whose clients read nothing; the worker's peak RSS until every one
@@ -308,7 +308,7 @@ def test_streaming_clients_that_never_read_hold_bounded_memory_and_are_dropped(
     assert normal_request(gateway).status_code == 200
 
 
-# --- protocol abuse ---------------------------------------------------------------------------------
+# --- protocol abuse ------------------------------------------------------------------------------
 
 ABUSE: dict[str, tuple[bytes, list[int], bool]] = {
     # name: (bytes sent, statuses expected in order, whether the server must close)

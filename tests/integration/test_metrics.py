@@ -81,7 +81,8 @@ def test_retries_fallbacks_and_errors_are_counted(gateway: GatewayServer, fake: 
 
     assert grew("gateway_fallbacks_total", requested="deepseek-v3.2",
                 served="gemini-2.5-flash") == 1
-    assert grew("gateway_upstream_failures_total", model="deepseek-v3.2", kind="status") == 3
+    assert grew("gateway_upstream_failures_total", model="deepseek-v3.2", deployment="holysheep",
+                kind="status") == 3
     assert grew("gateway_errors_total", endpoint=CHAT, type="invalid_request_error") == 1
     assert grew("gateway_errors_total", endpoint=CHAT, type="authentication_error") == 1
 

@@ -91,8 +91,7 @@ def test_a_model_without_fallbacks_is_a_chain_of_one(name: str) -> None:
 
 def test_a_chain_lists_each_model_once_and_keeps_the_order(tmp_path: Path) -> None:
     raw = seed()
-    raw["fallbacks"] = {"gpt-4.1": ["claude-sonnet-4.5", "gpt-4.1", "deepseek-v3.2",
-                                    "claude-sonnet-4.5"]}
+    raw["fallbacks"] = {"gpt-4.1": ["claude-sonnet-4.5", "deepseek-v3.2", "claude-sonnet-4.5"]}
     catalog = load_catalog(write(tmp_path, raw))
     assert catalog.chain("gpt-4.1") == ["gpt-4.1", "claude-sonnet-4.5", "deepseek-v3.2"]
 
@@ -162,7 +161,7 @@ def test_a_default_model_not_in_models_is_named(tmp_path: Path) -> None:
     path = write(tmp_path, raw)
     message = load_error(path)
     assert message.startswith(f"{path}: invalid model catalog: ")
-    assert message.endswith("default_model 'gpt-5' is not in models")
+    assert message.endswith("default_model: 'gpt-5' is not in models")
 
 
 def test_a_missing_default_model_is_named(tmp_path: Path) -> None:
@@ -216,3 +215,116 @@ def test_a_catalog_error_does_not_chain_the_pydantic_error(tmp_path: Path) -> No
         load_catalog(write(tmp_path, raw))
     assert caught.value.__cause__ is None and caught.value.__suppress_context__ is True
     assert "currency: Input should be 'USD'" in str(caught.value)
+
+
+# --- providers and deployments --------------------------------------------------------------
+
+def two_providers() -> dict[str, Any]:
+    raw = seed()
+    raw["providers"] = {
+        "openai-direct": {"base_url": "https://api.openai.com/v1/", "api_key_env": "OPENAI_KEY",
+                          "timeout_s": 20, "headers": {"OpenAI-Organization": "org-1"}},
+        "my-bento": {"base_url": "http://127.0.0.1:3001/v1", "completions": True},
+    }
+    raw["models"]["gpt-4.1"]["deployments"] = [
+        {"provider": "holysheep", "weight": 3},
+        {"provider": "openai-direct", "upstream_model": "gpt-4.1-2025-04-14",
+         "input_usd_per_mtok": "2.00"},
+    ]
+    return raw
+
+
+def load_with(tmp_path: Path, raw: dict[str, Any], **environ: str) -> Any:
+    return load_catalog(write(tmp_path, raw), environ.get)
+
+
+def catalog_error(tmp_path: Path, raw: dict[str, Any], **environ: str) -> str:
+    path = write(tmp_path, raw)
+    with pytest.raises(CatalogError) as caught:
+        load_catalog(path, environ.get)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: invalid model catalog: ")
+    return message.removeprefix(f"{path}: invalid model catalog: ")
+
+
+def test_a_model_without_deployments_is_one_deployment_on_holysheep() -> None:
+    (deployment,) = load_catalog().deployments("deepseek-v3.2")
+    assert (deployment.name, deployment.provider, deployment.upstream_model,
+            deployment.weight) == ("holysheep", "holysheep", "deepseek-v3.2", 1.0)
+    assert deployment.price.input_usd_per_mtok == Decimal("0.42")
+
+
+def test_deployments_name_their_provider_model_id_weight_and_price(tmp_path: Path) -> None:
+    catalog = load_with(tmp_path, two_providers(), OPENAI_KEY="sk-o")
+    first, second = catalog.deployments("gpt-4.1")
+    assert (first.name, first.provider, first.upstream_model, first.weight) == (
+        "holysheep", "holysheep", "gpt-4.1", 3.0)
+    assert (second.name, second.provider, second.upstream_model, second.weight) == (
+        "openai-direct", "openai-direct", "gpt-4.1-2025-04-14", 1.0)
+    # its own input price, the model's output price
+    assert (second.price.input_usd_per_mtok, second.price.output_usd_per_mtok) == (
+        Decimal("2.00"), Decimal("8.00"))
+    assert catalog.providers["openai-direct"].base_url == "https://api.openai.com/v1"
+    assert catalog.providers_used() == ["holysheep", "openai-direct"]
+
+
+def test_the_old_provider_field_is_the_vendor_label(tmp_path: Path) -> None:
+    raw = seed()
+    raw["models"]["gpt-4.1"] = {"provider": "openai", "upstream_model": "gpt-4.1",
+                                "input_usd_per_mtok": 1}
+    entry = load_with(tmp_path, raw).models["gpt-4.1"]
+    assert (entry.owned_by, entry.provider) == ("openai", "openai")
+    assert load_with(tmp_path, raw).deployments("gpt-4.1")[0].provider == "holysheep"
+
+
+def test_an_unknown_provider_is_named(tmp_path: Path) -> None:
+    raw = two_providers()
+    raw["models"]["gpt-4.1"]["deployments"][1]["provider"] = "azure"
+    assert catalog_error(tmp_path, raw, OPENAI_KEY="k") == (
+        "models.gpt-4.1.deployments.1.provider: 'azure' is not in providers")
+
+
+def test_a_missing_key_variable_is_named(tmp_path: Path) -> None:
+    assert catalog_error(tmp_path, two_providers()) == (
+        "providers.openai-direct.api_key_env: the environment variable 'OPENAI_KEY' is not set")
+
+
+@pytest.mark.parametrize("weight", [0, -1])
+def test_a_weight_of_zero_or_less_is_named(tmp_path: Path, weight: int) -> None:
+    raw = two_providers()
+    raw["models"]["gpt-4.1"]["deployments"][0]["weight"] = weight
+    assert catalog_error(tmp_path, raw, OPENAI_KEY="k") == (
+        "models.gpt-4.1.deployments.0.weight: Input should be greater than 0")
+
+
+def test_a_cycle_in_fallbacks_is_named(tmp_path: Path) -> None:
+    raw = seed()
+    raw["fallbacks"] = {"deepseek-v3.2": ["gemini-2.5-flash"], "gemini-2.5-flash": ["gpt-4.1"],
+                        "gpt-4.1": ["deepseek-v3.2"]}
+    assert catalog_error(tmp_path, raw) == (
+        "fallbacks.gpt-4.1: a cycle (deepseek-v3.2 -> gemini-2.5-flash -> gpt-4.1 -> "
+        "deepseek-v3.2)")
+
+
+def test_a_key_in_a_providers_headers_is_refused(tmp_path: Path) -> None:
+    raw = two_providers()
+    raw["providers"]["my-bento"]["headers"] = {"Authorization": "Bearer sk-in-yaml"}
+    message = catalog_error(tmp_path, raw, OPENAI_KEY="k")
+    assert message == ("providers.my-bento.headers: must not carry the key: name "
+                       "its variable in api_key_env")
+    assert "sk-in-yaml" not in message
+
+
+def test_two_deployments_of_a_model_need_distinct_names(tmp_path: Path) -> None:
+    raw = two_providers()
+    raw["models"]["gpt-4.1"]["deployments"][1]["provider"] = "holysheep"
+    assert catalog_error(tmp_path, raw, OPENAI_KEY="k") == (
+        "models.gpt-4.1.deployments.1.name: 'holysheep' is used twice (name each deployment)")
+
+
+def test_a_balancer_can_be_chosen_per_model(tmp_path: Path) -> None:
+    raw = two_providers()
+    raw["models"]["gpt-4.1"]["balancer"] = "weighted"
+    assert load_with(tmp_path, raw, OPENAI_KEY="k").models["gpt-4.1"].balancer == "weighted"
+    raw["models"]["gpt-4.1"]["balancer"] = "random"
+    assert catalog_error(tmp_path, raw, OPENAI_KEY="k").startswith("models.gpt-4.1.balancer: ")

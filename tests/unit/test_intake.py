@@ -236,7 +236,8 @@ async def test_a_wrong_key_is_refused_before_the_body_is_read() -> None:
     booked: list[tuple[str, int]] = []
     client = Client(chunk(b"{}"))
     intake = Intake(Echo(), limits(), endpoints=frozenset({"/v1/chat/completions"}),
-                    authorize=authorize, book=lambda path, error: booked.append((path, error.status)))
+                    authorize=authorize,
+                    book=lambda path, error: booked.append((path, error.status)))
     await intake(scope(), client.receive, client.send)
     assert client.status == 401 and client.received == 0
     assert intake.readers == 0

@@ -12,13 +12,14 @@ import pytest
 import respx
 from prometheus_client import CollectorRegistry
 
-from gateway.breaker import CircuitBreaker, State
+from gateway.breaker import State
 from gateway.catalog import load_catalog
+from gateway.deadline import Deadline
 from gateway.errors import GatewayError
-from gateway.failures import UpstreamFailure
+from gateway.failures import Attempt, FailureKind, UpstreamFailure
 from gateway.health import ServiceStats
 from gateway.metrics import Metrics
-from gateway.router import Router
+from gateway.router import Router, Served
 from gateway.settings import Settings
 from gateway.upstream import UpstreamClient
 
@@ -48,10 +49,17 @@ def mock() -> Iterator[respx.MockRouter]:
     yield respx.MockRouter(assert_all_called=False, assert_all_mocked=True)
 
 
-def make_router(mock: respx.MockRouter, **overrides: object) -> Router:
+def make_router(mock: respx.MockRouter, clock: Callable[[], float] = time.monotonic,
+                **overrides: object) -> Router:
     settings = make_settings(**overrides)
     upstream = UpstreamClient(settings, transport=httpx.MockTransport(mock.async_handler))
-    return Router(settings, CATALOG, upstream, ServiceStats(), Metrics(CollectorRegistry()))
+    return Router(settings, CATALOG, upstream, ServiceStats(), Metrics(CollectorRegistry()),
+                  clock=clock)
+
+
+def tried(served: Served) -> list[str]:
+    """The failures on the way, as the client would read them (one deployment per model)."""
+    return [attempt.describe(with_deployment=False) for attempt in served.failures]
 
 
 @pytest.fixture
@@ -68,8 +76,8 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
     return recorded
 
 
-def deadline(seconds: float = 10.0) -> float:
-    return time.monotonic() + seconds
+def deadline(seconds: float = 10.0) -> Deadline:
+    return Deadline.after(seconds)
 
 
 def completion(model: str) -> dict[str, object]:
@@ -111,8 +119,9 @@ async def test_a_503_is_retried_then_answered(mock: respx.MockRouter) -> None:
     route = mock.post(URL)
     route.side_effect = [error(503), httpx.Response(200, json=completion("gpt-4.1"))]
     served = await make_router(mock).complete("gpt-4.1", {"messages": MESSAGES}, deadline())
-    assert (served.name, served.attempts, served.tried, route.call_count) == (
-        "gpt-4.1", 2, [], 2)
+    assert (served.name, served.attempts, served.failures, route.call_count) == (
+        "gpt-4.1", 2, [Attempt("gpt-4.1", "holysheep", FailureKind.STATUS, 1, 503, "busy")], 2)
+    assert (served.provider, served.deployment) == ("holysheep", "holysheep")
     assert served.result.data == completion("gpt-4.1")
     assert served.entry is CATALOG.models["gpt-4.1"]
 
@@ -197,7 +206,7 @@ async def test_a_retry_after_beyond_the_deadline_falls_back_at_once(
     assert sleeps == []
     assert seen == ["deepseek-v3.2", "gemini-2.5-flash"]
     assert (served.name, served.attempts) == ("gemini-2.5-flash", 2)
-    assert served.tried == ["deepseek-v3.2: HTTP 429: slow down (after 1 attempt)"]
+    assert tried(served) == ["deepseek-v3.2: HTTP 429: slow down (after 1 attempt)"]
 
 
 # --- client errors --------------------------------------------------------------------------
@@ -252,7 +261,7 @@ async def test_a_client_error_does_not_count_against_the_breaker(mock: respx.Moc
     router = make_router(mock, GATEWAY_BREAKER_FAILURES=1)
     for _ in range(3):
         await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES}, deadline()))
-    assert router.breakers["gpt-4.1"].state is State.CLOSED
+    assert router.breaker("gpt-4.1").state is State.CLOSED
 
 
 # --- fallbacks ------------------------------------------------------------------------------
@@ -272,7 +281,7 @@ async def test_after_every_retry_fails_it_falls_back_to_the_next_model(
         "messages": MESSAGES, "temperature": 0.2, "model": "gemini-2.5-flash"}
     assert (served.name, served.attempts) == ("gemini-2.5-flash", 4)
     assert served.entry is CATALOG.models["gemini-2.5-flash"]
-    assert served.tried == ["deepseek-v3.2: HTTP 503: overloaded (after 3 attempts)"]
+    assert tried(served) == ["deepseek-v3.2: HTTP 503: overloaded (after 3 attempts)"]
     assert served.result.data["model"] == "gemini-2.5-flash"
 
 
@@ -343,23 +352,21 @@ class Clock:
         return self.now
 
 
-def fake_clock_breakers(router: Router, clock: Clock, cooldown_s: float = 15.0) -> None:
-    router.breakers = {name: CircuitBreaker(failures=1, ratio=0.5, window_s=30, min_calls=100,
-                                            cooldown_s=cooldown_s, clock=clock)
-                       for name in CATALOG.models}
+def clocked_router(mock: respx.MockRouter, clock: Clock) -> Router:
+    """Breakers on ``clock`` that open at the first failure, with a 15 s cooldown."""
+    return make_router(mock, clock, GATEWAY_BREAKER_FAILURES=1)
 
 
 async def test_open_breakers_for_the_whole_chain_are_a_503_without_an_upstream_call(
     mock: respx.MockRouter,
 ) -> None:
     route = mock.post(URL).respond(200, json=completion("gpt-4.1"))
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
-    router.breakers["deepseek-v3.2"].record_failure()   # opened at t=500
+    router = clocked_router(mock, clock)
+    router.breaker("deepseek-v3.2").record_failure()   # opened at t=500
     clock.now = 502.0
-    router.breakers["gemini-2.5-flash"].record_failure()  # opened at t=502
-    router.breakers["gpt-4.1"].record_failure()
+    router.breaker("gemini-2.5-flash").record_failure()  # opened at t=502
+    router.breaker("gpt-4.1").record_failure()
     clock.now = 508.25                                    # deepseek's probe is 6.75 s away
     failure = await gateway_error(router.complete(
         "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
@@ -401,14 +408,13 @@ async def test_a_breaker_opened_by_this_requests_failures_still_reports_them(
 async def test_the_circuit_open_retry_after_is_the_cooldown_left_rounded_up(
     mock: respx.MockRouter, retry_in: float, header: str,
 ) -> None:
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
+    router = clocked_router(mock, clock)
     for name in CHAIN:
-        router.breakers[name].record_failure()
+        router.breaker(name).record_failure()
     clock.now += 15.0 - retry_in
     if retry_in == 0.0:  # cooldown over: hold each half-open breaker's probe slot
-        assert all(router.breakers[name].allow() for name in CHAIN)
+        assert all(router.breaker(name).allow() for name in CHAIN)
     failure = await gateway_error(router.complete(
         "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
     assert (failure.status, failure.headers) == (503, {"Retry-After": header})
@@ -417,11 +423,10 @@ async def test_the_circuit_open_retry_after_is_the_cooldown_left_rounded_up(
 async def test_a_whole_number_of_seconds_left_is_not_rounded_up_further(
     mock: respx.MockRouter,
 ) -> None:
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
+    router = clocked_router(mock, clock)
     for name in CHAIN:
-        router.breakers[name].record_failure()
+        router.breaker(name).record_failure()
     failure = await gateway_error(router.complete(
         "deepseek-v3.2", {"messages": MESSAGES}, deadline()))
     assert failure.headers == {"Retry-After": "15"}
@@ -432,13 +437,12 @@ async def test_an_open_breaker_skips_to_the_next_model(mock: respx.MockRouter) -
     mock.post(URL).mock(side_effect=by_model({
         "gemini-2.5-flash": lambda: httpx.Response(200, json=completion("gemini-2.5-flash")),
     }, seen))
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
-    router.breakers["deepseek-v3.2"].record_failure()
+    router = clocked_router(mock, clock)
+    router.breaker("deepseek-v3.2").record_failure()
     served = await router.complete("deepseek-v3.2", {"messages": MESSAGES}, deadline())
     assert seen == ["gemini-2.5-flash"]
-    assert (served.name, served.attempts, served.tried) == (
+    assert (served.name, served.attempts, tried(served)) == (
         "gemini-2.5-flash", 1, ["deepseek-v3.2: circuit open"])
 
 
@@ -446,10 +450,9 @@ async def test_after_the_cooldown_a_successful_probe_closes_the_breaker(
     mock: respx.MockRouter,
 ) -> None:
     mock.post(URL).respond(200, json=completion("gpt-4.1"))
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
-    router.breakers["gpt-4.1"].record_failure()
+    router = clocked_router(mock, clock)
+    router.breaker("gpt-4.1").record_failure()
     clock.now += 15.0
     assert router.breaker_states()["gpt-4.1"] == "half_open"
     served = await router.complete("gpt-4.1", {"messages": MESSAGES}, deadline())
@@ -473,8 +476,8 @@ async def test_a_stream_truncated_before_its_first_chunk_falls_back(
         "deepseek-v3.2", {"messages": MESSAGES, "stream": True}, deadline())
     assert seen == ["deepseek-v3.2"] * 3 + ["gemini-2.5-flash"]
     assert (served.name, served.attempts) == ("gemini-2.5-flash", 4)
-    assert served.tried == ["deepseek-v3.2: the upstream stream ended before its final chunk "
-                            "(after 3 attempts)"]
+    assert tried(served) == [("deepseek-v3.2: the upstream stream ended before its final chunk "
+                              "(after 3 attempts)")]
     texts = [c["choices"][0]["delta"]["content"] async for _, c in served.result]
     assert texts == ["hi", "!"]
     assert (served.result.finish_reason, served.result.model) == ("stop", "gemini-2.5-flash")
@@ -520,10 +523,10 @@ async def test_a_deadline_already_past_is_a_504_without_an_upstream_call(
     route = mock.post(URL).respond(200, json=completion("gpt-4.1"))
     router = make_router(mock, GATEWAY_TIMEOUT=30)
     failure = await gateway_error(router.complete(
-        "gpt-4.1", {"messages": MESSAGES}, time.monotonic() - 1))
+        "gpt-4.1", {"messages": MESSAGES}, Deadline(time.monotonic() - 1, 2.5)))
     assert (failure.status, failure.type, failure.code) == (
         504, "timeout_error", "deadline_exceeded")
-    assert failure.message == "The request's deadline of 30 s ran out."
+    assert failure.message == "The request's deadline of 2.5 s ran out."  # not GATEWAY_TIMEOUT
     assert route.call_count == 0
     assert router.breaker_states()["gpt-4.1"] == "closed"
 
@@ -545,17 +548,17 @@ async def test_a_deadline_running_out_during_the_chain_is_a_504_naming_what_was_
     assert time.monotonic() - started < 0.5
     assert (failure.status, failure.code) == (504, "deadline_exceeded")
     assert failure.message == (
-        "The request's deadline of 30 s ran out. Tried: deepseek-v3.2: the upstream did not "
+        "The request's deadline of 0.05 s ran out. Tried: deepseek-v3.2: the upstream did not "
         "answer in time (after 1 attempt).")
     assert asked == ["deepseek-v3.2"]  # cancelled at the deadline, so respx never logged it
 
 
 async def test_a_probe_stopped_by_the_deadline_is_released(mock: respx.MockRouter) -> None:
     mock.post(URL).respond(200, json=completion("gpt-4.1"))
-    router = make_router(mock)
     clock = Clock()
-    fake_clock_breakers(router, clock)
-    router.breakers["gpt-4.1"].record_failure()
+    router = clocked_router(mock, clock)
+    router.breaker("gpt-4.1").record_failure()
     clock.now += 15.0
-    await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES}, time.monotonic() - 1))
-    assert router.breakers["gpt-4.1"].allow() is True  # the probe slot was handed back
+    await gateway_error(router.complete("gpt-4.1", {"messages": MESSAGES},
+                                        Deadline(time.monotonic() - 1, 1.0)))
+    assert router.breaker("gpt-4.1").allow() is True  # the probe slot was handed back

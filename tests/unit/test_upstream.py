@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import types
 from collections.abc import AsyncIterator, Iterator
 from email.utils import formatdate
+from pathlib import Path
 
 import httpx
 import orjson
 import pytest
 import respx
+import yaml
 
+from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from gateway.failures import UpstreamFailure
 from gateway.settings import Settings
-from gateway.upstream import UpstreamClient, UpstreamStream, parse_retry_after
+from gateway.transports import AiohttpTransport, HttpxTransport
+from gateway.upstream import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
 
 BASE = "http://up.test/v1"
 URL = f"{BASE}/chat/completions"
@@ -293,7 +298,7 @@ async def test_events_split_across_network_chunks_are_reassembled(mock: respx.Mo
     body = sse(chunk("a"), chunk("b", "stop"))
     cut = [0, 3, 17, 40, 41, len(body) - 2, len(body)]
     mock.post(URL).mock(side_effect=lambda request: httpx.Response(
-        200, content=pieces(*(body[a:b] for a, b in zip(cut, cut[1:], strict=False)))))
+        200, content=pieces(*(body[a:b] for a, b in itertools.pairwise(cut)))))
     stream = await client_for(mock).open_stream("/chat/completions", b"{}", 5)
     assert [c["choices"][0]["delta"] for c in await drain(stream)] == [  # type: ignore[index]
         {"content": "a"}, {"content": "b"}]
@@ -434,3 +439,61 @@ async def test_with_tracing_on_the_current_span_travels_as_traceparent(
         f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}")
     await client_for(mock).post_json("/chat/completions", b"{}", 5)
     assert "traceparent" not in route.calls.last.request.headers
+
+
+# --- providers from the catalog -------------------------------------------------------------
+
+def provider_catalog(tmp_path: Path) -> Catalog:
+    raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
+    raw["providers"] = {"bento": {
+        "base_url": "http://bento.test/v1", "api_key_env": "BENTO_TOKEN", "timeout_s": 0.05,
+        "headers": {"x-tenant": "team-a"}, "max_connections": 4}}
+    raw["models"]["gpt-4.1"]["deployments"] = [{"provider": "bento"}]
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return load_catalog(path, {"BENTO_TOKEN": "bento-secret-9"}.get)
+
+
+async def test_a_provider_gets_its_base_url_key_and_headers(
+    mock: respx.MockRouter, tmp_path: Path,
+) -> None:
+    route = mock.post("http://bento.test/v1/chat/completions").respond(200, json=completion())
+    upstreams = Upstreams.build(make_settings(), provider_catalog(tmp_path),
+                                httpx.MockTransport(mock.async_handler),
+                                environ={"BENTO_TOKEN": "bento-secret-9"}.get)
+    await upstreams["bento"].post_json("/chat/completions", b"{}", 5)
+    sent = route.calls.last.request.headers
+    assert (sent["authorization"], sent["x-tenant"]) == ("Bearer bento-secret-9", "team-a")
+    assert upstreams["bento"].provider.wire.max_connections == 4
+    assert upstreams["holysheep"].provider.wire.headers["authorization"] == f"Bearer {KEY}"
+
+
+async def test_a_providers_own_read_timeout_applies(
+    mock: respx.MockRouter, tmp_path: Path,
+) -> None:
+    route = mock.post(url__regex=r"http://(bento|up)\.test/v1/chat/completions").respond(
+        200, json=completion())
+    upstreams = Upstreams.build(make_settings(), provider_catalog(tmp_path),
+                                httpx.MockTransport(mock.async_handler),
+                                environ={"BENTO_TOKEN": "bento-secret-9"}.get)
+    await upstreams["bento"].post_json("/chat/completions", b"{}", 5)
+    assert route.calls.last.request.extensions["timeout"]["read"] == 0.05
+    await upstreams["holysheep"].post_json("/chat/completions", b"{}", 5)
+    assert route.calls.last.request.extensions["timeout"]["read"] == 5  # GATEWAY_UPSTREAM_TIMEOUT
+
+
+@pytest.mark.parametrize(("client", "kind"), [("aiohttp", AiohttpTransport),
+                                              ("httpx", HttpxTransport)])
+async def test_each_provider_gets_its_own_transport_of_the_configured_kind(
+    tmp_path: Path, client: str, kind: type,
+) -> None:
+    upstreams = Upstreams.build(make_settings(GATEWAY_HTTP_CLIENT=client),
+                                provider_catalog(tmp_path),
+                                environ={"BENTO_TOKEN": "bento-secret-9"}.get)
+    try:
+        transports = {c.provider.name: c._transport for c in upstreams}
+        assert set(transports) == {"holysheep", "bento"}
+        assert all(isinstance(t, kind) for t in transports.values())
+        assert transports["holysheep"] is not transports["bento"]
+    finally:
+        await upstreams.aclose()

@@ -19,19 +19,30 @@ class ChatPlan:
     payload: dict[str, Any]
     stream: bool
     wants_usage: bool
+    path: str = "/chat/completions"  # "/completions": legacy completions sent upstream natively
+    cacheable: bool = True  # the cache keeps chat completions only
 
 
-def plan_chat(catalog: Catalog, body: Any, *, seed_defaults: bool) -> ChatPlan:
+def without_nulls(body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's spec makes most optional parameters nullable: a top-level null means absent."""
+    if any(value is None for value in body.values()):
+        return {key: value for key, value in body.items() if value is not None}
+    return body
+
+
+def plan_chat(catalog: Catalog, body: Any, *, catalog_defaults: bool) -> ChatPlan:
     """Validate ``body`` and prepare the upstream payload.
 
-    ``seed_defaults`` (the ``/call`` contract) fills a missing model, ``max_tokens`` and
+    ``catalog_defaults`` (the ``/call`` contract) fills a missing model, ``max_tokens`` and
     ``temperature`` from the catalog; the OpenAI API passes the client's choices through as
     they are. Streams always ask the upstream for usage, so every stream can be priced.
     """
+    if isinstance(body, dict):
+        body = without_nulls(body)
     request = validate_chat(body)
     name = request.model
     if name is None:
-        if not seed_defaults:
+        if not catalog_defaults:
             raise bad_request("'model' is required.", param="model",
                               code=ErrorCode.MISSING_PARAMETER)
         name = catalog.default_model
@@ -42,7 +53,7 @@ def plan_chat(catalog: Catalog, body: Any, *, seed_defaults: bool) -> ChatPlan:
         raise bad_request(f"The model {name!r} is not a chat model.", param="model",
                           code=ErrorCode.MODEL_NOT_SUPPORTED)
     payload = dict(body)
-    if seed_defaults:
+    if catalog_defaults:
         for key in ("max_tokens", "temperature"):
             if payload.get(key) is None and getattr(entry, key) is not None:
                 payload[key] = getattr(entry, key)

@@ -1,0 +1,81 @@
+"""Guarded patches of BentoML internals: checked at start-up, loud when the shape changed,
+undoable."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+from starlette.applications import Starlette
+from starlette.routing import Mount
+
+from gateway import bentoml_fixes, fastpath, seams
+
+
+class Target:
+    def method(self, a: int, b: int) -> int:
+        return a + b
+
+
+def test_a_patch_replaces_the_target_and_can_be_undone() -> None:
+    original = Target.method
+    patch = seams.replace(Target, "method", ["self", "a", "b"], "a test patch",
+                          lambda old: lambda self, a, b: old(self, a, b) * 10)
+    assert Target().method(1, 2) == 30
+    patch.undo()
+    assert Target.method is original and Target().method(1, 2) == 3
+
+
+def test_a_target_of_another_shape_fails_loudly_naming_the_bentoml_versions() -> None:
+    with pytest.raises(seams.SeamError) as info:
+        seams.replace(Target, "method", ["self", "scope", "receive", "send"], "a test patch",
+                      lambda old: old)
+    message = str(info.value)
+    assert "a test patch" in message and seams.EXPECTED_BENTOML in message
+    assert seams.bentoml_version() in message
+    with pytest.raises(seams.SeamError, match="missing"):
+        seams.replace(Target, "gone", ["self"], "a test patch", lambda old: old)
+
+
+def test_the_timeout_fix_checks_bentomls_middleware_and_is_undoable() -> None:
+    from bentoml._internal.server.http.traffic import TimeoutMiddleware
+
+    before = TimeoutMiddleware.__call__
+    patch = bentoml_fixes.apply()
+    assert TimeoutMiddleware.__call__ is bentoml_fixes.RequestTimeout.__call__
+    patch.undo()
+    assert TimeoutMiddleware.__call__ is before
+
+
+class Factory:
+    """Stands in for BentoML's ServiceAppFactory instance."""
+
+    enable_access_control = False
+
+    def __init__(self, name: str) -> None:
+        self.service = type("Service", (), {"name": name})()
+
+
+@pytest.mark.parametrize("mounted", [True, False])
+def test_the_fast_path_falls_back_to_the_full_stack_when_the_app_is_not_mounted(
+    mounted: bool, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    from _bentoml_impl.server.app import ServiceAppFactory
+
+    gateway_app = Starlette()
+    built = Starlette(routes=[Mount("/", gateway_app)] if mounted else [])
+
+    def build(self: Any) -> Starlette:
+        return built
+
+    monkeypatch.setattr(ServiceAppFactory, "__call__", build)
+    patch = fastpath.install("svc", gateway_app, timeout=5)
+    with caplog.at_level(logging.WARNING, logger="gateway"):
+        served = ServiceAppFactory.__call__(Factory("svc"))  # type: ignore[arg-type]
+    assert isinstance(served, fastpath.FastPath) is mounted
+    assert (served is built) is not mounted
+    assert ("found no mount" in caplog.text) is not mounted
+    assert ServiceAppFactory.__call__(Factory("other")) is built  # type: ignore[arg-type]
+    patch.undo()
+    assert ServiceAppFactory.__call__ is build
