@@ -141,8 +141,19 @@ def apply(header_timeout_s: float, max_header_bytes: int, max_headers: int) -> b
                           ("on_headers_complete", on_headers_complete),
                           ("send_400_response", send_400_response)]:
         setattr(HttpToolsProtocol, name, wrapper)
-    HttpToolsProtocol._gateway_header_guard = True  # type: ignore[attr-defined]
+    HttpToolsProtocol._gateway_header_guard = original  # type: ignore[attr-defined]
     return True
+
+
+def remove() -> None:
+    """Put uvicorn's own methods back (tests apply the guard with their own limits)."""
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    original = getattr(HttpToolsProtocol, "_gateway_header_guard", None)
+    if original:
+        for name, method in original.items():
+            setattr(HttpToolsProtocol, name, method)
+        del HttpToolsProtocol._gateway_header_guard  # type: ignore[attr-defined]
 
 
 def _disarm(protocol: Any) -> None:
