@@ -6,7 +6,7 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes, fastpath, tracing
+from gateway import bentoml_fixes, fastpath, headerguard, tracing
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.gcwatch import GcWatch
@@ -23,27 +23,30 @@ settings = Settings()
 catalog = load_catalog(settings.config_path)
 if settings.keys_file:  # a bad key file stops start-up here, naming the file, entry and field
     load_key_file(settings.keys_file)
-app = create_app(settings.max_concurrency)
+headerguard.apply(settings.header_timeout_s, settings.max_header_bytes, settings.max_headers)
+app = create_app(settings)
 if settings.tracing_exporter and not settings.bentoml_telemetry:
     # Under BentoML's stack its server span already continues the caller's trace.
     app.add_middleware(tracing.IncomingTraceContext)
 
-# BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT)
-# fires first and the client gets an OpenAI-shaped 504, not BentoML's.
+# BentoML's own timeout gets a few seconds of grace so the gateway's deadline (GATEWAY_TIMEOUT,
+# which starts once the body is in, after at most GATEWAY_BODY_TIMEOUT) fires first and the
+# client gets an OpenAI-shaped 504, not BentoML's.
 TIMEOUT_GRACE_S = 5
+OUTER_TIMEOUT_S = settings.body_timeout_s + settings.timeout_s + TIMEOUT_GRACE_S
 
 # BentoML wraps every request in its access log, request metrics, an OpenTelemetry server span
 # and five more layers; on the gateway's routes that costs more than the gateway's own work, and
 # its metrics label by raw path. The gateway's routes bypass that stack and record the gateway's
 # own metrics (GATEWAY_BENTOML_TELEMETRY puts them back under BentoML's).
 if not settings.bentoml_telemetry:
-    fastpath.install("llm-gateway", app, timeout=settings.timeout_s + TIMEOUT_GRACE_S)
+    fastpath.install("llm-gateway", app, timeout=OUTER_TIMEOUT_S)
 
 
 @bentoml.service(
     name="llm-gateway",
     workers=settings.workers,
-    traffic={"timeout": settings.timeout_s + TIMEOUT_GRACE_S},
+    traffic={"timeout": OUTER_TIMEOUT_S},
     tracing=tracing.service_tracing(settings),
 )
 @bentoml.asgi_app(app, path="/")

@@ -31,6 +31,8 @@ class ErrorCode(StrEnum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     REQUEST_TOO_LARGE = "request_too_large"
     BODY_TIMEOUT = "request_body_timeout"
+    HEADER_TIMEOUT = "request_header_timeout"
+    HEADERS_TOO_LARGE = "request_headers_too_large"
     # Who the client is and what it may spend
     INVALID_API_KEY = "invalid_api_key"
     KEY_EXPIRED = "key_expired"
@@ -87,6 +89,8 @@ TABLE: dict[ErrorCode, Row] = {
     ErrorCode.METHOD_NOT_ALLOWED: Row(405, "invalid_request_error", "invalid_request_error"),
     ErrorCode.REQUEST_TOO_LARGE: Row(413, "invalid_request_error", "request_too_large"),
     ErrorCode.BODY_TIMEOUT: Row(408, "invalid_request_error", "timeout_error"),
+    ErrorCode.HEADER_TIMEOUT: Row(408, "invalid_request_error", "timeout_error"),
+    ErrorCode.HEADERS_TOO_LARGE: Row(431, "invalid_request_error", "invalid_request_error"),
     ErrorCode.INVALID_API_KEY: Row(401, "authentication_error", "authentication_error"),
     ErrorCode.KEY_EXPIRED: Row(401, "authentication_error", "authentication_error"),
     ErrorCode.PERMISSION_DENIED: Row(403, "permission_error", "permission_error"),

@@ -24,6 +24,7 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from .api.intake import TRANSPORT_KEY, remember_transport
 from .bentoml_fixes import RequestTimeout
 from .seams import Patch, replace
 
@@ -46,11 +47,18 @@ class FastPath:
                 exact.add(route.path)
         self.bentoml_paths = frozenset(exact)
         self.bentoml_prefixes = tuple(prefixes)
+        self.transport_checked = False
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             path = scope["path"]
             if path not in self.bentoml_paths and not path.startswith(self.bentoml_prefixes):
+                remember_transport(scope, send)
+                if not self.transport_checked:
+                    self.transport_checked = True
+                    if TRANSPORT_KEY not in scope:  # uvicorn's send is not what it was (0.54)
+                        logger.warning("The connection's transport is out of reach: a stalled "
+                                       "stream is cut by ending the response instead.")
                 await self.gateway_app(scope, receive, send)
                 return
         await self.bentoml_app(scope, receive, send)

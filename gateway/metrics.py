@@ -113,6 +113,16 @@ class Metrics:
             "gateway_tenant_writes_dropped_total",
             "Ledger or limit counter updates dropped because the write buffer was full.",
             ["store"], registry=registry)
+        self.client_disconnects = Counter(
+            "gateway_client_disconnects_total",
+            "Clients that left (or were dropped) before their answer was complete, by when: "
+            "body, waiting, streaming, stalled.",
+            ["reason"], registry=registry)
+        self.intake_refusals = Counter(
+            "gateway_intake_refusals_total",
+            "Requests refused while their body was read: body_timeout, too_large, readers_full, "
+            "buffer_full.",
+            ["reason"], registry=registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: ``labels()`` validates and locks on every
@@ -161,6 +171,12 @@ class Metrics:
 
     def observe_gc_pause(self, generation: int, seconds: float) -> None:
         self.child(self.gc_pause, str(generation)).observe(seconds)
+
+    def observe_disconnect(self, reason: str) -> None:
+        self.child(self.client_disconnects, reason).inc()
+
+    def observe_intake_refusal(self, reason: str) -> None:
+        self.child(self.intake_refusals, reason).inc()
 
     def observe_request(
         self, endpoint: str, model: str, status: int, total_s: float, overhead_s: float,

@@ -55,6 +55,13 @@ class Settings(BaseSettings):
     workers: int | Literal["cpu_count"] = Field(1, validation_alias="GATEWAY_WORKERS")
     bentoml_telemetry: bool = Field(False, validation_alias="GATEWAY_BENTOML_TELEMETRY")
     max_body_bytes: int = Field(1 << 20, ge=1024, validation_alias="GATEWAY_MAX_BODY_BYTES")
+    body_timeout_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_BODY_TIMEOUT")
+    max_body_readers: int = Field(1024, ge=1, validation_alias="GATEWAY_MAX_BODY_READERS")
+    max_body_buffer_bytes: int = Field(64 << 20, ge=1024,
+                                       validation_alias="GATEWAY_MAX_BODY_BUFFER_BYTES")
+    header_timeout_s: float = Field(10.0, gt=0, validation_alias="GATEWAY_HEADER_TIMEOUT")
+    max_header_bytes: int = Field(32 << 10, ge=1024, validation_alias="GATEWAY_MAX_HEADER_BYTES")
+    max_headers: int = Field(100, ge=10, validation_alias="GATEWAY_MAX_HEADERS")
 
     # Retries
     retry_max_attempts: int = Field(3, ge=1, validation_alias="GATEWAY_RETRY_ATTEMPTS")

@@ -11,6 +11,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
     python -m loadtest.bench tenants-layer [--keys 100]               # the same, in process only
+    python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 """
@@ -574,6 +575,52 @@ def seed(args: argparse.Namespace) -> None:
                         str(ROOT / "loadtest" / "k6-test.js")], check=True, timeout=600)
 
 
+def hostile(args: argparse.Namespace) -> None:
+    """k6's normal clients alone, then beside slow-body clients (``loadtest.slow_clients``:
+    k6 cannot trickle a body), against the same gateway in the same run."""
+    bench = Bench(args.out)
+    d = args.duration
+    env = {"GATEWAY_BODY_TIMEOUT": str(args.body_timeout),
+           "GATEWAY_MAX_CONCURRENCY": str(args.max_concurrency)}
+    results: dict[str, Any] = {"vus": args.vus, "slow": args.slow, "rounds": []}
+    with bench.fake("--latency-ms", str(args.latency_ms)) as fake, \
+            bench.gateway(fake, **env) as gw:
+        target = f"{gw.v1}/chat/completions"
+        bench.k6("hostile-warmup", target, CHAT, vus=args.vus, duration=3)
+        for r in range(args.rounds):
+            alone = bench.k6(f"hostile-alone-{r}", target, CHAT, vus=args.vus, duration=d)
+            slow = subprocess.Popen(
+                [sys.executable, "-m", "loadtest.slow_clients", "--port", str(gw.port),
+                 "--key", CLIENT_KEY, "--connections", str(args.slow),
+                 "--duration", str(d + 3)], cwd=ROOT, stdout=subprocess.PIPE)
+            time.sleep(2)  # the slow clients are in, each one reading its body
+            mixed = bench.k6(f"hostile-mixed-{r}", target, CHAT, vus=args.vus, duration=d)
+            out, _ = slow.communicate(timeout=d + 60)
+            results["rounds"].append({
+                "alone": {"failed": failed(alone), "req_s": rate(alone),
+                          "p50_ms": trend(alone, "http_req_duration", "med"),
+                          "p99_ms": trend(alone, "http_req_duration", "p(99)")},
+                "mixed": {"failed": failed(mixed), "req_s": rate(mixed),
+                          "p50_ms": trend(mixed, "http_req_duration", "med"),
+                          "p99_ms": trend(mixed, "http_req_duration", "p(99)")},
+                "slow_clients": json.loads(out or b"{}")})
+        gateway_log = gw.process.log()
+    results["log_errors"] = sum(1 for line in gateway_log.splitlines()
+                                if "[ERROR]" in line or "Traceback" in line)
+    (args.out / "hostile.json").write_text(json.dumps(results, indent=2))
+    rows = []
+    for r, run in enumerate(results["rounds"]):
+        for label in ("alone", "mixed"):
+            m = run[label]
+            rows.append([f"{r}", label, f"{m['failed']:.4%}", f"{m['req_s']:.0f}",
+                         f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}"])
+    print_table(f"{args.vus} normal VUs (k6), alone vs beside {args.slow} slow-body clients; "
+                f"provider {args.latency_ms} ms; body timeout {args.body_timeout} s",
+                rows, ["round", "normal clients", "errors", "req/s", "p50 ms", "p99 ms"])
+    print(f"slow clients saw: {[run['slow_clients'] for run in results['rounds']]}; "
+          f"gateway log ERROR/Traceback lines: {results['log_errors']}")
+
+
 def print_table(title: str, rows: list[list[str]], header: list[str] | None = None) -> None:
     header = header or ["measure", "value"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
@@ -609,6 +656,16 @@ def main() -> None:
     p.add_argument("--provider-down", action="store_true",
                    help="every model on two providers, one of them down for the whole run")
     p.set_defaults(run=faults)
+    p = sub.add_parser("hostile")
+    p.add_argument("--vus", type=int, default=90)
+    p.add_argument("--slow", type=int, default=10)
+    p.add_argument("--duration", type=int, default=15)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--latency-ms", type=int, default=50)
+    p.add_argument("--body-timeout", type=float, default=5.0)
+    p.add_argument("--max-concurrency", type=int, default=100,
+                   help="above --vus, so the normal clients alone are never refused")
+    p.set_defaults(run=hostile)
     p = sub.add_parser("routing")
     p.add_argument("--requests", type=int, default=20000)
     p.set_defaults(run=routing)

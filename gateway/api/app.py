@@ -1,4 +1,5 @@
-"""The ASGI app BentoML mounts: routes, OpenAI-shaped errors for everything, admission control.
+"""The ASGI app BentoML mounts: routes, OpenAI-shaped errors for everything, intake (auth, a
+bounded body read under its own deadline, then admission control).
 
 A plain Starlette app (FastAPI's own base): every route reads its body itself (bounded, parsed
 once, passed through), so FastAPI's per-request dependency solving would only cost CPU.
@@ -9,14 +10,19 @@ from __future__ import annotations
 import logging
 
 from starlette.applications import Starlette
+from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
-from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import Scope
 
+from ..accounting import RequestAccount
 from ..errors import ErrorCode, GatewayError, error_response
+from ..metrics import Metrics
+from ..settings import Settings
 from . import admin, batch, bridged, models, openai, simple
-from .admission import AdmissionMiddleware
+from .intake import Intake, IntakeLimits
 
 logger = logging.getLogger("gateway")
 
@@ -48,14 +54,41 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                           GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error."))
 
 
-def create_app(max_concurrency: int) -> Starlette:
-    return Starlette(
-        routes=[*simple.routes, *openai.routes, *models.routes, *bridged.routes,
-                *batch.routes, *admin.routes],
-        middleware=[Middleware(AdmissionMiddleware, limit=max_concurrency)],
+def create_app(settings: Settings) -> Starlette:
+    routes = [*simple.routes, *openai.routes, *models.routes, *bridged.routes, *batch.routes]
+    app = Starlette(
+        routes=[*routes, *admin.routes],  # the admin API has its own key, checked by its routes
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
             Exception: _unexpected,
         },
     )
+    # Every POST route serves clients and needs their key: checked before the body is read.
+    keyed = frozenset(r.path for r in routes
+                      if isinstance(r, Route) and "POST" in (r.methods or ()))
+
+    async def authorize_client(scope: Scope) -> None:
+        gateway = getattr(app.state, "gateway", None)
+        if gateway is not None:
+            await gateway.tenants.authenticate(Headers(scope=scope))
+
+    def metrics() -> Metrics | None:
+        gateway = getattr(app.state, "gateway", None)
+        return gateway.metrics if gateway is not None else None
+
+    def book(endpoint: str, error: GatewayError) -> None:
+        gateway = getattr(app.state, "gateway", None)
+        if gateway is not None:
+            account = RequestAccount(gateway.stats, gateway.metrics, endpoint)
+            account.tenancy = gateway.tenants.tenancy(endpoint, {})  # its access log line
+            account.close(error=error)
+
+    limits = IntakeLimits(
+        max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,
+        max_readers=settings.max_body_readers,
+        max_buffered_bytes=settings.max_body_buffer_bytes,
+        max_concurrency=settings.max_concurrency)
+    app.add_middleware(Intake, limits=limits, endpoints=keyed, authorize=authorize_client,
+                       metrics=metrics, book=book)
+    return app

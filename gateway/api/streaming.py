@@ -5,35 +5,62 @@ uvicorn (which speaks ASGI 2.3), so it runs every stream in an anyio task group 
 task listening for the disconnect. ``EventStream`` sends from the request's own task and leaves
 the listening to the one plain watcher task of ``cancel_when_gone``, which cancels the relay (and
 with it the upstream stream) the moment the client goes away.
+
+A client that stays connected but stops reading is held by back-pressure: uvicorn's ``send``
+waits while its transport holds more than 64 KiB, so the relay stops pulling from the upstream
+and nothing piles up in the gateway. A ``send`` that waits longer than the stream idle timeout
+(``GATEWAY_STREAM_IDLE_TIMEOUT``) drops the client: its connection is cut and the upstream
+stream closed, so a stalled reader holds neither an admission slot nor an upstream connection.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import StreamingResponse
-from starlette.types import Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import GatewayError
+from .intake import drop_stalled
 from .requests import cancel_when_gone
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+class _Stalled(Exception):
+    """The client stopped reading for longer than the stall timeout."""
+
+
 class EventStream(StreamingResponse):
     def __init__(self, events: AsyncIterator[bytes], headers: Mapping[str, str],
-                 on_close: Callable[[], Awaitable[None]] | None = None) -> None:
-        """``on_close`` runs however the response ends, even if ``events`` never started."""
+                 on_close: Callable[[], Awaitable[None]] | None = None, *,
+                 stall_timeout_s: float | None = None) -> None:
+        """``on_close`` runs however the response ends, even if ``events`` never started.
+        ``stall_timeout_s`` defaults to the gateway's ``GATEWAY_STREAM_IDLE_TIMEOUT``."""
         super().__init__(events, media_type="text/event-stream",
                          headers={**SSE_HEADERS, **headers})
         self._on_close = on_close
+        self.stall_timeout_s = stall_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        stall_s = self.stall_timeout_s or _configured_stall_timeout(scope)
+
+        async def guarded(message: Message) -> None:
+            try:
+                async with asyncio.timeout(stall_s):
+                    await send(message)
+            except TimeoutError:
+                raise _Stalled from None
+
         try:
-            await cancel_when_gone(receive, self.stream_response(send))
+            await cancel_when_gone(receive, self.stream_response(guarded if stall_s else send))
         except GatewayError as error:
             if error.status != 499:
                 raise  # 499: the client left, there is no one to tell
+        except _Stalled:
+            drop_stalled(scope)
+            await _disconnected(receive)
         finally:
             # Cancelled while sending, the relay sits at a yield: close it now (it closes the
             # upstream stream and the request's books), not whenever the GC gets to it.
@@ -42,3 +69,20 @@ class EventStream(StreamingResponse):
                 await close()
             if self._on_close is not None:
                 await self._on_close()
+
+
+def _configured_stall_timeout(scope: Scope) -> float | None:
+    gateway = getattr(getattr(scope.get("app"), "state", None), "gateway", None)
+    settings = getattr(gateway, "settings", None)
+    return getattr(settings, "stream_idle_timeout_s", None)
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Wait (briefly) for the server to see the cut connection, so it does not report a
+    response left incomplete."""
+    try:
+        async with asyncio.timeout(1.0):
+            while (await receive())["type"] != "http.disconnect":
+                pass
+    except TimeoutError:
+        pass

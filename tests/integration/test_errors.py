@@ -80,7 +80,7 @@ def test_missing_or_wrong_key_is_401(gateway: GatewayServer, headers: dict) -> N
     for method, path in (("POST", "/call"), ("POST", "/v1/chat/completions"),
                          ("GET", "/v1/models")):
         response = httpx.request(method, gateway.url + path, headers=headers,
-                                 json={"messages": MESSAGES})
+                                 json={"messages": MESSAGES} if method == "POST" else None)
         assert_openai_error(response, 401, "invalid_api_key")
 
 

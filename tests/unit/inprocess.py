@@ -48,7 +48,7 @@ async def in_process(fake_config: FakeConfig | None = None,
     fake = create_fake(fake_config or FakeConfig(api_key=UPSTREAM_KEY, chunks=4))
     gateway = Gateway.build(settings, load_catalog(settings.config_path),
                             Metrics(CollectorRegistry()), transport=httpx.ASGITransport(fake))
-    app = create_app(settings.max_concurrency)
+    app = create_app(settings)
     app.state.gateway = gateway
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app),
                                  base_url="http://gateway.test",

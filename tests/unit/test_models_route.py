@@ -29,9 +29,9 @@ CATALOG = Catalog.model_validate({
 
 @pytest.fixture
 def app() -> Starlette:
-    application = create_app(10)
-    application.router.routes.extend(models.routes)
     settings = Settings(GATEWAY_API_KEYS="team-key", GATEWAY_CACHE=False)
+    application = create_app(settings)
+    application.router.routes.extend(models.routes)
     application.state.gateway = Gateway.build(settings, CATALOG, Metrics(CollectorRegistry()))
     return application
 
