@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from ..errors import ErrorCode, GatewayError
-from . import admin, batch, openai, seed
+from . import admin, batch, dashboard, openai, seed
 from .admission import AdmissionMiddleware
 
 logger = logging.getLogger("gateway")
@@ -49,7 +49,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 
 def create_app(max_concurrency: int) -> Starlette:
     return Starlette(
-        routes=[*seed.routes, *openai.routes, *batch.routes, *admin.routes],
+        routes=[*seed.routes, *openai.routes, *batch.routes, *admin.routes,
+                *dashboard.routes],
         middleware=[Middleware(AdmissionMiddleware, limit=max_concurrency)],
         exception_handlers={
             GatewayError: _gateway_error,
