@@ -292,6 +292,7 @@ function renderBudgets(d) {
     tr.append(td);
     return tr;
   }));
+  labelCells($("budgets-table"));
 }
 
 function renderHealth(d) {
@@ -313,6 +314,7 @@ function renderHealth(d) {
     tr.append(el("td", null, e ? `${e.status} ${e.code}, ${ago(e.at)}` : "–"));
     return tr;
   }));
+  labelCells($("health-table"));
 }
 
 function renderRequests(d) {
@@ -329,6 +331,15 @@ function renderRequests(d) {
     tr.append(status);
     return cells(tr, [[ms(r.latency_ms), "num"], [r.cost_usd === null ? "–" : usd(r.cost_usd), "num"], [r.cache || "–"]]);
   }));
+  labelCells($("requests-table"));
+}
+
+/* Phones show each row as a small card: every cell carries its column's name. */
+function labelCells(table) {
+  const names = [...table.tHead.rows[0].cells].map((th) => th.textContent);
+  for (const row of table.tBodies[0].rows) {
+    [...row.cells].forEach((td, i) => { td.dataset.label = names[i] || ""; });
+  }
 }
 
 const RENDER = { spend: renderSpend, traffic: renderTraffic, cache: renderCache,
