@@ -152,6 +152,34 @@ def test_the_page_is_served_with_a_strict_policy(server: GatewayServer) -> None:
     assert httpx.get(f"{server.url}/dashboard/static/../settings.py").status_code == 404
 
 
+def browser_context(pw: Any, **options: Any) -> Any:
+    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    return browser, browser.new_context(**options)
+
+
+def test_a_gateway_without_traffic_says_what_to_do(server: GatewayServer) -> None:
+    """Runs before the module's traffic: every panel shows its empty state."""
+    login = httpx.post(f"{server.url}/dashboard/login", data={"admin_key": ADMIN},
+                       headers={"Accept": "application/json"})
+    assert login.status_code == 200
+    assert httpx.get(f"{server.url}/dashboard/api/traffic",
+                     cookies=login.cookies).json()["hour"]["requests"] == 0
+    with playwright_api.sync_playwright() as pw:
+        browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
+        context.add_cookies([{"name": "gw_dashboard", "value": login.cookies["gw_dashboard"],
+                              "url": f"{server.url}/dashboard"}])
+        page = context.new_page()
+        page.goto(f"{server.url}/dashboard")
+        page.wait_for_selector("body[data-loaded=true]", timeout=15_000)
+        for panel in ("spend", "traffic", "latency", "cache", "requests", "budgets"):
+            assert page.is_visible(f"#{panel}-empty"), panel
+        assert "send a request to /v1/chat/completions" in page.inner_text("#traffic-empty")
+        assert page.text_content("#total-cost") == "$0.00"
+        assert page.is_visible("#health-table")  # the catalog's models, all closed
+        assert page.locator("#health-table .pill.closed").count() >= 1
+        browser.close()
+
+
 def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
         server: GatewayServer, traffic: dict[str, Any]) -> None:
     secrets = [ADMIN] + [k["key"] for k in traffic["keys"]]
@@ -159,8 +187,7 @@ def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
     DOCS.mkdir(exist_ok=True)
     dialogs: list[str] = []
     with playwright_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        context = browser.new_context(viewport={"width": 1280, "height": 800})
+        browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
         page = context.new_page()
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
         bodies: list[str] = []
