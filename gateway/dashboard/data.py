@@ -15,7 +15,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from ..tenants.ledger import COUNTS, GroupBy, Row, UsageQuery
-from .traffic import BOUNDS, Minute, quantile
+from .traffic import Minute, quantiles
 
 if TYPE_CHECKING:
     from ..tenants import Tenants
@@ -26,6 +26,7 @@ LEDGER_MEMO_S = 2.0
 BUDGET_ALERT = 0.8
 PER_WORKER = "worker"
 CLUSTER = "cluster"
+EMPTY_LATENCIES = ("added_p50_ms", "added_p99_ms", "upstream_p50_ms", "upstream_p99_ms")
 ALL_GROUPS = (GroupBy.DAY, GroupBy.KEY, GroupBy.TEAM, GroupBy.MODEL)
 
 
@@ -103,20 +104,34 @@ async def spend(view: LedgerView, tenants: Tenants, today: date) -> dict[str, An
             "by_model": stacked("model"), "by_key": stacked("key"), "by_team": stacked("team")}
 
 
-def _minute(m: Minute) -> dict[str, Any]:
+def _latencies(added: list[int], upstream: list[int]) -> dict[str, float | None]:
+    a50, a99 = quantiles(added, 0.5, 0.99)
+    u50, u99 = quantiles(upstream, 0.5, 0.99)
+    return {"added_p50_ms": a50, "added_p99_ms": a99, "upstream_p50_ms": u50,
+            "upstream_p99_ms": u99}
+
+
+def _minute(m: Minute, current: int) -> dict[str, Any]:
+    """A minute's numbers; a finished minute never changes, so they are computed once."""
+    if m.summary is not None:
+        return m.summary
+    summary = _summarise(m)
+    if m.start < current and m.requests:
+        m.summary = summary
+    return summary
+
+
+def _summarise(m: Minute) -> dict[str, Any]:
+    if not m.requests:
+        return {"t": m.start * 60, "requests": 0, "errors": 0, "error_rate": None,
+                **dict.fromkeys(EMPTY_LATENCIES)}
     return {"t": m.start * 60, "requests": m.requests, "errors": m.errors,
-            "error_rate": round(m.errors / m.requests, 4) if m.requests else None,
-            "added_p50_ms": quantile(m.added, 0.5), "added_p99_ms": quantile(m.added, 0.99),
-            "upstream_p50_ms": quantile(m.upstream, 0.5),
-            "upstream_p99_ms": quantile(m.upstream, 0.99)}
+            "error_rate": round(m.errors / m.requests, 4), **_latencies(m.added, m.upstream)}
 
 
 def _merge(minutes: list[Minute], attr: str) -> list[int]:
-    total = [0] * (len(BOUNDS) + 1)
-    for m in minutes:
-        for i, n in enumerate(getattr(m, attr)):
-            total[i] += n
-    return total
+    sketches = [getattr(m, attr) for m in minutes if m.requests]
+    return [sum(column) for column in zip(*sketches, strict=True)] if sketches else []
 
 
 def traffic(tenants: Tenants) -> dict[str, Any]:
@@ -125,12 +140,10 @@ def traffic(tenants: Tenants) -> dict[str, Any]:
     errors = sum(m.errors for m in minutes)
     added, upstream = _merge(minutes, "added"), _merge(minutes, "upstream")
     return {"scope": PER_WORKER, "worker_pid": os.getpid(), "window_minutes": len(minutes),
-            "minutes": [_minute(m) for m in minutes],
+            "minutes": [_minute(m, minutes[-1].start) for m in minutes],
             "hour": {"requests": requests, "errors": errors,
                      "error_rate": round(errors / requests, 4) if requests else None,
-                     "added_p50_ms": quantile(added, 0.5), "added_p99_ms": quantile(added, 0.99),
-                     "upstream_p50_ms": quantile(upstream, 0.5),
-                     "upstream_p99_ms": quantile(upstream, 0.99)}}
+                     **_latencies(added, upstream)}}
 
 
 async def cache(view: LedgerView, tenants: Tenants, today: date) -> dict[str, Any]:
