@@ -23,9 +23,12 @@ from ..errors import ErrorCode, GatewayError, body_too_large
 from .flow import gateway_of
 
 STATIC = files("gateway.dashboard") / "static"
+# Three small files, read once at import: serving them never touches the disk.
+PAGE = (STATIC / "index.html").read_bytes()
 ASSETS = {
-    "dashboard.js": "text/javascript; charset=utf-8",
-    "dashboard.css": "text/css; charset=utf-8",
+    name: ((STATIC / name).read_bytes(), media)
+    for name, media in (("dashboard.js", "text/javascript; charset=utf-8"),
+                        ("dashboard.css", "text/css; charset=utf-8"))
 }
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
@@ -80,16 +83,16 @@ def _off(request: Request) -> GatewayError | None:
 
 
 async def page(request: Request) -> Response:
-    html = (STATIC / "index.html").read_bytes()
-    return _secure(Response(html, media_type="text/html; charset=utf-8"))
+    return _secure(Response(PAGE, media_type="text/html; charset=utf-8"))
 
 
 async def asset(request: Request) -> Response:
     name = request.path_params["name"]
-    media = ASSETS.get(name)
-    if media is None:
+    found = ASSETS.get(name)
+    if found is None:
         return _error(GatewayError(ErrorCode.UNKNOWN_URL, f"Unknown endpoint {request.url.path}."))
-    response = Response((STATIC / name).read_bytes(), media_type=media)
+    body, media = found
+    response = Response(body, media_type=media)
     _secure(response)
     response.headers["Cache-Control"] = "no-cache"
     return response
