@@ -86,6 +86,10 @@ async def page(request: Request) -> Response:
     return _secure(Response(PAGE, media_type="text/html; charset=utf-8"))
 
 
+async def slash(request: Request) -> Response:
+    return _secure(Response(status_code=308, headers={"Location": PATH}))
+
+
 async def asset(request: Request) -> Response:
     name = request.path_params["name"]
     found = ASSETS.get(name)
@@ -207,6 +211,7 @@ async def requests(request: Request, state: DashboardState, gw: Gateway) -> dict
 
 routes = [
     Route(PATH, page, methods=["GET"]),
+    Route(f"{PATH}/", slash, methods=["GET"]),
     Route(f"{PATH}/static/{{name}}", asset, methods=["GET"]),
     Route(f"{PATH}/login", login, methods=["POST"]),
     Route(f"{PATH}/logout", logout, methods=["POST"]),

@@ -149,6 +149,7 @@ def test_the_page_is_served_with_a_strict_policy(server: GatewayServer) -> None:
     assert response.headers["x-frame-options"] == "DENY"
     assert response.headers["referrer-policy"] == "no-referrer"
     assert "<script>" not in response.text and "style=" not in response.text
+    assert httpx.get(f"{server.url}/dashboard/").headers["location"] == "/dashboard"
     assert httpx.get(f"{server.url}/dashboard/static/dashboard.js").status_code == 200
     assert httpx.get(f"{server.url}/dashboard/static/data.py").status_code == 404  # allowlist
 
