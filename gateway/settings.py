@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     limits_fail_closed: bool = Field(False, validation_alias="GATEWAY_LIMITS_FAIL_CLOSED")
     limits_redis_timeout_s: float = Field(0.25, gt=0,
                                           validation_alias="GATEWAY_LIMITS_REDIS_TIMEOUT")
+    dashboard_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400,
+                                         validation_alias="GATEWAY_DASHBOARD_SESSION_TTL")
     bentoml_home: Path = Field(Path.home() / "bentoml", validation_alias="BENTOML_HOME")
 
     # Service and request limits

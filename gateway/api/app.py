@@ -21,7 +21,7 @@ from ..accounting import RequestAccount
 from ..errors import ErrorCode, GatewayError, error_response
 from ..metrics import Metrics
 from ..settings import Settings
-from . import admin, batch, bridged, models, openai, simple
+from . import admin, batch, bridged, dashboard, models, openai, simple
 from .intake import Intake, IntakeLimits
 
 logger = logging.getLogger("gateway")
@@ -57,7 +57,7 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     routes = [*simple.routes, *openai.routes, *models.routes, *bridged.routes, *batch.routes]
     app = Starlette(
-        routes=[*routes, *admin.routes],  # the admin API has its own key, checked by its routes
+        routes=[*routes, *admin.routes, *dashboard.routes],  # these check their own keys
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,

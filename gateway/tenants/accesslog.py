@@ -18,6 +18,7 @@ from typing import Any
 
 import orjson
 
+from ..dashboard.traffic import RecentTraffic
 from ..pricing import format_usd
 
 logger = logging.getLogger("gateway.access")
@@ -40,6 +41,7 @@ class AccessLog:
         if enabled:
             _bare_stdout_handler()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
+        self.traffic = RecentTraffic()
 
     def record(self, *, request_id: str, key_name: str | None, team: str | None, route: str,
                requested_model: str | None, served_model: str | None, status: int,
@@ -57,6 +59,9 @@ class AccessLog:
             "cache": cache, "attempts": attempts,
         }
         self.recent.append(entry)
+        self.traffic.add(status=status, latency_ms=latency_ms, upstream_ms=upstream_ms,
+                         cache=cache, requested=requested_model, served=served_model,
+                         error_code=error_code)
         if not self.enabled:
             return
         logger.info(orjson.dumps(entry).decode())
