@@ -72,7 +72,8 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
     from .batching import Batcher
     from .cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
     from .cache.index import RedisVectorLog, VectorIndex
-    from .cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+    from .cache.crossencoder import CrossEncoder
+    from .cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
 
     embedder: Embedder
     if settings.semantic_embedder == "local":
@@ -101,6 +102,9 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
                              timeout_s=settings.cache_redis_timeout_s,
                              on_error=metrics.cache_store_errors.inc)
     return SemanticTier(batcher.submit, VectorIndex(settings.cache_max_entries),
-                        SemanticMatcher(settings.semantic_threshold or DEFAULT_THRESHOLD),
+                        SemanticMatcher(CrossEncoder(),
+                                        settings.semantic_threshold or DEFAULT_FLOOR,
+                                        settings.semantic_verifier_threshold
+                                        or DEFAULT_VERIFIER_THRESHOLD),
                         metrics, settings.cache_ttl_s, log)
 
