@@ -2,7 +2,7 @@
 (a cross-encoder), exported to ONNX, quantised to int8 and written to
 gateway/cache/models/verifier-int8.onnx.
 
-    nice -n 10 python -m training.train_verifier            # ~15 min on 2 shared cores
+    nice -n 10 python -m training.train_verifier    # ~10 min on one thread of a shared 2-core box
 
 Dependencies: training/requirements.txt (torch==2.13.0 CPU, transformers, onnx), none at run time.
 
