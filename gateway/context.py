@@ -70,9 +70,9 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics) ->
     import numpy as np
 
     from .batching import Batcher
+    from .cache.crossencoder import CrossEncoder
     from .cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
     from .cache.index import RedisVectorLog, VectorIndex
-    from .cache.crossencoder import CrossEncoder
     from .cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
 
     embedder: Embedder
