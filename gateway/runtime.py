@@ -90,9 +90,10 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics,
     import numpy as np
 
     from .batching import Batcher
+    from .cache.crossencoder import CrossEncoder
     from .cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
     from .cache.index import RedisVectorLog, VectorIndex
-    from .cache.semantic import DEFAULT_THRESHOLD, SemanticMatcher
+    from .cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
 
     embedder: Embedder
     if settings.semantic_embedder == "local":
@@ -123,8 +124,13 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics,
         log = RedisVectorLog(settings.redis_url, settings.cache_max_entries,
                              timeout_s=settings.cache_redis_timeout_s,
                              on_error=metrics.cache_store_errors.inc)
+    verifier = CrossEncoder()  # loaded now, not on the first request
+    closing.callback(verifier.close)
     tier = SemanticTier(batcher.submit, VectorIndex(settings.cache_max_entries),
-                        SemanticMatcher(settings.semantic_threshold or DEFAULT_THRESHOLD),
+                        SemanticMatcher(verifier,
+                                        settings.semantic_threshold or DEFAULT_FLOOR,
+                                        settings.semantic_verifier_threshold
+                                        or DEFAULT_VERIFIER_THRESHOLD),
                         metrics, settings.cache_ttl_s, log)
     closing.push_async_callback(tier.aclose)
     return tier

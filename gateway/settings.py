@@ -89,8 +89,11 @@ class Settings(BaseSettings):
     cache_store_length: bool = Field(False, validation_alias="GATEWAY_CACHE_STORE_LENGTH")
     cache_redis_timeout_s: float = Field(0.1, gt=0, validation_alias="GATEWAY_CACHE_REDIS_TIMEOUT")
     semantic_cache: bool = Field(False, validation_alias="GATEWAY_SEMANTIC_CACHE")
+    # Cosine floor below which the verifier is not asked; the verifier's own probability threshold.
     semantic_threshold: float | None = Field(None, gt=0, le=1,
                                              validation_alias="GATEWAY_SEMANTIC_THRESHOLD")
+    semantic_verifier_threshold: float | None = Field(
+        None, gt=0, lt=1, validation_alias="GATEWAY_SEMANTIC_VERIFIER_THRESHOLD")
     semantic_embedder: Literal["local", "upstream"] = Field(
         "local", validation_alias="GATEWAY_SEMANTIC_EMBEDDER")
     semantic_embedding_model: str = Field("text-embedding-3-small",

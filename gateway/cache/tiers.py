@@ -46,8 +46,8 @@ class SemanticTier:
         match = SemanticMatch(vector)
         neighbour = self._index.nearest(scope, vector)
         if neighbour is not None:
-            accepted, _ = self._matcher.accept(text, neighbour.text, neighbour.similarity)
-            if accepted:
+            decision = await self._matcher.accept(text, neighbour.text, neighbour.similarity)
+            if decision.accepted:
                 match.key, match.similarity = neighbour.key, neighbour.similarity
         return match
 

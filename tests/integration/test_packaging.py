@@ -40,6 +40,7 @@ def test_build_makes_a_bento_with_the_labels_and_the_catalog(
     assert (labels["team"], labels["environment"]) == ("platform", "production")
     assert labels.get("openai_endpoint") == "/v1"  # BentoML's own tag for OpenAI-compatible routes
     assert (bento_dir / "src" / "gateway" / "models.yaml").is_file()
+    assert (bento_dir / "src" / "gateway" / "cache" / "models" / "verifier-int8.onnx").is_file()
     assert (bento_dir / "src" / "service.py").is_file()
     assert not (bento_dir / "src" / "tests").exists()
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()

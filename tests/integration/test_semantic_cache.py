@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gateway.cache.semantic import DEFAULT_FLOOR
 from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -37,29 +38,85 @@ def test_a_paraphrase_is_served_from_the_semantic_tier(
     time.sleep(0.1)
     second = ask(semantic.url, "What's the way to reverse a Python list?")
     assert second.headers["x-gateway-cache"] == "semantic-hit"
-    assert float(second.headers["x-gateway-cache-similarity"]) >= 0.86
+    assert float(second.headers["x-gateway-cache-similarity"]) >= DEFAULT_FLOOR
     assert second.content == first.content
     assert second.headers["x-gateway-cost-usd"] == "0.000000"
     assert fake.calls("gpt-4.1") == 1
 
 
-@pytest.mark.parametrize(("first", "second"), [
-    ("Convert 100 Celsius to Fahrenheit.", "Convert 100 Fahrenheit to Celsius."),
-    ("Write a function that checks if a number is prime.",
-     "Write a function that checks if a number is even."),
-    ("Summarize this article in 3 bullet points.", "Summarize this article in 5 bullet points."),
-    ("Explain recursion without code examples.", "Explain recursion with code examples."),
-    ("Viết hàm quicksort bằng Python", "Hãy viết hàm quicksort trong Python"),
-])
-def test_near_misses_and_uncovered_languages_go_upstream(
-    semantic: GatewayServer, fake: FakeProvider, first: str, second: str
+# One verified hit and one verified rejection per class of wrong hit the held-out set showed,
+# every pair from loadtest/semantic_test.jsonl (never trained on, never tuned on).
+CLASSES = {
+    "direction reversed over multi-word spans": (
+        ("How do I merge two dictionaries in Python?",
+         "What's the way to combine two dicts in Python?"),
+        ("Convert a CSV file to a JSON file in Python",
+         "Convert a JSON file to a CSV file in Python")),
+    "an action and its inverse": (
+        ("How do I install Docker on Ubuntu?",
+         "What are the steps to install Docker on Ubuntu?"),
+        ("How do I mount a USB drive on Linux?", "How do I unmount a USB drive on Linux?")),
+    "a time of day": (
+        ("At what temperature should I bake chicken breasts?",
+         "What oven temperature is right for baking chicken breasts?"),
+        ("What should I eat in the morning before a run?",
+         "What should I eat in the evening before a run?")),
+    "two sides of a transaction": (
+        ("How much should I save for an emergency fund?", "How big should my emergency fund be?"),
+        ("What documents do I need to sell a car?", "What documents do I need to buy a car?")),
+    "a changed library": (
+        ("How do I make a bar chart in matplotlib?",
+         "How can I create a bar chart with matplotlib?"),
+        ("Fetch a web page with requests in Python.", "Fetch a web page with httpx in Python.")),
+    "a changed detail level": (
+        ("What is a black hole?", "Explain what a black hole is."),
+        ("Explain quantum entanglement in one sentence.",
+         "Explain quantum entanglement in detail.")),
+    "a changed budget": (
+        ("What is compound interest?", "Can you explain what compound interest is?"),
+        ("Plan a week in Italy on a tight budget.", "Plan a luxury week in Italy.")),
+    "a changed output layout": (
+        ("Summarize the plot of Romeo and Juliet.",
+         "Give me a summary of the plot of Romeo and Juliet."),
+        ("Give me the output as JSON.", "Give me the output as YAML.")),
+    "a changed task around the same object": (
+        ("What are the symptoms of dehydration?", "What are the signs that someone is dehydrated?"),
+        ("Fix the bug in my binary search function.",
+         "Add comments to my binary search function.")),
+    "a swapped ingredient": (
+        ("How do I keep basil fresh longer?",
+         "What is the best way to make fresh basil last longer?"),
+        ("How do I make pancakes with almond flour?",
+         "How do I make pancakes with coconut flour?")),
+}
+
+
+@pytest.mark.parametrize("case", list(CLASSES))
+def test_each_class_has_a_verified_hit_and_a_verified_rejection(
+    semantic: GatewayServer, fake: FakeProvider, case: str
 ) -> None:
-    ask(semantic.url, first)
+    (same_first, same_second), (other_first, other_second) = CLASSES[case]
+    system = f"Scope for {case}."  # each case its own scope: no neighbour from another case
+    first = ask(semantic.url, same_first, system)
     time.sleep(0.1)
-    response = ask(semantic.url, second)
+    hit = ask(semantic.url, same_second, system)
+    assert hit.headers["x-gateway-cache"] == "semantic-hit", same_second
+    assert hit.content == first.content
+    system = f"Other scope for {case}."
+    ask(semantic.url, other_first, system)
+    time.sleep(0.1)
+    miss = ask(semantic.url, other_second, system)
+    assert miss.headers["x-gateway-cache"] == "miss", other_second
+    assert miss.json()["choices"][0]["message"]["content"].startswith(
+        f"Fake answer to: {other_second}")
+    assert fake.calls("gpt-4.1") == 3
+
+
+def test_uncovered_languages_go_upstream(semantic: GatewayServer, fake: FakeProvider) -> None:
+    ask(semantic.url, "Viết hàm quicksort bằng Python")
+    time.sleep(0.1)
+    response = ask(semantic.url, "Hãy viết hàm quicksort trong Python")
     assert response.headers["x-gateway-cache"] == "miss"
-    assert response.json()["choices"][0]["message"]["content"].startswith(
-        f"Fake answer to: {second}")
     assert fake.calls("gpt-4.1") == 2
 
 

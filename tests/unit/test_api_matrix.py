@@ -28,8 +28,8 @@ TOOLS = [{"type": "function", "function": {
                                        "properties": {"city": {"type": "string"}}}}}]
 # The semantic tier serves the second of each pair from the first one's answer.
 PROMPTS = {"plain": ("What is the capital city of France?", "What's the capital city of France?"),
-           "tools": ("What is the weather in Paris and the time there, in parallel?",
-                     "What's the weather in Paris and the time there, in parallel?")}
+           "tools": ("What is the capital of France? Use parallel calls.",
+                     "What's the capital of France? Use parallel calls.")}
 MODEL = "gpt-4.1"
 
 
