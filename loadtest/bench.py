@@ -42,8 +42,11 @@ from gateway.catalog import DEFAULT_CATALOG
 from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer, RedisServer
 
 RESULTS = ROOT / "loadtest" / "results"
-CHAT = {"model": "deepseek-v3.2", "max_tokens": 1000,
-        "messages": [{"role": "user", "content": "Write quicksort in Python"}]}
+CHAT = {
+    "model": "deepseek-v3.2",
+    "max_tokens": 1000,
+    "messages": [{"role": "user", "content": "Write quicksort in Python"}],
+}
 
 
 def k6_binary() -> str:
@@ -60,16 +63,32 @@ class Bench:
         self.out.mkdir(parents=True, exist_ok=True)
         self.logs = Path(tempfile.mkdtemp(prefix="bench-logs-"))
 
-    def k6(self, name: str, target: str, body: dict[str, Any], *, rate: int | None = None,
-           vus: int | None = None, duration: int = 10, key: str = CLIENT_KEY,
-           raw: bool = False, unique: bool = False, keys: list[str] | None = None,
-           ) -> dict[str, Any]:
+    def k6(
+        self,
+        name: str,
+        target: str,
+        body: dict[str, Any],
+        *,
+        rate: int | None = None,
+        vus: int | None = None,
+        duration: int = 10,
+        key: str = CLIENT_KEY,
+        raw: bool = False,
+        unique: bool = False,
+        keys: list[str] | None = None,
+    ) -> dict[str, Any]:
         """One k6 run; returns its summary metrics (and keeps per-request CSV when ``raw``)."""
         body_file = self.out / f"{name}.body.json"
         body_file.write_text(json.dumps(body))
         summary = self.out / f"{name}.summary.json"
-        env = {"TARGET": target, "BODY_FILE": str(body_file), "SUMMARY": str(summary),
-               "DURATION": f"{duration}s", "KEY": key, "UNIQUE": "1" if unique else "0"}
+        env = {
+            "TARGET": target,
+            "BODY_FILE": str(body_file),
+            "SUMMARY": str(summary),
+            "DURATION": f"{duration}s",
+            "KEY": key,
+            "UNIQUE": "1" if unique else "0",
+        }
         if keys:
             env["KEYS"] = ",".join(keys)
         if rate:
@@ -121,8 +140,11 @@ def rss_mb(server: GatewayServer) -> list[float]:
     """RSS of each gateway worker (the processes that hold a copy of the service)."""
     root = psutil.Process(server.process.proc.pid)
     procs = [root, *root.children(recursive=True)]
-    workers = [p for p in procs if "worker" in " ".join(p.cmdline()) or
-               "_bentoml_impl.worker" in " ".join(p.cmdline())]
+    workers = [
+        p
+        for p in procs
+        if "worker" in " ".join(p.cmdline()) or "_bentoml_impl.worker" in " ".join(p.cmdline())
+    ]
     return [round(p.memory_info().rss / 2**20, 1) for p in (workers or procs)]
 
 
@@ -137,27 +159,49 @@ def overhead(args: argparse.Namespace) -> None:
         httpx.post(via, json=CHAT, headers={"Authorization": f"Bearer {CLIENT_KEY}"})  # warm up
         stream = {**CHAT, "stream": True}
         for r in range(args.rounds):
-            for label, target, key in (("direct", direct, UPSTREAM_KEY), ("gateway", via, CLIENT_KEY)):
-                m = bench.k6(f"rate100-{label}-{r}", target, CHAT, rate=100, duration=d, key=key,
-                             raw=(r == 0))
-                stats.setdefault(f"rate100-{label}", []).append({
-                    "p50": trend(m, "http_req_duration", "med"),
-                    "p95": trend(m, "http_req_duration", "p(95)"),
-                    "p99": trend(m, "http_req_duration", "p(99)"), "failed": failed(m)})
+            for label, target, key in (
+                ("direct", direct, UPSTREAM_KEY),
+                ("gateway", via, CLIENT_KEY),
+            ):
+                m = bench.k6(
+                    f"rate100-{label}-{r}",
+                    target,
+                    CHAT,
+                    rate=100,
+                    duration=d,
+                    key=key,
+                    raw=(r == 0),
+                )
+                stats.setdefault(f"rate100-{label}", []).append(
+                    {
+                        "p50": trend(m, "http_req_duration", "med"),
+                        "p95": trend(m, "http_req_duration", "p(95)"),
+                        "p99": trend(m, "http_req_duration", "p(99)"),
+                        "failed": failed(m),
+                    }
+                )
                 m = bench.k6(f"vus50-{label}-{r}", target, CHAT, vus=50, duration=d, key=key)
                 stats.setdefault(f"vus50-{label}", []).append({"rps": rate(m), "failed": failed(m)})
                 m = bench.k6(f"stream-{label}-{r}", target, stream, rate=25, duration=d, key=key)
-                stats.setdefault(f"stream-{label}", []).append({
-                    "p50": trend(m, "http_req_waiting", "med"),
-                    "p99": trend(m, "http_req_waiting", "p(99)"), "failed": failed(m)})
+                stats.setdefault(f"stream-{label}", []).append(
+                    {
+                        "p50": trend(m, "http_req_waiting", "med"),
+                        "p99": trend(m, "http_req_waiting", "p(99)"),
+                        "failed": failed(m),
+                    }
+                )
         memory = rss_mb(gw)
         ready = gw.ready_s  # type: ignore[attr-defined]
     # 100 clients in flight need an admission limit above the default 50 per worker.
-    with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", "50") as slow, \
-            bench.gateway(slow, GATEWAY_MAX_CONCURRENCY="200", GATEWAY_WORKERS=args.workers) as gw:
+    with (
+        bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", "50") as slow,
+        bench.gateway(slow, GATEWAY_MAX_CONCURRENCY="200", GATEWAY_WORKERS=args.workers) as gw,
+    ):
         for r in range(args.rounds):
-            for label, target, key in (("direct", f"{slow.base_url}/chat/completions", UPSTREAM_KEY),
-                                       ("gateway", f"{gw.v1}/chat/completions", CLIENT_KEY)):
+            for label, target, key in (
+                ("direct", f"{slow.base_url}/chat/completions", UPSTREAM_KEY),
+                ("gateway", f"{gw.v1}/chat/completions", CLIENT_KEY),
+            ):
                 m = bench.k6(f"slow-{label}-{r}", target, CHAT, vus=100, duration=d, key=key)
                 stats.setdefault(f"slow-{label}", []).append({"rps": rate(m), "failed": failed(m)})
 
@@ -165,26 +209,50 @@ def overhead(args: argparse.Namespace) -> None:
         return statistics.median(s[field] for s in stats[key])
 
     added = {p: med("rate100-gateway", p) - med("rate100-direct", p) for p in ("p50", "p95", "p99")}
-    rows.append(["non-stream @100 req/s: direct p50/p95/p99 (ms)",
-                 "/".join(f"{med('rate100-direct', p):.2f}" for p in ("p50", "p95", "p99"))])
-    rows.append(["non-stream @100 req/s: gateway added p50/p95/p99 (ms)",
-                 "/".join(f"{added[p]:+.2f}" for p in ("p50", "p95", "p99"))])
-    rows.append(["stream @25 req/s: added time to first byte p50/p99 (ms)",
-                 f"{med('stream-gateway', 'p50') - med('stream-direct', 'p50'):+.2f}/"
-                 f"{med('stream-gateway', 'p99') - med('stream-direct', 'p99'):+.2f}"])
-    rows.append(["50 VUs, instant provider: req/s direct / gateway",
-                 f"{med('vus50-direct', 'rps'):.0f} / {med('vus50-gateway', 'rps'):.0f}"])
-    rows.append([f"100 VUs, 50 ms provider ({args.workers} worker(s), GATEWAY_MAX_CONCURRENCY=200): "
-                 "req/s direct / gateway",
-                 f"{med('slow-direct', 'rps'):.0f} / {med('slow-gateway', 'rps'):.0f} "
-                 f"({med('slow-gateway', 'rps') / med('slow-direct', 'rps'):.1%})"])
+    rows.append(
+        [
+            "non-stream @100 req/s: direct p50/p95/p99 (ms)",
+            "/".join(f"{med('rate100-direct', p):.2f}" for p in ("p50", "p95", "p99")),
+        ]
+    )
+    rows.append(
+        [
+            "non-stream @100 req/s: gateway added p50/p95/p99 (ms)",
+            "/".join(f"{added[p]:+.2f}" for p in ("p50", "p95", "p99")),
+        ]
+    )
+    rows.append(
+        [
+            "stream @25 req/s: added time to first byte p50/p99 (ms)",
+            f"{med('stream-gateway', 'p50') - med('stream-direct', 'p50'):+.2f}/"
+            f"{med('stream-gateway', 'p99') - med('stream-direct', 'p99'):+.2f}",
+        ]
+    )
+    rows.append(
+        [
+            "50 VUs, instant provider: req/s direct / gateway",
+            f"{med('vus50-direct', 'rps'):.0f} / {med('vus50-gateway', 'rps'):.0f}",
+        ]
+    )
+    rows.append(
+        [
+            f"100 VUs, 50 ms provider ({args.workers} worker(s), GATEWAY_MAX_CONCURRENCY=200): "
+            "req/s direct / gateway",
+            f"{med('slow-direct', 'rps'):.0f} / {med('slow-gateway', 'rps'):.0f} "
+            f"({med('slow-gateway', 'rps') / med('slow-direct', 'rps'):.1%})",
+        ]
+    )
     worst_error = max(s["failed"] for runs in stats.values() for s in runs)
     rows.append(["worst error rate of any run", f"{worst_error:.2%}"])
     rows.append(["gateway worker RSS after the runs (MB)", ", ".join(map(str, memory))])
     rows.append(["start-up: bentoml serve to first 200 on /readyz (s)", f"{ready:.1f}"])
     added_us = asyncio.run(_routing(20000))
-    rows.append(["routing over two deployments vs one, added p50 (µs, Router.complete "
-                 "in process)", f"{added_us:+.1f}"])
+    rows.append(
+        [
+            "routing over two deployments vs one, added p50 (µs, Router.complete in process)",
+            f"{added_us:+.1f}",
+        ]
+    )
     print_table(f"Gateway overhead vs direct ({args.rounds} round(s) of {d} s each, medians)", rows)
     (args.out / "overhead.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
     plot(args.out, ["rate100-direct-0", "rate100-gateway-0"], args.out / "overhead.png")
@@ -225,20 +293,38 @@ def embeddings(args: argparse.Namespace) -> None:
     body = {"model": "text-embedding-3-small", "input": "an embedding benchmark sentence"}
     rows = []
     with bench.fake("--api-key", UPSTREAM_KEY, "--latency-ms", str(args.latency_ms)) as fake:
-        m = bench.k6("emb-direct", f"{fake.base_url}/embeddings", body, vus=args.vus,
-                     duration=args.duration, key=UPSTREAM_KEY)
-        rows.append(["direct to the fake provider", f"{rate(m):.0f}", f"{failed(m):.2%}",
-                     str(fake.stats()["embedding_calls"])])
+        m = bench.k6(
+            "emb-direct",
+            f"{fake.base_url}/embeddings",
+            body,
+            vus=args.vus,
+            duration=args.duration,
+            key=UPSTREAM_KEY,
+        )
+        rows.append(
+            [
+                "direct to the fake provider",
+                f"{rate(m):.0f}",
+                f"{failed(m):.2%}",
+                str(fake.stats()["embedding_calls"]),
+            ]
+        )
         for label, size in (("gateway, batching on", "32"), ("gateway, batching off", "1")):
             fake.reset()
-            with bench.gateway(fake, GATEWAY_BATCH_MAX_SIZE=size, GATEWAY_MAX_CONCURRENCY="256") as gw:
-                m = bench.k6(f"emb-{size}", f"{gw.v1}/embeddings", body, vus=args.vus,
-                             duration=args.duration)
+            with bench.gateway(
+                fake, GATEWAY_BATCH_MAX_SIZE=size, GATEWAY_MAX_CONCURRENCY="256"
+            ) as gw:
+                m = bench.k6(
+                    f"emb-{size}", f"{gw.v1}/embeddings", body, vus=args.vus, duration=args.duration
+                )
                 calls = fake.stats()["embedding_calls"]
                 rows.append([label, f"{rate(m):.0f}", f"{failed(m):.2%}", str(calls)])
-    print_table(f"Embeddings, {args.vus} VUs x {args.duration} s, provider latency "
-                f"{args.latency_ms} ms per call", rows,
-                header=["path", "req/s", "errors", "upstream calls"])
+    print_table(
+        f"Embeddings, {args.vus} VUs x {args.duration} s, provider latency "
+        f"{args.latency_ms} ms per call",
+        rows,
+        header=["path", "req/s", "errors", "upstream calls"],
+    )
 
 
 def cache(args: argparse.Namespace) -> None:
@@ -246,25 +332,61 @@ def cache(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     d = args.duration
     rows = []
-    with bench.fake("--api-key", UPSTREAM_KEY) as fake, \
-            bench.gateway(fake, GATEWAY_CACHE="true") as on, bench.gateway(fake) as off:
-        httpx.post(f"{on.v1}/chat/completions", json=CHAT,
-                   headers={"Authorization": f"Bearer {CLIENT_KEY}"})  # fill the entry
-        runs = [("direct to the fake provider", f"{fake.base_url}/chat/completions", UPSTREAM_KEY, True),
-                ("gateway, cache off (unique prompts)", f"{off.v1}/chat/completions", CLIENT_KEY, True),
-                ("gateway, cache on, misses (unique prompts)", f"{on.v1}/chat/completions", CLIENT_KEY, True),
-                ("gateway, cache on, hits (one prompt)", f"{on.v1}/chat/completions", CLIENT_KEY, False)]
+    with (
+        bench.fake("--api-key", UPSTREAM_KEY) as fake,
+        bench.gateway(fake, GATEWAY_CACHE="true") as on,
+        bench.gateway(fake) as off,
+    ):
+        httpx.post(
+            f"{on.v1}/chat/completions",
+            json=CHAT,
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+        )  # fill the entry
+        runs = [
+            (
+                "direct to the fake provider",
+                f"{fake.base_url}/chat/completions",
+                UPSTREAM_KEY,
+                True,
+            ),
+            ("gateway, cache off (unique prompts)", f"{off.v1}/chat/completions", CLIENT_KEY, True),
+            (
+                "gateway, cache on, misses (unique prompts)",
+                f"{on.v1}/chat/completions",
+                CLIENT_KEY,
+                True,
+            ),
+            (
+                "gateway, cache on, hits (one prompt)",
+                f"{on.v1}/chat/completions",
+                CLIENT_KEY,
+                False,
+            ),
+        ]
         for label, target, key, unique in runs:
-            m = bench.k6(f"cache-{len(rows)}", target, CHAT, rate=100, duration=d, key=key,
-                         unique=unique)
-            rows.append([label, f"{trend(m, 'http_req_duration', 'med'):.2f}",
-                         f"{trend(m, 'http_req_duration', 'p(99)'):.2f}", f"{failed(m):.2%}"])
+            m = bench.k6(
+                f"cache-{len(rows)}", target, CHAT, rate=100, duration=d, key=key, unique=unique
+            )
+            rows.append(
+                [
+                    label,
+                    f"{trend(m, 'http_req_duration', 'med'):.2f}",
+                    f"{trend(m, 'http_req_duration', 'p(99)'):.2f}",
+                    f"{failed(m):.2%}",
+                ]
+            )
         metrics = httpx.get(f"{on.url}/metrics").text
     lookups = _histogram_quantiles(metrics, "gateway_cache_lookup_seconds", (0.5, 0.99))
-    print_table(f"Cache at 100 req/s for {d} s each (client-side ms)", rows,
-                header=["path", "p50 ms", "p99 ms", "errors"])
-    print(f"\ncache lookup inside the gateway (histogram buckets): p50 <= {lookups[0] * 1000:.2f} ms, "
-          f"p99 <= {lookups[1] * 1000:.2f} ms")
+    print_table(
+        f"Cache at 100 req/s for {d} s each (client-side ms)",
+        rows,
+        header=["path", "p50 ms", "p99 ms", "errors"],
+    )
+    print(
+        "\ncache lookup inside the gateway (histogram buckets): "
+        f"p50 <= {lookups[0] * 1000:.2f} ms, "
+        f"p99 <= {lookups[1] * 1000:.2f} ms"
+    )
 
 
 def _histogram_quantiles(text: str, name: str, quantiles: tuple[float, ...]) -> list[float]:
@@ -273,7 +395,9 @@ def _histogram_quantiles(text: str, name: str, quantiles: tuple[float, ...]) -> 
     for line in text.splitlines():
         if line.startswith(f"{name}_bucket"):
             bound = line.split('le="')[1].split('"')[0]
-            buckets.append((float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1])))
+            buckets.append(
+                (float("inf") if bound == "+Inf" else float(bound), float(line.split()[-1]))
+            )
     buckets.sort()
     total = buckets[-1][1] if buckets else 0.0
     return [next((b for b, c in buckets if c >= q * total), float("nan")) for q in quantiles]
@@ -284,18 +408,44 @@ def soak(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     seconds = int(args.minutes * 60)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
-        bench.k6("soak-warmup", f"{gw.v1}/chat/completions", CHAT, rate=args.rate, duration=10,
-                 unique=True)
+        bench.k6(
+            "soak-warmup",
+            f"{gw.v1}/chat/completions",
+            CHAT,
+            rate=args.rate,
+            duration=10,
+            unique=True,
+        )
         samples = [(0, rss_mb(gw))]
         body_file = args.out / "soak.body.json"
         body_file.write_text(json.dumps(CHAT))
         summary = args.out / "soak.summary.json"
         proc = subprocess.Popen(
-            [k6_binary(), "run", "--quiet", "--no-usage-report",
-             "-e", f"TARGET={gw.v1}/chat/completions", "-e", f"BODY_FILE={body_file}",
-             "-e", f"SUMMARY={summary}", "-e", f"DURATION={seconds}s", "-e", f"RATE={args.rate}",
-             "-e", "PREALLOC=50", "-e", "UNIQUE=1", "-e", f"KEY={CLIENT_KEY}",
-             str(ROOT / "loadtest" / "k6-bench.js")], stdout=subprocess.DEVNULL)
+            [
+                k6_binary(),
+                "run",
+                "--quiet",
+                "--no-usage-report",
+                "-e",
+                f"TARGET={gw.v1}/chat/completions",
+                "-e",
+                f"BODY_FILE={body_file}",
+                "-e",
+                f"SUMMARY={summary}",
+                "-e",
+                f"DURATION={seconds}s",
+                "-e",
+                f"RATE={args.rate}",
+                "-e",
+                "PREALLOC=50",
+                "-e",
+                "UNIQUE=1",
+                "-e",
+                f"KEY={CLIENT_KEY}",
+                str(ROOT / "loadtest" / "k6-bench.js"),
+            ],
+            stdout=subprocess.DEVNULL,
+        )
         started = time.monotonic()
         while proc.poll() is None and time.monotonic() - started < seconds + 60:
             time.sleep(min(30, seconds / 10))
@@ -304,12 +454,18 @@ def soak(args: argparse.Namespace) -> None:
         m = json.loads(summary.read_text())["metrics"]
         metrics = httpx.get(f"{gw.url}/metrics").text
     pauses = _histogram_quantiles(metrics, "gateway_gc_pause_seconds", (0.5, 0.99, 1.0))
-    rows = [["requests", f"{int(m['http_reqs']['values']['count'])} at {args.rate}/s, "
-                         f"{failed(m):.2%} failed"],
-            ["RSS at start / end (MB)", f"{samples[0][1]} / {samples[-1][1]}"],
-            ["RSS samples (s: MB)", ", ".join(f"{t}: {r[0] if r else '?'}" for t, r in samples)],
-            ["GC pauses p50 / p99 / max (upper bucket bound, ms)",
-             " / ".join(f"{p * 1000:g}" for p in pauses)]]
+    rows = [
+        [
+            "requests",
+            f"{int(m['http_reqs']['values']['count'])} at {args.rate}/s, {failed(m):.2%} failed",
+        ],
+        ["RSS at start / end (MB)", f"{samples[0][1]} / {samples[-1][1]}"],
+        ["RSS samples (s: MB)", ", ".join(f"{t}: {r[0] if r else '?'}" for t, r in samples)],
+        [
+            "GC pauses p50 / p99 / max (upper bucket bound, ms)",
+            " / ".join(f"{p * 1000:g}" for p in pauses),
+        ],
+    ]
     print_table(f"Soak: {args.minutes:g} min of non-streaming completions through one worker", rows)
 
 
@@ -321,26 +477,51 @@ def faults(args: argparse.Namespace) -> None:
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
         fake.fault(model="deepseek-v3.2", kind="status", status=503, rate=0.2, seed=7)
         summary = args.out / "faults.summary.json"
-        subprocess.run([k6_binary(), "run", "--quiet", "--no-usage-report", "-e", f"GATEWAY_URL={gw.url}",
-                        "-e", f"GATEWAY_KEY={CLIENT_KEY}", "-e", "PROFILE=ci", "-e", f"SUMMARY={summary}",
-                        str(ROOT / "loadtest" / "k6-test.js")], check=False, timeout=300)
+        subprocess.run(
+            [
+                k6_binary(),
+                "run",
+                "--quiet",
+                "--no-usage-report",
+                "-e",
+                f"GATEWAY_URL={gw.url}",
+                "-e",
+                f"GATEWAY_KEY={CLIENT_KEY}",
+                "-e",
+                "PROFILE=ci",
+                "-e",
+                f"SUMMARY={summary}",
+                str(ROOT / "loadtest" / "k6-test.js"),
+            ],
+            check=False,
+            timeout=300,
+        )
         stats = fake.stats()
         m = json.loads(summary.read_text())["metrics"]
         health = httpx.get(f"{gw.url}/health").json()
-    rows = [["client requests", str(int(m["http_reqs"]["values"]["count"]))],
-            ["client error rate", f"{failed(m):.2%}"],
-            ["client p95 / p99 (ms)", f"{trend(m, 'http_req_duration', 'p(95)'):.1f} / "
-                                      f"{trend(m, 'http_req_duration', 'p(99)'):.1f}"],
-            ["upstream calls per model", json.dumps(stats["requests"])],
-            ["breakers at the end", json.dumps(health["breakers"])]]
-    print_table("k6 (seed scenario, ci profile) with 20% of deepseek-v3.2 calls failing with 503", rows)
+    rows = [
+        ["client requests", str(int(m["http_reqs"]["values"]["count"]))],
+        ["client error rate", f"{failed(m):.2%}"],
+        [
+            "client p95 / p99 (ms)",
+            f"{trend(m, 'http_req_duration', 'p(95)'):.1f} / "
+            f"{trend(m, 'http_req_duration', 'p(99)'):.1f}",
+        ],
+        ["upstream calls per model", json.dumps(stats["requests"])],
+        ["breakers at the end", json.dumps(health["breakers"])],
+    ]
+    print_table(
+        "k6 (seed scenario, ci profile) with 20% of deepseek-v3.2 calls failing with 503", rows
+    )
 
 
 def two_provider_catalog(out: Path, alpha: FakeProvider, beta: FakeProvider) -> Path:
     """The packaged catalog with every model deployed on two providers, equal weights."""
     raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
-    raw["providers"] = {"alpha": {"base_url": alpha.base_url, "api_key_env": "ALPHA_KEY"},
-                        "beta": {"base_url": beta.base_url, "api_key_env": "BETA_KEY"}}
+    raw["providers"] = {
+        "alpha": {"base_url": alpha.base_url, "api_key_env": "ALPHA_KEY"},
+        "beta": {"base_url": beta.base_url, "api_key_env": "BETA_KEY"},
+    }
     for entry in raw["models"].values():
         entry["deployments"] = [{"provider": "alpha"}, {"provider": "beta"}]
     path = out / "two-providers.yaml"
@@ -350,10 +531,25 @@ def two_provider_catalog(out: Path, alpha: FakeProvider, beta: FakeProvider) -> 
 
 def seed_scenario(bench: Bench, gw: GatewayServer, name: str) -> dict[str, Any]:
     summary = bench.out / f"{name}.summary.json"
-    subprocess.run([k6_binary(), "run", "--quiet", "--no-usage-report",
-                    "-e", f"GATEWAY_URL={gw.url}", "-e", f"GATEWAY_KEY={CLIENT_KEY}",
-                    "-e", "PROFILE=ci", "-e", f"SUMMARY={summary}",
-                    str(ROOT / "loadtest" / "k6-test.js")], check=False, timeout=300)
+    subprocess.run(
+        [
+            k6_binary(),
+            "run",
+            "--quiet",
+            "--no-usage-report",
+            "-e",
+            f"GATEWAY_URL={gw.url}",
+            "-e",
+            f"GATEWAY_KEY={CLIENT_KEY}",
+            "-e",
+            "PROFILE=ci",
+            "-e",
+            f"SUMMARY={summary}",
+            str(ROOT / "loadtest" / "k6-test.js"),
+        ],
+        check=False,
+        timeout=300,
+    )
     return dict(json.loads(summary.read_text())["metrics"])
 
 
@@ -362,8 +558,10 @@ def provider_down(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     keys = {"ALPHA_KEY": "sk-bench-alpha", "BETA_KEY": "sk-bench-beta"}
     rows = []
-    with bench.fake("--api-key", keys["ALPHA_KEY"]) as alpha, \
-            bench.fake("--api-key", keys["BETA_KEY"]) as beta:
+    with (
+        bench.fake("--api-key", keys["ALPHA_KEY"]) as alpha,
+        bench.fake("--api-key", keys["BETA_KEY"]) as beta,
+    ):
         config = two_provider_catalog(args.out, alpha, beta)
         with bench.gateway(alpha, GATEWAY_CONFIG=str(config), **keys) as gw:
             for label in ("both up", "alpha down"):
@@ -372,16 +570,31 @@ def provider_down(args: argparse.Namespace) -> None:
                 beta.reset()
                 m = seed_scenario(bench, gw, f"provider-down-{label.replace(' ', '-')}")
                 served = beta.stats()["total"]
-                rows.append([label, str(int(m["http_reqs"]["values"]["count"])),
-                             f"{failed(m):.3%}", f"{trend(m, 'http_req_duration', 'med'):.1f}",
-                             f"{trend(m, 'http_req_duration', 'p(99)'):.1f}", str(served)])
-            breakers = [line for line in httpx.get(f"{gw.url}/metrics").text.splitlines()
-                        if line.startswith("gateway_breaker_state{")]
-    print_table("k6 seed scenario (ci profile), every model on two providers", rows,
-                header=["run", "requests", "errors", "p50 ms", "p99 ms", "beta's calls"])
+                rows.append(
+                    [
+                        label,
+                        str(int(m["http_reqs"]["values"]["count"])),
+                        f"{failed(m):.3%}",
+                        f"{trend(m, 'http_req_duration', 'med'):.1f}",
+                        f"{trend(m, 'http_req_duration', 'p(99)'):.1f}",
+                        str(served),
+                    ]
+                )
+            breakers = [
+                line
+                for line in httpx.get(f"{gw.url}/metrics").text.splitlines()
+                if line.startswith("gateway_breaker_state{")
+            ]
+    print_table(
+        "k6 seed scenario (ci profile), every model on two providers",
+        rows,
+        header=["run", "requests", "errors", "p50 ms", "p99 ms", "beta's calls"],
+    )
     p99_up, p99_down = float(rows[0][4]), float(rows[1][4])
-    print(f"\np99 with alpha down / both up: {p99_down / p99_up:.2f}x; breakers at the end "
-          "(0 closed, 2 open):\n" + "\n".join(breakers))
+    print(
+        f"\np99 with alpha down / both up: {p99_down / p99_up:.2f}x; breakers at the end "
+        "(0 closed, 2 open):\n" + "\n".join(breakers)
+    )
 
 
 def routing(args: argparse.Namespace) -> None:
@@ -404,8 +617,11 @@ async def _routing(requests: int) -> float:
 
     body = json.dumps({"id": "c", "model": "gpt-4.1", "choices": [], "usage": {}}).encode()
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
-    settings = Settings(HOLYSHEEP_BASE_URL="http://one.test/v1",  # type: ignore[call-arg]
-                        HOLYSHEEP_API_KEY="k", GATEWAY_HTTP_CLIENT="httpx")
+    settings = Settings(
+        HOLYSHEEP_BASE_URL="http://one.test/v1",  # type: ignore[call-arg]
+        HOLYSHEEP_API_KEY="k",
+        GATEWAY_HTTP_CLIENT="httpx",
+    )
     raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
     one = load_catalog(DEFAULT_CATALOG)
     raw["providers"] = {"other": {"base_url": "http://two.test/v1"}}
@@ -417,23 +633,31 @@ async def _routing(requests: int) -> float:
     routers = {}
     for label, catalog in (("one deployment", one), ("two deployments", two)):
         upstreams = Upstreams.build(settings, catalog, transport)
-        routers[label] = Router(settings, catalog, upstreams, ServiceStats(),
-                                Metrics(CollectorRegistry()))
+        routers[label] = Router(
+            settings, catalog, upstreams, ServiceStats(), Metrics(CollectorRegistry())
+        )
     payload = {"messages": [{"role": "user", "content": "hi"}]}
     took: dict[str, list[float]] = {label: [] for label in routers}
     for i in range(requests):
-        for label, router in (routers.items() if i % 2 else reversed(routers.items())):
+        for label, router in routers.items() if i % 2 else reversed(routers.items()):
             started = time.perf_counter()
             await router.complete("gpt-4.1", payload, Deadline.after(30))
             took[label].append(time.perf_counter() - started)
     p50 = {label: statistics.median(values) * 1e6 for label, values in took.items()}
     p99 = {label: statistics.quantiles(values, n=100)[98] * 1e6 for label, values in took.items()}
-    rows = [[label, f"{p50[label]:.1f}", f"{p99[label]:.1f}"]
-            for label in routers]
-    rows.append(["added by the second deployment (p50)",
-                 f"{p50['two deployments'] - p50['one deployment']:+.1f}", ""])
-    print_table(f"Router.complete in process, {requests} requests each, instant upstream (µs)",
-                rows, header=["catalog", "p50 µs", "p99 µs"])
+    rows = [[label, f"{p50[label]:.1f}", f"{p99[label]:.1f}"] for label in routers]
+    rows.append(
+        [
+            "added by the second deployment (p50)",
+            f"{p50['two deployments'] - p50['one deployment']:+.1f}",
+            "",
+        ]
+    )
+    print_table(
+        f"Router.complete in process, {requests} requests each, instant upstream (µs)",
+        rows,
+        header=["catalog", "p50 µs", "p99 µs"],
+    )
     return p50["two deployments"] - p50["one deployment"]
 
 
@@ -448,31 +672,54 @@ def tenants(args: argparse.Namespace) -> None:
     redis = RedisServer(bench.logs)
     try:
         with bench.fake("--api-key", UPSTREAM_KEY) as fake:
-            _tenant_runs(bench, stats, "direct", f"{fake.base_url}/chat/completions",
-                         [UPSTREAM_KEY], d, args.rounds)
+            _tenant_runs(
+                bench,
+                stats,
+                "direct",
+                f"{fake.base_url}/chat/completions",
+                [UPSTREAM_KEY],
+                d,
+                args.rounds,
+            )
             configs = [
                 ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
                 ("plain key, access log on", {}),
                 (f"{args.keys} keys with limits, in process", {"GATEWAY_ADMIN_KEY": admin}),
-                (f"{args.keys} keys with limits, Redis", {"REDIS_URL": redis.url,
-                                                         "GATEWAY_ADMIN_KEY": admin}),
+                (
+                    f"{args.keys} keys with limits, Redis",
+                    {"REDIS_URL": redis.url, "GATEWAY_ADMIN_KEY": admin},
+                ),
             ]
             for label, env in configs:
                 with bench.gateway(fake, **env) as gw:
                     if "GATEWAY_ADMIN_KEY" in env:
-                        keys = [httpx.post(f"{gw.url}/admin/keys", headers={
-                            "Authorization": f"Bearer {admin}"}, json={
-                            "name": f"bench-{i}", "team": f"team-{i % 10}", "rpm": 1_000_000,
-                            "tpm": 1_000_000_000, "max_parallel": 1000,
-                            "budget_daily_usd": "100000", "budget_monthly_usd": "1000000"},
-                        ).json()["key"] for i in range(args.keys)]
+                        keys = [
+                            httpx.post(
+                                f"{gw.url}/admin/keys",
+                                headers={"Authorization": f"Bearer {admin}"},
+                                json={
+                                    "name": f"bench-{i}",
+                                    "team": f"team-{i % 10}",
+                                    "rpm": 1_000_000,
+                                    "tpm": 1_000_000_000,
+                                    "max_parallel": 1000,
+                                    "budget_daily_usd": "100000",
+                                    "budget_monthly_usd": "1000000",
+                                },
+                            ).json()["key"]
+                            for i in range(args.keys)
+                        ]
                     else:
                         keys = [CLIENT_KEY]
                     for key in keys[:3]:  # warm up
-                        httpx.post(f"{gw.v1}/chat/completions", json=CHAT,
-                                   headers={"Authorization": f"Bearer {key}"})
-                    _tenant_runs(bench, stats, label, f"{gw.v1}/chat/completions", keys, d,
-                                 args.rounds)
+                        httpx.post(
+                            f"{gw.v1}/chat/completions",
+                            json=CHAT,
+                            headers={"Authorization": f"Bearer {key}"},
+                        )
+                    _tenant_runs(
+                        bench, stats, label, f"{gw.v1}/chat/completions", keys, d, args.rounds
+                    )
     finally:
         redis.stop()
 
@@ -481,13 +728,26 @@ def tenants(args: argparse.Namespace) -> None:
 
     rows = []
     for label, runs in stats.items():
-        added = "" if label == "direct" else " (" + "/".join(
-            f"{med(label, p) - med('direct', p):+.2f}" for p in ("p50", "p99")) + ")"
-        rows.append([label, f"{med(label, 'p50'):.2f} / {med(label, 'p99'):.2f}{added}",
-                     f"{med(label, 'rps'):.0f}", f"{max(s['failed'] for s in runs):.2%}"])
-    print_table(f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
-                rows, header=["path", "p50 / p99 ms at 100 req/s (added vs direct)",
-                              "req/s at 50 VUs", "errors"])
+        added = (
+            ""
+            if label == "direct"
+            else " ("
+            + "/".join(f"{med(label, p) - med('direct', p):+.2f}" for p in ("p50", "p99"))
+            + ")"
+        )
+        rows.append(
+            [
+                label,
+                f"{med(label, 'p50'):.2f} / {med(label, 'p99'):.2f}{added}",
+                f"{med(label, 'rps'):.0f}",
+                f"{max(s['failed'] for s in runs):.2%}",
+            ]
+        )
+    print_table(
+        f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
+        rows,
+        header=["path", "p50 / p99 ms at 100 req/s (added vs direct)", "req/s at 50 VUs", "errors"],
+    )
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
 
@@ -508,26 +768,43 @@ def tenants_layer(args: argparse.Namespace) -> None:
 
     bench = Bench(args.out)
     redis = RedisServer(bench.logs)
-    limits = KeyLimits(rpm=1_000_000, tpm=1_000_000_000, max_parallel=1000,
-                       budget_daily_usd=Decimal(100_000), budget_monthly_usd=Decimal(1_000_000),
-                       model_limits={"deepseek-*": {"rpm": 1_000_000}})
+    limits = KeyLimits(
+        rpm=1_000_000,
+        tpm=1_000_000_000,
+        max_parallel=1000,
+        budget_daily_usd=Decimal(100_000),
+        budget_monthly_usd=Decimal(1_000_000),
+        model_limits={"deepseek-*": {"rpm": 1_000_000}},
+    )
     rows = []
 
     async def measure(label: str, redis_url: str | None) -> None:
-        settings = Settings(REDIS_URL=redis_url, GATEWAY_ADMIN_KEY="bench",
-                            GATEWAY_ACCESS_LOG=False, GATEWAY_KEYS_DB=bench.logs / "t.db")
+        settings = Settings(
+            REDIS_URL=redis_url,
+            GATEWAY_ADMIN_KEY="bench",
+            GATEWAY_ACCESS_LOG=False,
+            GATEWAY_KEYS_DB=bench.logs / "t.db",
+        )
         tenants = Tenants.build(settings, Metrics(CollectorRegistry()))
-        secrets_ = [(await tenants.create_key(f"k{i}", "t", limits, None, {}))[1]
-                    for i in range(args.keys)]
+        secrets_ = [
+            (await tenants.create_key(f"k{i}", "t", limits, None, {}))[1] for i in range(args.keys)
+        ]
 
         async def one() -> float:
             started = time.perf_counter()
             tenant = await tenants.authenticate(
-                {"authorization": f"Bearer {random.choice(secrets_)}"})
+                {"authorization": f"Bearer {random.choice(secrets_)}"}
+            )
             admission = await tenants.admit(tenant, "deepseek-v3.2", 300)
             admission.headers()
-            tenants.settle(admission, prompt_tokens=100, completion_tokens=100,
-                           cost=Decimal("0.000084"), saved=Decimal(0), error=False)
+            tenants.settle(
+                admission,
+                prompt_tokens=100,
+                completion_tokens=100,
+                cost=Decimal("0.000084"),
+                saved=Decimal(0),
+                error=False,
+            )
             return time.perf_counter() - started
 
         for _ in range(500):  # warm the key cache and the script
@@ -542,8 +819,14 @@ def tenants_layer(args: argparse.Namespace) -> None:
 
         await asyncio.gather(*(gated() for _ in range(args.requests)))
         rps = args.requests / (time.perf_counter() - started)
-        rows.append([label, f"{times[len(times) // 2] * 1e6:.0f}",
-                     f"{times[int(len(times) * 0.99)] * 1e6:.0f}", f"{rps:.0f}"])
+        rows.append(
+            [
+                label,
+                f"{times[len(times) // 2] * 1e6:.0f}",
+                f"{times[int(len(times) * 0.99)] * 1e6:.0f}",
+                f"{rps:.0f}",
+            ]
+        )
         await tenants.aclose()
 
     try:
@@ -551,28 +834,55 @@ def tenants_layer(args: argparse.Namespace) -> None:
         asyncio.run(measure(f"{args.keys} keys, in process", None))
     finally:
         redis.stop()
-    print_table(f"authenticate + admit + settle, {args.requests} requests, one event loop", rows,
-                header=["store", "p50 µs (one at a time)", "p99 µs", "req/s (50 at once)"])
+    print_table(
+        f"authenticate + admit + settle, {args.requests} requests, one event loop",
+        rows,
+        header=["store", "p50 µs (one at a time)", "p99 µs", "req/s (50 at once)"],
+    )
 
 
-def _tenant_runs(bench: Bench, stats: dict[str, list[dict[str, float]]], label: str, target: str,
-                 keys: list[str], d: int, rounds: int) -> None:
+def _tenant_runs(
+    bench: Bench,
+    stats: dict[str, list[dict[str, float]]],
+    label: str,
+    target: str,
+    keys: list[str],
+    d: int,
+    rounds: int,
+) -> None:
     for r in range(rounds):
         slug = f"tenants-{label.split()[0]}-{len(label)}-{r}"
         m = bench.k6(f"{slug}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)
         v = bench.k6(f"{slug}-vus", target, CHAT, vus=50, duration=d, keys=keys, unique=True)
-        stats.setdefault(label, []).append({
-            "p50": trend(m, "http_req_duration", "med"),
-            "p99": trend(m, "http_req_duration", "p(99)"),
-            "rps": rate(v), "failed": max(failed(m), failed(v))})
+        stats.setdefault(label, []).append(
+            {
+                "p50": trend(m, "http_req_duration", "med"),
+                "p99": trend(m, "http_req_duration", "p(99)"),
+                "rps": rate(v),
+                "failed": max(failed(m), failed(v)),
+            }
+        )
 
 
 def seed(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
-        subprocess.run([k6_binary(), "run", "--no-usage-report", "-e", f"GATEWAY_URL={gw.url}",
-                        "-e", f"GATEWAY_KEY={CLIENT_KEY}", "-e", f"PROFILE={args.profile}",
-                        str(ROOT / "loadtest" / "k6-test.js")], check=True, timeout=600)
+        subprocess.run(
+            [
+                k6_binary(),
+                "run",
+                "--no-usage-report",
+                "-e",
+                f"GATEWAY_URL={gw.url}",
+                "-e",
+                f"GATEWAY_KEY={CLIENT_KEY}",
+                "-e",
+                f"PROFILE={args.profile}",
+                str(ROOT / "loadtest" / "k6-test.js"),
+            ],
+            check=True,
+            timeout=600,
+        )
 
 
 def hostile(args: argparse.Namespace) -> None:
@@ -580,55 +890,92 @@ def hostile(args: argparse.Namespace) -> None:
     k6 cannot trickle a body), against the same gateway in the same run."""
     bench = Bench(args.out)
     d = args.duration
-    env = {"GATEWAY_BODY_TIMEOUT": str(args.body_timeout),
-           "GATEWAY_MAX_CONCURRENCY": str(args.max_concurrency)}
+    env = {
+        "GATEWAY_BODY_TIMEOUT": str(args.body_timeout),
+        "GATEWAY_MAX_CONCURRENCY": str(args.max_concurrency),
+    }
     results: dict[str, Any] = {"vus": args.vus, "slow": args.slow, "rounds": []}
-    with bench.fake("--latency-ms", str(args.latency_ms)) as fake, \
-            bench.gateway(fake, **env) as gw:
+    with bench.fake("--latency-ms", str(args.latency_ms)) as fake, bench.gateway(fake, **env) as gw:
         target = f"{gw.v1}/chat/completions"
         bench.k6("hostile-warmup", target, CHAT, vus=args.vus, duration=3)
         for r in range(args.rounds):
             alone = bench.k6(f"hostile-alone-{r}", target, CHAT, vus=args.vus, duration=d)
             slow = subprocess.Popen(
-                [sys.executable, "-m", "loadtest.slow_clients", "--port", str(gw.port),
-                 "--key", CLIENT_KEY, "--connections", str(args.slow),
-                 "--duration", str(d + 3)], cwd=ROOT, stdout=subprocess.PIPE)
+                [
+                    sys.executable,
+                    "-m",
+                    "loadtest.slow_clients",
+                    "--port",
+                    str(gw.port),
+                    "--key",
+                    CLIENT_KEY,
+                    "--connections",
+                    str(args.slow),
+                    "--duration",
+                    str(d + 3),
+                ],
+                cwd=ROOT,
+                stdout=subprocess.PIPE,
+            )
             time.sleep(2)  # the slow clients are in, each one reading its body
             mixed = bench.k6(f"hostile-mixed-{r}", target, CHAT, vus=args.vus, duration=d)
             out, _ = slow.communicate(timeout=d + 60)
-            results["rounds"].append({
-                "alone": {"failed": failed(alone), "req_s": rate(alone),
-                          "p50_ms": trend(alone, "http_req_duration", "med"),
-                          "p99_ms": trend(alone, "http_req_duration", "p(99)")},
-                "mixed": {"failed": failed(mixed), "req_s": rate(mixed),
-                          "p50_ms": trend(mixed, "http_req_duration", "med"),
-                          "p99_ms": trend(mixed, "http_req_duration", "p(99)")},
-                "slow_clients": json.loads(out or b"{}")})
+            results["rounds"].append(
+                {
+                    "alone": {
+                        "failed": failed(alone),
+                        "req_s": rate(alone),
+                        "p50_ms": trend(alone, "http_req_duration", "med"),
+                        "p99_ms": trend(alone, "http_req_duration", "p(99)"),
+                    },
+                    "mixed": {
+                        "failed": failed(mixed),
+                        "req_s": rate(mixed),
+                        "p50_ms": trend(mixed, "http_req_duration", "med"),
+                        "p99_ms": trend(mixed, "http_req_duration", "p(99)"),
+                    },
+                    "slow_clients": json.loads(out or b"{}"),
+                }
+            )
         gateway_log = gw.process.log()
-    results["log_errors"] = sum(1 for line in gateway_log.splitlines()
-                                if "[ERROR]" in line or "Traceback" in line)
+    results["log_errors"] = sum(
+        1 for line in gateway_log.splitlines() if "[ERROR]" in line or "Traceback" in line
+    )
     (args.out / "hostile.json").write_text(json.dumps(results, indent=2))
     rows = []
     for r, run in enumerate(results["rounds"]):
         for label in ("alone", "mixed"):
             m = run[label]
-            rows.append([f"{r}", label, f"{m['failed']:.4%}", f"{m['req_s']:.0f}",
-                         f"{m['p50_ms']:.1f}", f"{m['p99_ms']:.1f}"])
-    print_table(f"{args.vus} normal VUs (k6), alone vs beside {args.slow} slow-body clients; "
-                f"provider {args.latency_ms} ms; body timeout {args.body_timeout} s",
-                rows, ["round", "normal clients", "errors", "req/s", "p50 ms", "p99 ms"])
-    print(f"slow clients saw: {[run['slow_clients'] for run in results['rounds']]}; "
-          f"gateway log ERROR/Traceback lines: {results['log_errors']}")
+            rows.append(
+                [
+                    f"{r}",
+                    label,
+                    f"{m['failed']:.4%}",
+                    f"{m['req_s']:.0f}",
+                    f"{m['p50_ms']:.1f}",
+                    f"{m['p99_ms']:.1f}",
+                ]
+            )
+    print_table(
+        f"{args.vus} normal VUs (k6), alone vs beside {args.slow} slow-body clients; "
+        f"provider {args.latency_ms} ms; body timeout {args.body_timeout} s",
+        rows,
+        ["round", "normal clients", "errors", "req/s", "p50 ms", "p99 ms"],
+    )
+    print(
+        f"slow clients saw: {[run['slow_clients'] for run in results['rounds']]}; "
+        f"gateway log ERROR/Traceback lines: {results['log_errors']}"
+    )
 
 
 def print_table(title: str, rows: list[list[str]], header: list[str] | None = None) -> None:
     header = header or ["measure", "value"]
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     print(f"\n{title}\n")
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths, strict=True)) + " |")
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:
-        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths)) + " |")
+        print("| " + " | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)) + " |")
 
 
 def main() -> None:
@@ -653,8 +1000,11 @@ def main() -> None:
     p.add_argument("--rate", type=int, default=200)
     p.set_defaults(run=soak)
     p = sub.add_parser("faults")
-    p.add_argument("--provider-down", action="store_true",
-                   help="every model on two providers, one of them down for the whole run")
+    p.add_argument(
+        "--provider-down",
+        action="store_true",
+        help="every model on two providers, one of them down for the whole run",
+    )
     p.set_defaults(run=faults)
     p = sub.add_parser("hostile")
     p.add_argument("--vus", type=int, default=90)
@@ -663,8 +1013,12 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--latency-ms", type=int, default=50)
     p.add_argument("--body-timeout", type=float, default=5.0)
-    p.add_argument("--max-concurrency", type=int, default=100,
-                   help="above --vus, so the normal clients alone are never refused")
+    p.add_argument(
+        "--max-concurrency",
+        type=int,
+        default=100,
+        help="above --vus, so the normal clients alone are never refused",
+    )
     p.set_defaults(run=hostile)
     p = sub.add_parser("routing")
     p.add_argument("--requests", type=int, default=20000)

@@ -1,8 +1,8 @@
 """Precision and recall of the semantic tier on pairs of prompts, through the tier's own matcher.
 
-    python -m loadtest.semantic_eval                    # the three tables (test split, public, README)
+    python -m loadtest.semantic_eval                    # the three tables (test, public, README)
     python -m loadtest.semantic_eval --pairs other.jsonl   # any file of the same shape
-    python -m loadtest.semantic_eval --choose           # pick floor and threshold: tuning split only
+    python -m loadtest.semantic_eval --choose           # pick floor and threshold (tuning split)
     python -m loadtest.semantic_eval --rules            # what each rule adds: tuning split only
     python -m loadtest.semantic_eval --cost             # verifier load time, memory, ms a candidate
 
@@ -54,8 +54,15 @@ def load_mrpc(path: Path) -> Pairs:
     for row in path.read_text(encoding="utf-8-sig").splitlines()[1:]:
         cells = row.split("\t")
         if len(cells) == 5:
-            pairs.append({"a": cells[3], "b": cells[4], "kind": "mrpc", "lang": "en",
-                          "label": "paraphrase" if cells[0] == "1" else "different"})
+            pairs.append(
+                {
+                    "a": cells[3],
+                    "b": cells[4],
+                    "kind": "mrpc",
+                    "lang": "en",
+                    "label": "paraphrase" if cells[0] == "1" else "different",
+                }
+            )
     return pairs
 
 
@@ -69,9 +76,14 @@ def tally(pairs: Pairs, hits: list[bool]) -> dict[str, float]:
     right = sum(h and p["label"] == "paraphrase" for p, h in zip(pairs, hits, strict=True))
     wrong = sum(h and p["label"] != "paraphrase" for p, h in zip(pairs, hits, strict=True))
     positives = sum(p["label"] == "paraphrase" for p in pairs)
-    return {"pairs": len(pairs), "positives": positives, "right": right, "wrong": wrong,
-            "precision": right / (right + wrong) if right + wrong else 1.0,
-            "recall": right / positives if positives else 0.0}
+    return {
+        "pairs": len(pairs),
+        "positives": positives,
+        "right": right,
+        "wrong": wrong,
+        "precision": right / (right + wrong) if right + wrong else 1.0,
+        "recall": right / positives if positives else 0.0,
+    }
 
 
 def report(name: str, command: str, pairs: Pairs, decisions: list[Decision]) -> float:
@@ -79,20 +91,26 @@ def report(name: str, command: str, pairs: Pairs, decisions: list[Decision]) -> 
     print(f"\n### {name}\n`{command}`\n")
     print("| pairs | paraphrases | right hits | wrong hits | precision | recall |")
     print("|---|---|---|---|---|---|")
-    print(f"| {t['pairs']} | {t['positives']} | {t['right']} | {t['wrong']} "
-          f"| {t['precision']:.3f} | {t['recall']:.3f} |")
+    print(
+        f"| {t['pairs']} | {t['positives']} | {t['right']} | {t['wrong']} "
+        f"| {t['precision']:.3f} | {t['recall']:.3f} |"
+    )
     by_lang: dict[str, list[int]] = {}
     for pair, decision in zip(pairs, decisions, strict=True):
         if pair["label"] == "paraphrase":
             row = by_lang.setdefault(pair.get("lang", "?"), [0, 0])
             row[0] += decision.accepted
             row[1] += 1
-    print("recall by language: " + ", ".join(f"{lang} {r}/{n}" for lang, (r, n)
-                                               in sorted(by_lang.items())))
+    print(
+        "recall by language: "
+        + ", ".join(f"{lang} {r}/{n}" for lang, (r, n) in sorted(by_lang.items()))
+    )
     for pair, decision in zip(pairs, decisions, strict=True):
         if decision.accepted and pair["label"] != "paraphrase":
-            print(f"  wrong hit ({decision.score:.3f}, {pair.get('kind')}): "
-                  f"{pair['a']!r} ~ {pair['b']!r}")
+            print(
+                f"  wrong hit ({decision.score:.3f}, {pair.get('kind')}): "
+                f"{pair['a']!r} ~ {pair['b']!r}"
+            )
     return t["precision"]
 
 
@@ -105,8 +123,14 @@ def choose(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> None:
     """Grid over (floor, threshold) on the tuning split: most right hits with no wrong hit, at
     that threshold and at the next lower one too (a margin: the probabilities crowd near 1)."""
     scores = scores_for_all(matcher, pairs)
-    eligible = np.array([covered_language(p["a"]) and covered_language(p["b"])
-                         and all(r.check(p["a"], p["b"]) for r in matcher.rules) for p in pairs])
+    eligible = np.array(
+        [
+            covered_language(p["a"])
+            and covered_language(p["b"])
+            and all(r.check(p["a"], p["b"]) for r in matcher.rules)
+            for p in pairs
+        ]
+    )
     labels = np.array([p["label"] == "paraphrase" for p in pairs])
     rows = []
     for floor in np.round(np.arange(0.50, 0.91, 0.05), 2):
@@ -116,14 +140,18 @@ def choose(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> None:
             wrong = int((hit & ~labels).sum())
             rows.append((int((hit & labels).sum()), max(wrong, below), floor, threshold))
             below = wrong
-    print("| floor | threshold | right hits | wrong hits (here or one step lower) |\n"
-          "|---|---|---|---|")
+    print(
+        "| floor | threshold | right hits | wrong hits (here or one step lower) |\n"
+        "|---|---|---|---|"
+    )
     safe = sorted((r for r in rows if r[1] == 0), key=lambda r: (-r[0], -r[3], -r[2]))
     for right, wrong, floor, threshold in safe[:10]:
         print(f"| {floor} | {threshold} | {right} | {wrong} |")
-    print(f"\nparaphrases in the tuning split: {int(labels.sum())}; scores of the different "
-          f"pairs above the floor, highest: "
-          f"{np.sort(scores[~labels & eligible & (sims >= 0.6)])[-5:].round(3).tolist()}")
+    print(
+        f"\nparaphrases in the tuning split: {int(labels.sum())}; scores of the different "
+        f"pairs above the floor, highest: "
+        f"{np.sort(scores[~labels & eligible & (sims >= 0.6)])[-5:].round(3).tolist()}"
+    )
 
 
 def rules_table(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> None:
@@ -132,8 +160,10 @@ def rules_table(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> Non
     extra = {(p["a"], p["b"]) for p in load(HERE / "semantic_pairs_extra.jsonl")}
     bare = SemanticMatcher(matcher.verifier, matcher.floor, matcher.threshold, rules=())
     base = bare.decide_many([(p["a"], p["b"]) for p in pairs], sims.tolist())
-    print("| rule | new pairs: wrong hits removed / right hits lost "
-          "| all tuning pairs: removed / lost | kept |\n|---|---|---|---|")
+    print(
+        "| rule | new pairs: wrong hits removed / right hits lost "
+        "| all tuning pairs: removed / lost | kept |\n|---|---|---|---|"
+    )
     for rule in ALL_RULES:
         counts = {"new": [0, 0], "all": [0, 0]}
         for pair, decision in zip(pairs, base, strict=True):
@@ -142,9 +172,11 @@ def rules_table(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> Non
                 counts["all"][column] += 1
                 if (pair["a"], pair["b"]) in extra:
                     counts["new"][column] += 1
-        print(f"| {rule.name} | {counts['new'][0]} / {counts['new'][1]} "
-              f"| {counts['all'][0]} / {counts['all'][1]} "
-              f"| {'yes' if rule in KEPT_RULES else 'no'} |")
+        print(
+            f"| {rule.name} | {counts['new'][0]} / {counts['new'][1]} "
+            f"| {counts['all'][0]} / {counts['all'][1]} "
+            f"| {'yes' if rule in KEPT_RULES else 'no'} |"
+        )
 
 
 def _rss_mb() -> float:
@@ -167,11 +199,15 @@ def cost() -> None:
         started = time.perf_counter()
         verifier.score_sync([pair])
         timings.append((time.perf_counter() - started) * 1000)
-    print(f"model file: {MODEL_PATH.stat().st_size / 1e6:.1f} MB; load (with sha256 check): "
-          f"{loaded * 1000:.0f} ms; resident memory added: {_rss_mb() - before:.0f} MB")
-    print(f"per candidate (both orders, one thread, {len(pairs)} tuning pairs): median "
-          f"{np.median(timings):.1f} ms, p95 {np.percentile(timings, 95):.1f} ms, "
-          f"max {max(timings):.1f} ms")
+    print(
+        f"model file: {MODEL_PATH.stat().st_size / 1e6:.1f} MB; load (with sha256 check): "
+        f"{loaded * 1000:.0f} ms; resident memory added: {_rss_mb() - before:.0f} MB"
+    )
+    print(
+        f"per candidate (both orders, one thread, {len(pairs)} tuning pairs): median "
+        f"{np.median(timings):.1f} ms, p95 {np.percentile(timings, 95):.1f} ms, "
+        f"max {max(timings):.1f} ms"
+    )
 
 
 def main() -> int:
@@ -187,27 +223,48 @@ def main() -> int:
         return 0
     embedder = LocalMiniLM()
     matcher = SemanticMatcher(CrossEncoder())
-    print(f"operating point: similarity floor {matcher.floor}, verifier threshold "
-          f"{matcher.threshold}, rules: {[r.name for r in matcher.rules]}")
+    print(
+        f"operating point: similarity floor {matcher.floor}, verifier threshold "
+        f"{matcher.threshold}, rules: {[r.name for r in matcher.rules]}"
+    )
     if args.choose or args.rules:
         pairs = load(TUNE)
         sims = similarities(embedder, pairs)
         (choose if args.choose else rules_table)(matcher, pairs, sims)
         return 0
     if args.pairs is not None:
-        sets = [(str(args.pairs), f"python -m loadtest.semantic_eval --pairs {args.pairs}",
-                 load(args.pairs))]
+        sets = [
+            (
+                str(args.pairs),
+                f"python -m loadtest.semantic_eval --pairs {args.pairs}",
+                load(args.pairs),
+            )
+        ]
     else:
-        sets = [("Test split (loadtest/semantic_test.jsonl, never tuned on)",
-                 "python -m loadtest.semantic_eval", load(TEST))]
+        sets = [
+            (
+                "Test split (loadtest/semantic_test.jsonl, never tuned on)",
+                "python -m loadtest.semantic_eval",
+                load(TEST),
+            )
+        ]
         if args.public.exists():
-            sets.append(("Public: MRPC test, all 1,725 pairs",
-                         "python -m loadtest.semantic_eval --public msr_paraphrase_test.txt",
-                         load_mrpc(args.public)))
+            sets.append(
+                (
+                    "Public: MRPC test, all 1,725 pairs",
+                    "python -m loadtest.semantic_eval --public msr_paraphrase_test.txt",
+                    load_mrpc(args.public),
+                )
+            )
         else:
             print(f"\n(public set {args.public} not found: skipped)")
-        sets.append((("The README's 243 pairs (loadtest/semantic_pairs.jsonl; half are tuning "
-                     "pairs)"), "python -m loadtest.semantic_eval", load(README_PAIRS)))
+        sets.append(
+            (
+                ("The README's 243 pairs (loadtest/semantic_pairs.jsonl; half are tuning pairs)"),
+                "python -m loadtest.semantic_eval",
+                load(README_PAIRS),
+            )
+        )
     worst = 1.0
     for name, command, pairs in sets:
         sims = similarities(embedder, pairs)

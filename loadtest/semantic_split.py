@@ -43,7 +43,9 @@ def split(pairs: list[dict[str, str]]) -> tuple[list[dict[str, str]], list[dict[
 
 def main() -> None:
     pairs = [pair for source in SOURCES for pair in load(source)]
-    for name, part in zip(("semantic_tune.jsonl", "semantic_test.jsonl"), split(pairs), strict=True):
+    for name, part in zip(
+        ("semantic_tune.jsonl", "semantic_test.jsonl"), split(pairs), strict=True
+    ):
         (HERE / name).write_text("".join(json.dumps(p, ensure_ascii=False) + "\n" for p in part))
         print(f"{name}: {len(part)} pairs")
 

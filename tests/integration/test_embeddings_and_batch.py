@@ -1,4 +1,4 @@
-"""``/v1/embeddings`` with adaptive batching, and ``POST /batch``, through real ``bentoml serve``."""
+"""``/v1/embeddings`` with adaptive batching, and ``POST /batch``, through ``bentoml serve``."""
 
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ CATALOG = load_catalog()
 
 async def embed_concurrently(base: str, texts: list[str]) -> list[httpx.Response]:
     async with httpx.AsyncClient(base_url=base, headers=AUTH, timeout=30) as client:
-        return await asyncio.gather(*(
-            client.post("/v1/embeddings", json={"model": MODEL, "input": text}) for text in texts))
+        return await asyncio.gather(
+            *(client.post("/v1/embeddings", json={"model": MODEL, "input": text}) for text in texts)
+        )
 
 
 def test_concurrent_requests_share_upstream_calls_and_get_their_own_vectors(
@@ -70,8 +71,10 @@ def test_the_sdk_gets_vectors_in_order_with_base64_and_dimensions(
 
 
 def test_base64_is_passed_through(client: httpx.Client) -> None:
-    body = client.post("/v1/embeddings", json={"model": MODEL, "input": "hello",
-                                               "encoding_format": "base64", "dimensions": 4}).json()
+    body = client.post(
+        "/v1/embeddings",
+        json={"model": MODEL, "input": "hello", "encoding_format": "base64", "dimensions": 4},
+    ).json()
     raw = base64.b64decode(body["data"][0]["embedding"])
     assert list(struct.unpack("<4f", raw)) == pytest.approx(fake_vector("hello", 4), abs=1e-6)
 
@@ -80,20 +83,26 @@ def test_embeddings_are_priced(client: httpx.Client) -> None:
     response = client.post("/v1/embeddings", json={"model": MODEL, "input": "x" * 400})
     tokens = response.json()["usage"]["prompt_tokens"]
     assert tokens == 101
-    expected = (Decimal(tokens) * Decimal("0.02") / Decimal(1_000_000)).quantize(Decimal("0.000001"))
+    expected = (Decimal(tokens) * Decimal("0.02") / Decimal(1_000_000)).quantize(
+        Decimal("0.000001")
+    )
     assert response.headers["x-gateway-cost-usd"] == str(expected)
 
 
-@pytest.mark.parametrize(("body", "status"), [
-    ({"model": "gpt-4.1", "input": "x"}, 400),
-    ({"model": "no-such-embedder", "input": "x"}, 404),
-    ({"model": MODEL, "input": ""}, 400),
-    ({"model": MODEL, "input": []}, 400),
-    ({"model": MODEL}, 400),
-    ({"model": MODEL, "input": "x", "encoding_format": "hex"}, 400),
-])
-def test_bad_embedding_requests_get_openai_errors(client: httpx.Client, body: dict,
-                                                  status: int) -> None:
+@pytest.mark.parametrize(
+    ("body", "status"),
+    [
+        ({"model": "gpt-4.1", "input": "x"}, 400),
+        ({"model": "no-such-embedder", "input": "x"}, 404),
+        ({"model": MODEL, "input": ""}, 400),
+        ({"model": MODEL, "input": []}, 400),
+        ({"model": MODEL}, 400),
+        ({"model": MODEL, "input": "x", "encoding_format": "hex"}, 400),
+    ],
+)
+def test_bad_embedding_requests_get_openai_errors(
+    client: httpx.Client, body: dict, status: int
+) -> None:
     response = client.post("/v1/embeddings", json=body)
     assert response.status_code == status
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
@@ -108,8 +117,9 @@ def patient_batcher(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer
 
 def test_a_lone_request_is_not_held_for_the_batch_wait(patient_batcher: GatewayServer) -> None:
     started = time.monotonic()
-    response = httpx.post(f"{patient_batcher.v1}/embeddings", headers=AUTH,
-                          json={"model": MODEL, "input": "alone"})
+    response = httpx.post(
+        f"{patient_batcher.v1}/embeddings", headers=AUTH, json={"model": MODEL, "input": "alone"}
+    )
     assert response.status_code == 200
     assert time.monotonic() - started < 0.5  # the batch wait is 2 s
 
@@ -135,9 +145,13 @@ def test_batch_answers_each_request_on_its_own_in_order(
     assert results[2]["error"]["code"] == "model_not_found"
     assert body["succeeded"] == 2 and body["failed"] == 3
     exact = sum(
-        cost_usd(CATALOG.models[model], r["response"]["usage"]["prompt_tokens"],
-                 r["response"]["usage"]["completion_tokens"])
-        for model, r in (("deepseek-v3.2", results[0]), ("claude-sonnet-4.5", results[3])))
+        cost_usd(
+            CATALOG.models[model],
+            r["response"]["usage"]["prompt_tokens"],
+            r["response"]["usage"]["completion_tokens"],
+        )
+        for model, r in (("deepseek-v3.2", results[0]), ("claude-sonnet-4.5", results[3]))
+    )
     assert body["total_cost_usd"] == float(to_micro(exact))
 
 

@@ -21,15 +21,25 @@ AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
 MESSAGES = [{"role": "user", "content": "are you there?"}]
 
 
-def chat(base: str, model: str = "deepseek-v3.2", stream: bool = False,
-         timeout: float = 30) -> httpx.Response:
-    return httpx.post(f"{base}/v1/chat/completions", headers=AUTH, timeout=timeout,
-                      json={"model": model, "messages": MESSAGES, "stream": stream})
+def chat(
+    base: str, model: str = "deepseek-v3.2", stream: bool = False, timeout: float = 30
+) -> httpx.Response:
+    return httpx.post(
+        f"{base}/v1/chat/completions",
+        headers=AUTH,
+        timeout=timeout,
+        json={"model": model, "messages": MESSAGES, "stream": stream},
+    )
 
 
 def stream_events(base: str, model: str = "deepseek-v3.2") -> tuple[httpx.Response, list[str]]:
-    with httpx.stream("POST", f"{base}/v1/chat/completions", headers=AUTH, timeout=30,
-                      json={"model": model, "messages": MESSAGES, "stream": True}) as response:
+    with httpx.stream(
+        "POST",
+        f"{base}/v1/chat/completions",
+        headers=AUTH,
+        timeout=30,
+        json={"model": model, "messages": MESSAGES, "stream": True},
+    ) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
     return response, events
 
@@ -37,15 +47,24 @@ def stream_events(base: str, model: str = "deepseek-v3.2") -> tuple[httpx.Respon
 @pytest.fixture(scope="module")
 def quick(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
     """A gateway with short timeouts, so hangs and stalls are cut within a second."""
-    server = GatewayServer(log_dir, fake.base_url, env={
-        "GATEWAY_UPSTREAM_TIMEOUT": "0.5", "GATEWAY_STREAM_IDLE_TIMEOUT": "0.5",
-        "GATEWAY_TIMEOUT": "4", "GATEWAY_BREAKER_FAILURES": "1000",
-        "GATEWAY_BREAKER_MIN_CALLS": "1000"})
+    server = GatewayServer(
+        log_dir,
+        fake.base_url,
+        env={
+            "GATEWAY_UPSTREAM_TIMEOUT": "0.5",
+            "GATEWAY_STREAM_IDLE_TIMEOUT": "0.5",
+            "GATEWAY_TIMEOUT": "4",
+            "GATEWAY_BREAKER_FAILURES": "1000",
+            "GATEWAY_BREAKER_MIN_CALLS": "1000",
+        },
+    )
     yield server
     server.stop()
 
 
-def test_a_503_burst_is_retried_on_the_same_model(gateway: GatewayServer, fake: FakeProvider) -> None:
+def test_a_503_burst_is_retried_on_the_same_model(
+    gateway: GatewayServer, fake: FakeProvider
+) -> None:
     fake.fault(model="deepseek-v3.2", kind="status", status=503, times=2)
     started = time.monotonic()
     response = chat(gateway.url)
@@ -57,7 +76,9 @@ def test_a_503_burst_is_retried_on_the_same_model(gateway: GatewayServer, fake: 
     assert elapsed < 2.0  # two short backoffs, not the full cap
 
 
-def test_a_failing_model_falls_back_along_the_chain(gateway: GatewayServer, fake: FakeProvider) -> None:
+def test_a_failing_model_falls_back_along_the_chain(
+    gateway: GatewayServer, fake: FakeProvider
+) -> None:
     fake.fault(model="deepseek-v3.2", kind="status", status=503)
     response = chat(gateway.url)
     assert response.status_code == 200
@@ -113,7 +134,9 @@ def test_a_hanging_model_times_out_and_falls_back(quick: GatewayServer, fake: Fa
     assert stats["in_flight"] == 0 and stats["cancelled"] == 3  # no orphan upstream requests
 
 
-def test_malformed_json_is_retried_then_falls_back(gateway: GatewayServer, fake: FakeProvider) -> None:
+def test_malformed_json_is_retried_then_falls_back(
+    gateway: GatewayServer, fake: FakeProvider
+) -> None:
     fake.fault(model="deepseek-v3.2", kind="malformed")
     response = chat(gateway.url)
     assert response.status_code == 200
@@ -134,13 +157,16 @@ def test_a_connection_drop_mid_stream_ends_with_an_error_not_done(
     assert fake.calls("gemini-2.5-flash") == 0  # bytes had reached the client: no switching
 
 
-def test_the_sdk_raises_on_a_stream_cut_mid_answer(gateway: GatewayServer, fake: FakeProvider) -> None:
+def test_the_sdk_raises_on_a_stream_cut_mid_answer(
+    gateway: GatewayServer, fake: FakeProvider
+) -> None:
     fake.fault(model="deepseek-v3.2", kind="drop", after_chunks=2)
     sdk = openai.OpenAI(base_url=gateway.v1, api_key=CLIENT_KEY, max_retries=0)
     received = []
     with pytest.raises(openai.APIError):
-        for chunk in sdk.chat.completions.create(model="deepseek-v3.2", messages=MESSAGES,
-                                                 stream=True):
+        for chunk in sdk.chat.completions.create(
+            model="deepseek-v3.2", messages=MESSAGES, stream=True
+        ):
             received.append(chunk)
     assert len(received) == 2
 
@@ -209,9 +235,15 @@ def test_a_client_disconnect_cancels_the_upstream_call(
 
 @pytest.fixture
 def breaker_gateway(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
-    server = GatewayServer(log_dir, fake.base_url, env={
-        "GATEWAY_BREAKER_FAILURES": "2", "GATEWAY_BREAKER_COOLDOWN": "1",
-        "GATEWAY_RETRY_ATTEMPTS": "1"})
+    server = GatewayServer(
+        log_dir,
+        fake.base_url,
+        env={
+            "GATEWAY_BREAKER_FAILURES": "2",
+            "GATEWAY_BREAKER_COOLDOWN": "1",
+            "GATEWAY_RETRY_ATTEMPTS": "1",
+        },
+    )
     yield server
     server.stop()
 
@@ -257,8 +289,10 @@ def test_a_client_leaving_mid_stream_closes_the_upstream_stream(
 ) -> None:
     fake.fault(model="deepseek-v3.2", kind="trickle", delay_ms=300)
     body = {"model": "deepseek-v3.2", "messages": MESSAGES, "stream": True}
-    with httpx.Client(timeout=10, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as client, \
-            client.stream("POST", f"{gateway.v1}/chat/completions", json=body) as response:
+    with (
+        httpx.Client(timeout=10, headers={"Authorization": f"Bearer {CLIENT_KEY}"}) as client,
+        client.stream("POST", f"{gateway.v1}/chat/completions", json=body) as response,
+    ):
         first = next(response.iter_bytes())
         assert first.startswith(b"data: ")
     deadline = time.monotonic() + 1  # before the last of the 5 trickled chunks (1.2 s) is due

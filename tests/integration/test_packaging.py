@@ -1,4 +1,4 @@
-"""The Bento: ``bentoml build`` in a scratch BENTOML_HOME, ``export``, and ``serve`` of the build."""
+"""The Bento: ``bentoml build`` in a scratch BENTOML_HOME, ``export``, and ``serve`` of it."""
 
 from __future__ import annotations
 
@@ -21,7 +21,11 @@ def bento(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     result = subprocess.run(
         [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     tag = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:")
@@ -50,19 +54,27 @@ def test_build_makes_a_bento_with_the_labels_and_the_catalog(
 def test_export_writes_an_archive(bento: tuple[str, dict[str, str]], tmp_path: Path) -> None:
     tag, env = bento
     target = tmp_path / "gateway.bento"
-    subprocess.run([sys.executable, "-m", "bentoml", "export", tag, str(target)],
-                   env={**os.environ, **env}, check=True, capture_output=True, timeout=120)
+    subprocess.run(
+        [sys.executable, "-m", "bentoml", "export", tag, str(target)],
+        env={**os.environ, **env},
+        check=True,
+        capture_output=True,
+        timeout=120,
+    )
     assert target.stat().st_size > 1000
 
 
-def test_serve_runs_the_built_bento(bento: tuple[str, dict[str, str]], fake: FakeProvider,
-                                    log_dir: Path) -> None:
+def test_serve_runs_the_built_bento(
+    bento: tuple[str, dict[str, str]], fake: FakeProvider, log_dir: Path
+) -> None:
     tag, env = bento
     server = GatewayServer(log_dir, fake.base_url, target=tag, extra_env=env)
     try:
-        response = httpx.post(f"{server.url}/call",
-                              headers={"Authorization": f"Bearer {CLIENT_KEY}"},
-                              json={"messages": [{"role": "user", "content": "from the bento"}]})
+        response = httpx.post(
+            f"{server.url}/call",
+            headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+            json={"messages": [{"role": "user", "content": "from the bento"}]},
+        )
         assert response.status_code == 200
         assert response.json()["content"].startswith("Fake answer to: from the bento")
     finally:

@@ -38,15 +38,18 @@ async def test_a_streamed_hit_reports_a_cost_of_zero_in_its_usage_chunk() -> Non
         body = {**CHAT, "stream": True, "stream_options": {"include_usage": True}}
         first = await gw.http.post("/v1/chat/completions", json=body)
         assert first.headers["x-gateway-cache"] == "miss"
-        (usage,) = [e["usage"] for e in sse_events(first.content) if e != "[DONE]" and e.get("usage")]
+        (usage,) = [
+            e["usage"] for e in sse_events(first.content) if e != "[DONE]" and e.get("usage")
+        ]
         price = gw.gateway.catalog.models["gpt-4.1"]
         paid = cost_usd(price, usage["prompt_tokens"], usage["completion_tokens"])
         assert Decimal(str(usage["cost_usd"])) == paid > 0
         await stored_answers(gw.gateway)
         second = await gw.http.post("/v1/chat/completions", json=body)
         assert second.headers["x-gateway-cache"] == "hit"
-        (hit_usage,) = [e["usage"] for e in sse_events(second.content)
-                        if e != "[DONE]" and e.get("usage")]
+        (hit_usage,) = [
+            e["usage"] for e in sse_events(second.content) if e != "[DONE]" and e.get("usage")
+        ]
         assert hit_usage["cost_usd"] == 0
         assert second.headers["x-gateway-saved-usd"] == f"{paid:.6f}"
 
@@ -76,8 +79,9 @@ async def test_a_non_streamed_miss_is_relayed_byte_for_byte_and_priced_in_a_head
 async def test_coalesced_followers_share_one_upstream_call_and_pay_nothing() -> None:
     async with in_process(GATEWAY_CACHE="true") as gw:
         gw.fake.config.latency_ms = 50
-        answers = await asyncio.gather(*(gw.http.post("/v1/chat/completions", json=CHAT)
-                                         for _ in range(5)))
+        answers = await asyncio.gather(
+            *(gw.http.post("/v1/chat/completions", json=CHAT) for _ in range(5))
+        )
         assert gw.fake.requests["gpt-4.1"] == 1
         results = sorted(a.headers["x-gateway-cache"] for a in answers)
         assert results == ["coalesced"] * 4 + ["miss"]
@@ -90,14 +94,23 @@ async def test_streams_coalesce_behind_a_streaming_leader_and_replay_its_answer(
     async with in_process(GATEWAY_CACHE="true") as gw:
         gw.fake.config.chunk_delay_ms = 20
         body = {**CHAT, "stream": True}
-        answers = await asyncio.gather(*(gw.http.post("/v1/chat/completions", json=body)
-                                         for _ in range(3)))
+        answers = await asyncio.gather(
+            *(gw.http.post("/v1/chat/completions", json=body) for _ in range(3))
+        )
         assert gw.fake.requests["gpt-4.1"] == 1
-        assert sorted(a.headers["x-gateway-cache"] for a in answers) == \
-            ["coalesced", "coalesced", "miss"]
-        texts = {"".join(e["choices"][0]["delta"].get("content") or ""
-                         for e in sse_events(a.content) if e != "[DONE]" and e["choices"])
-                 for a in answers}
+        assert sorted(a.headers["x-gateway-cache"] for a in answers) == [
+            "coalesced",
+            "coalesced",
+            "miss",
+        ]
+        texts = {
+            "".join(
+                e["choices"][0]["delta"].get("content") or ""
+                for e in sse_events(a.content)
+                if e != "[DONE]" and e["choices"]
+            )
+            for a in answers
+        }
         assert len(texts) == 1 and texts.pop()
         assert all(sse_events(a.content)[-1] == "[DONE]" for a in answers)
 
@@ -107,16 +120,31 @@ async def test_followers_of_a_failed_stream_make_their_own_calls() -> None:
         gw.fake.config.chunk_delay_ms = 20
         gw.fake.faults.append(_fault("gpt-4.1", "truncate", times=1, after_chunks=2))
         body = {**CHAT, "stream": True}
-        answers = await asyncio.gather(*(gw.http.post("/v1/chat/completions", json=body)
-                                         for _ in range(3)))
+        answers = await asyncio.gather(
+            *(gw.http.post("/v1/chat/completions", json=body) for _ in range(3))
+        )
         ends = sorted(str(sse_events(a.content)[-1]) for a in answers)
         assert ends.count("[DONE]") == 2  # the two followers were answered by their own calls
         assert gw.fake.requests["gpt-4.1"] == 3
 
 
-@pytest.mark.parametrize("field", ["stream", "stream_options", "temperature", "max_tokens",
-                                   "tools", "tool_choice", "response_format", "stop", "n",
-                                   "max_completion_tokens", "seed", "user"])
+@pytest.mark.parametrize(
+    "field",
+    [
+        "stream",
+        "stream_options",
+        "temperature",
+        "max_tokens",
+        "tools",
+        "tool_choice",
+        "response_format",
+        "stop",
+        "n",
+        "max_completion_tokens",
+        "seed",
+        "user",
+    ],
+)
 async def test_a_null_optional_parameter_means_absent(field: str) -> None:
     async with in_process() as gw:
         answer = await gw.http.post("/v1/chat/completions", json={**CHAT, field: None})
@@ -125,11 +153,15 @@ async def test_a_null_optional_parameter_means_absent(field: str) -> None:
 
 async def test_the_key_is_accepted_as_x_api_key_too() -> None:
     async with in_process() as gw:
-        answer = await gw.http.post("/v1/chat/completions", json=CHAT,
-                                    headers={"Authorization": "", "x-api-key": "gw-inprocess-client"})
+        answer = await gw.http.post(
+            "/v1/chat/completions",
+            json=CHAT,
+            headers={"Authorization": "", "x-api-key": "gw-inprocess-client"},
+        )
         assert answer.status_code == 200
-        wrong = await gw.http.post("/v1/chat/completions", json=CHAT,
-                                   headers={"Authorization": "", "x-api-key": "nope"})
+        wrong = await gw.http.post(
+            "/v1/chat/completions", json=CHAT, headers={"Authorization": "", "x-api-key": "nope"}
+        )
         assert wrong.status_code == 401 and wrong.json()["error"]["code"] == "invalid_api_key"
 
 
@@ -138,8 +170,7 @@ async def test_health_is_degraded_but_200_when_no_model_of_the_default_chain_can
         healthy = (await gw.http.get("/health")).json()
         assert healthy["status"] == "healthy" and healthy["problems"] == []
         gw.fake.faults.append(_fault("*", "status", status=503))
-        failed = await gw.http.post("/v1/chat/completions",
-                                    json={**CHAT, "model": "deepseek-v3.2"})
+        failed = await gw.http.post("/v1/chat/completions", json={**CHAT, "model": "deepseek-v3.2"})
         assert failed.status_code == 502
         report = await gw.http.get("/health")
         assert report.status_code == 200

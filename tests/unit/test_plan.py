@@ -22,11 +22,16 @@ def refused(body: Any, *, catalog_defaults: bool = False) -> GatewayError:
 
 # --- validation -----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("catalog_defaults", [True, False])
 def test_empty_messages_are_a_400_naming_messages(catalog_defaults: bool) -> None:
     error = refused({"model": "gpt-4.1", "messages": []}, catalog_defaults=catalog_defaults)
     assert (error.status, error.param, error.code, error.type) == (
-        400, "messages", "invalid_value", "invalid_request_error")
+        400,
+        "messages",
+        "invalid_value",
+        "invalid_request_error",
+    )
     assert error.message == "'messages' must contain at least one message."
 
 
@@ -50,9 +55,16 @@ def test_a_message_without_a_role_is_a_400() -> None:
     assert error.message == "Invalid value for 'messages.0.role': Field required."
 
 
-@pytest.mark.parametrize(("field", "value"), [
-    ("temperature", 2.5), ("max_tokens", 0), ("top_p", 1.5), ("n", 0), ("model", ""),
-])
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("temperature", 2.5),
+        ("max_tokens", 0),
+        ("top_p", 1.5),
+        ("n", 0),
+        ("model", ""),
+    ],
+)
 def test_out_of_range_parameters_are_a_400_naming_the_parameter(field: str, value: object) -> None:
     error = refused({"model": "gpt-4.1", "messages": MESSAGES, field: value})
     assert (error.status, error.param, error.code) == (400, field, "invalid_value")
@@ -62,16 +74,24 @@ def test_out_of_range_parameters_are_a_400_naming_the_parameter(field: str, valu
 def test_a_body_that_is_not_an_object_is_a_400(body: object) -> None:
     error = refused(body)
     assert (error.status, error.param, error.message) == (
-        400, None, "The request body must be a JSON object.")
+        400,
+        None,
+        "The request body must be a JSON object.",
+    )
 
 
 @pytest.mark.parametrize("catalog_defaults", [True, False])
 def test_an_unknown_model_is_a_404_model_not_found(catalog_defaults: bool) -> None:
     error = refused({"model": "gpt-5", "messages": MESSAGES}, catalog_defaults=catalog_defaults)
     assert (error.status, error.param, error.code, error.type) == (
-        404, "model", "model_not_found", "invalid_request_error")
+        404,
+        "model",
+        "model_not_found",
+        "invalid_request_error",
+    )
     assert error.message == (
-        "The model 'gpt-5' does not exist in this gateway's catalog (see GET /v1/models).")
+        "The model 'gpt-5' does not exist in this gateway's catalog (see GET /v1/models)."
+    )
 
 
 def test_an_embedding_model_is_not_a_chat_model() -> None:
@@ -80,6 +100,7 @@ def test_an_embedding_model_is_not_a_chat_model() -> None:
 
 
 # --- /call semantics ------------------------------------------------------------------------
+
 
 def test_call_semantics_fill_the_default_model_and_its_defaults() -> None:
     plan = plan_chat(CATALOG, {"messages": MESSAGES}, catalog_defaults=True)
@@ -90,18 +111,27 @@ def test_call_semantics_fill_the_default_model_and_its_defaults() -> None:
 
 
 def test_call_semantics_use_the_requested_models_own_defaults() -> None:
-    plan = plan_chat(CATALOG, {"model": "gemini-2.5-flash", "messages": MESSAGES},
-                     catalog_defaults=True)
+    plan = plan_chat(
+        CATALOG, {"model": "gemini-2.5-flash", "messages": MESSAGES}, catalog_defaults=True
+    )
     assert plan.model == "gemini-2.5-flash"
-    assert plan.payload == {"model": "gemini-2.5-flash", "messages": MESSAGES,
-                            "max_tokens": 8192, "temperature": 0.7}
+    assert plan.payload == {
+        "model": "gemini-2.5-flash",
+        "messages": MESSAGES,
+        "max_tokens": 8192,
+        "temperature": 0.7,
+    }
 
 
 def test_call_semantics_keep_the_clients_values() -> None:
     body = {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 50, "temperature": 0}
     plan = plan_chat(CATALOG, body, catalog_defaults=True)
-    assert plan.payload == {"model": "gpt-4.1", "messages": MESSAGES, "max_tokens": 50,
-                            "temperature": 0}
+    assert plan.payload == {
+        "model": "gpt-4.1",
+        "messages": MESSAGES,
+        "max_tokens": 50,
+        "temperature": 0,
+    }
 
 
 def test_call_semantics_fill_an_explicit_null() -> None:
@@ -118,10 +148,15 @@ def test_planning_does_not_change_the_clients_body() -> None:
 
 # --- OpenAI semantics -----------------------------------------------------------------------
 
+
 def test_openai_semantics_require_a_model() -> None:
     error = refused({"messages": MESSAGES}, catalog_defaults=False)
     assert (error.status, error.param, error.code, error.message) == (
-        400, "model", "missing_required_parameter", "'model' is required.")
+        400,
+        "model",
+        "missing_required_parameter",
+        "'model' is required.",
+    )
 
 
 def test_openai_semantics_add_no_defaults() -> None:
@@ -133,45 +168,82 @@ def test_openai_semantics_add_no_defaults() -> None:
 
 # --- streams --------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("catalog_defaults", [True, False])
 def test_a_stream_always_asks_the_upstream_for_usage(catalog_defaults: bool) -> None:
-    plan = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": True},
-                     catalog_defaults=catalog_defaults)
+    plan = plan_chat(
+        CATALOG,
+        {"model": "gpt-4.1", "messages": MESSAGES, "stream": True},
+        catalog_defaults=catalog_defaults,
+    )
     assert plan.stream is True
     assert plan.payload["stream_options"] == {"include_usage": True}
     assert plan.wants_usage is False
 
 
 def test_wants_usage_reflects_the_clients_own_choice() -> None:
-    asked = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": True,
-                                "stream_options": {"include_usage": True}}, catalog_defaults=False)
-    declined = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": True,
-                                   "stream_options": {"include_usage": False}}, catalog_defaults=False)
+    asked = plan_chat(
+        CATALOG,
+        {
+            "model": "gpt-4.1",
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+        catalog_defaults=False,
+    )
+    declined = plan_chat(
+        CATALOG,
+        {
+            "model": "gpt-4.1",
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"include_usage": False},
+        },
+        catalog_defaults=False,
+    )
     assert (asked.wants_usage, asked.payload["stream_options"]) == (True, {"include_usage": True})
     assert (declined.wants_usage, declined.payload["stream_options"]) == (
-        False, {"include_usage": True})
+        False,
+        {"include_usage": True},
+    )
 
 
 def test_other_stream_options_are_kept() -> None:
-    plan = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": True,
-                               "stream_options": {"vendor_flag": 1}}, catalog_defaults=False)
+    plan = plan_chat(
+        CATALOG,
+        {
+            "model": "gpt-4.1",
+            "messages": MESSAGES,
+            "stream": True,
+            "stream_options": {"vendor_flag": 1},
+        },
+        catalog_defaults=False,
+    )
     assert plan.payload["stream_options"] == {"vendor_flag": 1, "include_usage": True}
     assert plan.wants_usage is False
 
 
 def test_a_non_streaming_request_gets_no_stream_options() -> None:
-    plan = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": False},
-                     catalog_defaults=False)
+    plan = plan_chat(
+        CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, "stream": False}, catalog_defaults=False
+    )
     assert (plan.stream, plan.wants_usage) == (False, False)
     assert "stream_options" not in plan.payload
 
 
 # --- pass-through ---------------------------------------------------------------------------
 
+
 def test_unknown_fields_are_kept_in_the_payload() -> None:
-    body = {"model": "gpt-4.1", "messages": [{"role": "user", "content": "hi", "name": "bob"}],
-            "tools": [{"type": "function", "function": {"name": "f"}}], "seed": 7,
-            "response_format": {"type": "json_object"}, "vendor_extension": {"a": [1, 2]}}
+    body = {
+        "model": "gpt-4.1",
+        "messages": [{"role": "user", "content": "hi", "name": "bob"}],
+        "tools": [{"type": "function", "function": {"name": "f"}}],
+        "seed": 7,
+        "response_format": {"type": "json_object"},
+        "vendor_extension": {"a": [1, 2]},
+    }
     plan = plan_chat(CATALOG, body, catalog_defaults=False)
     assert plan.payload == body
     assert plan.payload is not body

@@ -30,26 +30,55 @@ LOADTEST = Path(__file__).resolve().parents[2] / "loadtest"
 TEST_SPLIT = LOADTEST / "semantic_test.jsonl"
 
 
-@pytest.mark.parametrize(("a", "b", "reason"), [
-    ("Summarize this in 3 bullets", "Summarize this in five bullets", "numbers differ"),
-    ("Write 200 words on tea", "Write two hundred words on tea", None),
-    ("How to cook rice without a rice cooker", "How to cook rice with a rice cooker",
-     "negation differs"),
-    ("How long is the flight from Hanoi to Tokyo", "How long is the flight from Tokyo to Hanoi",
-     "direction reversed"),
-    ("Which weighs more, a kilogram of steel or a pound of feathers?",
-     "Which weighs more, a pound of steel or a kilogram of feathers?",
-     "named entities, units or languages differ"),
-    ("Reply in JSON please", "Reply in YAML please", "output format or constraint differs"),
-    ("Explain it briefly", "Explain it in detail", "output format or constraint differs"),
-    ("Find the largest value in the array", "Find the smallest value in the array",
-     "opposite terms"),
-    ("Check if the number is prime", "Check if the number is positive", "one content word swapped"),
-    ("Reverse a list in Python", "Reverse a list in Go", "named entities, units or languages differ"),
-    ("Viết hàm quicksort bằng Python", "Viết hàm quicksort trong Python",
-     "language not covered by the embedder"),
-    ("How do I merge two dictionaries in Python?", "How can I combine two dicts in Python?", None),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "reason"),
+    [
+        ("Summarize this in 3 bullets", "Summarize this in five bullets", "numbers differ"),
+        ("Write 200 words on tea", "Write two hundred words on tea", None),
+        (
+            "How to cook rice without a rice cooker",
+            "How to cook rice with a rice cooker",
+            "negation differs",
+        ),
+        (
+            "How long is the flight from Hanoi to Tokyo",
+            "How long is the flight from Tokyo to Hanoi",
+            "direction reversed",
+        ),
+        (
+            "Which weighs more, a kilogram of steel or a pound of feathers?",
+            "Which weighs more, a pound of steel or a kilogram of feathers?",
+            "named entities, units or languages differ",
+        ),
+        ("Reply in JSON please", "Reply in YAML please", "output format or constraint differs"),
+        ("Explain it briefly", "Explain it in detail", "output format or constraint differs"),
+        (
+            "Find the largest value in the array",
+            "Find the smallest value in the array",
+            "opposite terms",
+        ),
+        (
+            "Check if the number is prime",
+            "Check if the number is positive",
+            "one content word swapped",
+        ),
+        (
+            "Reverse a list in Python",
+            "Reverse a list in Go",
+            "named entities, units or languages differ",
+        ),
+        (
+            "Viết hàm quicksort bằng Python",
+            "Viết hàm quicksort trong Python",
+            "language not covered by the embedder",
+        ),
+        (
+            "How do I merge two dictionaries in Python?",
+            "How can I combine two dicts in Python?",
+            None,
+        ),
+    ],
+)
 def test_each_rule_refuses_what_it_covers_and_lets_paraphrases_through(
     a: str, b: str, reason: str | None
 ) -> None:
@@ -66,8 +95,10 @@ def test_a_word_in_two_synonym_groups_keeps_both_and_stopwords_are_not_synonyms(
 
 
 def test_only_the_rules_that_add_precision_on_unseen_pairs_are_kept() -> None:
-    assert [rule.name for rule in KEPT_RULES] == ["named entities, units or languages differ",
-                                                  "one content word swapped"]
+    assert [rule.name for rule in KEPT_RULES] == [
+        "named entities, units or languages differ",
+        "one content word swapped",
+    ]
 
 
 def test_only_text_the_models_cover_is_covered() -> None:
@@ -80,9 +111,12 @@ def test_only_text_the_models_cover_is_covered() -> None:
 
 
 def test_the_conversation_text_is_every_turn_but_the_system_prompt() -> None:
-    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"},
-                {"role": "assistant", "content": "hello"},
-                {"role": "user", "content": [{"type": "text", "text": "and then?"}]}]
+    messages = [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": [{"type": "text", "text": "and then?"}]},
+    ]
     assert conversation_text(messages) == "hi\nhello\nand then?"
 
 
@@ -132,9 +166,13 @@ def matcher(verifier: CrossEncoder) -> SemanticMatcher:
 async def test_the_local_embedder_gives_unit_vectors_that_rank_paraphrases_first(
     embedder: LocalMiniLM,
 ) -> None:
-    vectors = await embedder.embed(["How do I reverse a list in Python?",
-                                    "What's the way to reverse a Python list?",
-                                    "What is the boiling point of water?"])
+    vectors = await embedder.embed(
+        [
+            "How do I reverse a list in Python?",
+            "What's the way to reverse a Python list?",
+            "What is the boiling point of water?",
+        ]
+    )
     assert vectors.shape == (3, 384) and vectors.dtype == np.float32
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
     assert vectors[0] @ vectors[1] > 0.9 > vectors[0] @ vectors[2]
@@ -158,14 +196,18 @@ def test_a_verifier_file_with_another_checksum_is_refused(tmp_path: Path) -> Non
 SAME = [
     ("Who painted the Mona Lisa?", "Which artist painted the Mona Lisa?"),
     ("How old is the Eiffel Tower?", "What is the age of the Eiffel Tower?"),
-    ("How much water should an adult drink per day?",
-     "How much water does an adult need to drink daily?"),
+    (
+        "How much water should an adult drink per day?",
+        "How much water does an adult need to drink daily?",
+    ),
     ("What's the capital of Canada?", "Which city is the capital of Canada?"),
 ]
 DIFFERENT = [
     ("Convert a CSV file to a JSON file in Python", "Convert a JSON file to a CSV file in Python"),
-    ("What is the cheapest way to fly from London to Rome?",
-     "What is the most expensive way to fly from London to Rome?"),
+    (
+        "What is the cheapest way to fly from London to Rome?",
+        "What is the most expensive way to fly from London to Rome?",
+    ),
     ("How do I mount a USB drive on Linux?", "How do I unmount a USB drive on Linux?"),
     ("Fetch a web page with requests in Python.", "Fetch a web page with httpx in Python."),
     ("How do I make pancakes with almond flour?", "How do I make pancakes with coconut flour?"),
@@ -173,14 +215,16 @@ DIFFERENT = [
 
 
 def test_the_example_pairs_come_from_the_test_split() -> None:
-    split = {(p["a"], p["b"]) for p in (json.loads(line) for line in
-                                        TEST_SPLIT.read_text().splitlines())}
+    split = {
+        (p["a"], p["b"]) for p in (json.loads(line) for line in TEST_SPLIT.read_text().splitlines())
+    }
     assert set(SAME) <= split and set(DIFFERENT) <= split
 
 
 @pytest.mark.parametrize(("a", "b"), SAME)
-def test_the_verifier_accepts_paraphrases_it_never_saw(verifier: CrossEncoder, a: str,
-                                                       b: str) -> None:
+def test_the_verifier_accepts_paraphrases_it_never_saw(
+    verifier: CrossEncoder, a: str, b: str
+) -> None:
     assert verifier.score_sync([(a, b)])[0] >= DEFAULT_VERIFIER_THRESHOLD
 
 
@@ -204,8 +248,11 @@ async def test_the_matcher_refuses_cheaply_before_asking_the_verifier(
     vi = await matcher.accept("Thủ đô của Pháp là gì?", "Thủ đô nước Pháp là gì?", 0.99)
     assert (vi.accepted, vi.outcome) == (False, Outcome.LANGUAGE)
     swapped = await matcher.accept("Check if a number is prime", "Check if a number is even", 0.99)
-    assert (swapped.accepted, swapped.outcome, swapped.reason) == (False, Outcome.RULE,
-                                                                   "one content word swapped")
+    assert (swapped.accepted, swapped.outcome, swapped.reason) == (
+        False,
+        Outcome.RULE,
+        "one content word swapped",
+    )
 
 
 async def test_the_matcher_asks_the_verifier_in_its_own_thread(
@@ -219,29 +266,29 @@ async def test_the_matcher_asks_the_verifier_in_its_own_thread(
         return score(pairs)
 
     monkeypatch.setattr(verifier, "score_sync", recording)
-    hit, miss = await asyncio.gather(matcher.accept(*SAME[2], 0.95),
-                                     matcher.accept(*DIFFERENT[0], 0.99))
+    hit, miss = await asyncio.gather(
+        matcher.accept(*SAME[2], 0.95), matcher.accept(*DIFFERENT[0], 0.99)
+    )
     assert (hit.accepted, hit.outcome) == (True, Outcome.HIT)
     assert (miss.accepted, miss.outcome) == (False, Outcome.VERIFIER)
     assert len(threads) == 2 and all(t.startswith("verifier") for t in threads)
     assert threading.current_thread().name not in threads
 
 
-def _test_split_decisions(embedder: LocalMiniLM,
-                          matcher: SemanticMatcher) -> tuple[int, int, int]:
+def _test_split_decisions(embedder: LocalMiniLM, matcher: SemanticMatcher) -> tuple[int, int, int]:
     pairs = [json.loads(line) for line in TEST_SPLIT.read_text().splitlines() if line.strip()]
     a = np.vstack([embedder.embed_sync([p["a"]]) for p in pairs])  # one at a time, as served
     b = np.vstack([embedder.embed_sync([p["b"]]) for p in pairs])
-    decisions = matcher.decide_many([(p["a"], p["b"]) for p in pairs],
-                                    (a * b).sum(axis=1).tolist())
+    decisions = matcher.decide_many([(p["a"], p["b"]) for p in pairs], (a * b).sum(axis=1).tolist())
     hits = [p for p, d in zip(pairs, decisions, strict=True) if d.accepted]
     assert not any(p["lang"] == "vi" for p in hits)
     right = sum(p["label"] == "paraphrase" for p in hits)
     return right, len(hits) - right, sum(p["label"] == "paraphrase" for p in pairs)
 
 
-def test_the_test_split_stays_where_it_was_measured(embedder: LocalMiniLM,
-                                                    matcher: SemanticMatcher) -> None:
+def test_the_test_split_stays_where_it_was_measured(
+    embedder: LocalMiniLM, matcher: SemanticMatcher
+) -> None:
     """A regression guard at the measured point (37 right, 1 wrong: README), not the bar."""
     right, wrong, _ = _test_split_decisions(embedder, matcher)
     assert right >= 35 and wrong <= 1
