@@ -42,6 +42,8 @@ from gateway.catalog import DEFAULT_CATALOG
 from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer, RedisServer
 
 RESULTS = ROOT / "loadtest" / "results"
+MESSAGES = {"model": "deepseek-v3.2", "max_tokens": 1000,
+            "messages": [{"role": "user", "content": "Write quicksort in Python"}]}
 CHAT = {
     "model": "deepseek-v3.2",
     "max_tokens": 1000,
@@ -190,6 +192,17 @@ def overhead(args: argparse.Namespace) -> None:
                         "failed": failed(m),
                     }
                 )
+            # Anthropic's Messages API, bridged onto the same chat completions upstream
+            m = bench.k6(f"rate100-messages-{r}", f"{gw.url}/v1/messages", MESSAGES, rate=100,
+                         duration=d)
+            stats.setdefault("rate100-messages", []).append(
+                {"p50": trend(m, "http_req_duration", "med"),
+                 "p99": trend(m, "http_req_duration", "p(99)"), "failed": failed(m)})
+            m = bench.k6(f"stream-messages-{r}", f"{gw.url}/v1/messages",
+                         {**MESSAGES, "stream": True}, rate=25, duration=d)
+            stats.setdefault("stream-messages", []).append(
+                {"p50": trend(m, "http_req_waiting", "med"),
+                 "p99": trend(m, "http_req_waiting", "p(99)"), "failed": failed(m)})
         memory = rss_mb(gw)
         ready = gw.ready_s  # type: ignore[attr-defined]
     # 100 clients in flight need an admission limit above the default 50 per worker.
@@ -219,6 +232,21 @@ def overhead(args: argparse.Namespace) -> None:
         [
             "non-stream @100 req/s: gateway added p50/p95/p99 (ms)",
             "/".join(f"{added[p]:+.2f}" for p in ("p50", "p95", "p99")),
+        ]
+    )
+    rows.append(
+        [
+            "Messages API @100 req/s: added p50/p99 vs direct chat (ms); p50 vs /v1/chat",
+            f"{med('rate100-messages', 'p50') - med('rate100-direct', 'p50'):+.2f}/"
+            f"{med('rate100-messages', 'p99') - med('rate100-direct', 'p99'):+.2f}; "
+            f"{med('rate100-messages', 'p50') - med('rate100-gateway', 'p50'):+.2f}",
+        ]
+    )
+    rows.append(
+        [
+            "Messages API stream @25 req/s: added time to first byte p50/p99 (ms)",
+            f"{med('stream-messages', 'p50') - med('stream-direct', 'p50'):+.2f}/"
+            f"{med('stream-messages', 'p99') - med('stream-direct', 'p99'):+.2f}",
         ]
     )
     rows.append(
