@@ -56,6 +56,7 @@ from .limits import (
     Refusal,
     Window,
     budget_periods,
+    ledger_day,
     window_key,
 )
 from .store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
@@ -199,7 +200,7 @@ class Tenants:
         if not tenant.anonymous and micros:
             for budget in self._budgets(tenant, spend_only=True):
                 self.limiter.give_back(budget.key, None, micros, budget.ttl_s)
-        day = datetime.now(UTC).date().isoformat()
+        day = ledger_day()
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
                         [1, int(error), prompt_tokens, completion_tokens, micros,
                          _micros(saved)])
@@ -246,8 +247,7 @@ class Tenants:
     def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
         budget set later starts from the real spend)."""
-        now = datetime.now(UTC)
-        day, next_day, month, next_month = budget_periods(now)
+        day, next_day, month, next_month = budget_periods()
         limits = tenant.limits
         found = []
         for period, tag, resets, amount, ttl in (

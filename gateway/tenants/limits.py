@@ -15,6 +15,7 @@ last one served; overshoot is bounded by what was already in flight when it cros
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -94,8 +95,30 @@ class Decision:
     refused_budget: Budget | None = None
 
 
-def budget_periods(now: datetime) -> tuple[str, datetime, str, datetime]:
-    """(day tag, next UTC midnight, month tag, first of next month), all UTC."""
+@functools.lru_cache(maxsize=4)
+def _periods_of_day(epoch_day: int) -> tuple[str, datetime, str, datetime]:
+    return _periods(datetime.fromtimestamp(epoch_day * 86400, UTC))
+
+
+def budget_periods(now: datetime | None = None) -> tuple[str, datetime, str, datetime]:
+    """(day tag, next UTC midnight, month tag, first of next month), all UTC; worked out once
+    a day (it is on every request's path)."""
+    if now is None:
+        return _periods_of_day(int(time.time() // 86400))
+    return _periods(now)
+
+
+@functools.lru_cache(maxsize=4)
+def _iso_day(epoch_day: int) -> str:
+    return datetime.fromtimestamp(epoch_day * 86400, UTC).date().isoformat()
+
+
+def ledger_day() -> str:
+    """Today (UTC) as the ledger writes it, e.g. ``2026-11-25``."""
+    return _iso_day(int(time.time() // 86400))
+
+
+def _periods(now: datetime) -> tuple[str, datetime, str, datetime]:
     day = now.strftime("%Y%m%d")
     next_day = datetime(now.year, now.month, now.day, tzinfo=UTC) + timedelta(days=1)
     month = now.strftime("%Y%m")
