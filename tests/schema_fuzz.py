@@ -199,8 +199,9 @@ def request_args(case: Case, target: Target, auth: dict[str, str]) -> dict[str, 
 
 
 def describe(args: dict[str, Any]) -> str:
-    text = json.dumps({k: v for k, v in args.items() if k not in ("headers",)}, default=repr,
-                      ensure_ascii=True)
+    shown = {k: v for k, v in args.items() if k != "headers"}
+    shown = {"param": shown.pop("param", None), **shown}  # the offending value first
+    text = json.dumps(shown, default=repr, ensure_ascii=True)
     return text if len(text) <= 600 else text[:600] + "..."
 
 
@@ -251,6 +252,17 @@ def success_problem(content_type: str, content: bytes) -> str | None:
     return None
 
 
+def _param_value(args: dict[str, Any], content: bytes) -> Any:
+    """The value the error's ``param`` names, for the report (top-level field or its head)."""
+    body = _json(content)
+    error = body.get("error") if isinstance(body, dict) else None
+    param = error.get("param") if isinstance(error, dict) else None
+    sent = args.get("json")
+    if isinstance(param, str) and isinstance(sent, dict):
+        return sent.get(param.split(".")[0], "<absent>")
+    return None
+
+
 def error_label(content: bytes) -> str:
     body = _json(content)
     error = body.get("error") if isinstance(body, dict) else None
@@ -280,6 +292,7 @@ class Findings:
                 problem = success_problem(content_type, content)
             else:
                 problem = f"valid request refused: {status} {error_label(content)}"
+                args = {**args, "param": _param_value(args, content)}
         elif status >= 500:
             problem = f"{status} {error_label(content)}"
         elif status >= 400:
