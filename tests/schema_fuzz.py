@@ -3,9 +3,11 @@ Anthropic OpenAPI documents (see ``tests/published_specs.py``).
 
 Cases are generated first (Hypothesis, derandomized, no example database: the same cases on
 every run), then sent by the caller: over a socket to ``bentoml serve`` or in process over
-ASGI. The spec cannot know the gateway's catalog, so two schema hooks keep generated requests
+ASGI. The spec cannot know the gateway's catalog, so schema hooks keep generated requests
 servable: a ``model`` string in a body becomes one of the catalog's models of the right kind,
-and ``{model}`` in a path becomes a catalog id. Everything else is the spec's own.
+``{model}`` in a path a catalog id, ``dimensions`` stays within the embedding model's size, and
+integers stay within 64 bits. One constraint the spec states only in prose is added to its
+schema (``prose_constraints``). Everything else is the spec's own.
 
 Positive mode: the spec calls the request valid, so the gateway must answer 2xx (a stream must
 end with ``[DONE]`` and carry no error event). Negative mode: the request violates the spec;
@@ -181,13 +183,23 @@ def generate(target: Target, mode: GenerationMode, max_examples: int) -> list[Ca
     return list(cases.values())
 
 
+def _latin1(value: str) -> bool:
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def _body(case: Case) -> Any:
     return None if case.body is NOT_SET else case.body
 
 
 def request_args(case: Case, target: Target, auth: dict[str, str]) -> dict[str, Any]:
     """httpx ``request()`` arguments for ``case``: the generated parts plus the client's key."""
-    headers = {str(k): str(v) for k, v in (case.headers or {}).items()}
+    # A header value HTTP/1.1 cannot carry (beyond Latin-1) never reaches a server: left out.
+    headers = {str(k): str(v) for k, v in (case.headers or {}).items()
+               if _latin1(str(v))}
     args: dict[str, Any] = {"method": case.method, "url": target.prefix + case.formatted_path,
                             "params": case.query or None, "headers": {**headers, **auth}}
     if isinstance(case.body, bytes):  # negative mode's raw payloads go as they are
