@@ -17,6 +17,7 @@ whatever the gateway answers, it is never a 5xx, and an error is JSON in the API
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from schemathesis import Case, GenerationMode
 from schemathesis.core import NOT_SET
 
 from gateway.catalog import load_catalog
+from gateway.errors import ErrorCode
 
 from .published_specs import published, subset
 
@@ -50,6 +52,7 @@ class Target:
     method: str  # upper case
     model_kind: str  # which catalog models the ``model`` field may name
     stream: bool = False  # every generated body asks for a stream (rare in plain generation)
+    bridged: bool = False  # translated to chat completions: some features cannot be
 
     @property
     def prefix(self) -> str:
@@ -71,11 +74,11 @@ TARGETS = (
     Target(Api.OPENAI, "/embeddings", "POST", "embedding"),
     Target(Api.OPENAI, "/models", "GET", "chat"),
     Target(Api.OPENAI, "/models/{model}", "GET", "any"),
-    Target(Api.OPENAI, "/completions", "POST", "chat"),
-    Target(Api.OPENAI, "/responses", "POST", "chat"),
-    Target(Api.OPENAI, "/responses", "POST", "chat", stream=True),
-    Target(Api.ANTHROPIC, "/v1/messages", "POST", "chat"),
-    Target(Api.ANTHROPIC, "/v1/messages", "POST", "chat", stream=True),
+    Target(Api.OPENAI, "/completions", "POST", "chat", bridged=True),
+    Target(Api.OPENAI, "/responses", "POST", "chat", bridged=True),
+    Target(Api.OPENAI, "/responses", "POST", "chat", stream=True, bridged=True),
+    Target(Api.ANTHROPIC, "/v1/messages", "POST", "chat", bridged=True),
+    Target(Api.ANTHROPIC, "/v1/messages", "POST", "chat", stream=True, bridged=True),
 )
 
 
@@ -284,6 +287,53 @@ def error_label(content: bytes) -> str:
     return content[:160].decode(errors="replace")
 
 
+# Refusals a bridge makes on purpose: what it cannot translate to chat completions, or state it
+# does not keep (README, "API bridges"). Valid by the spec, so each is reported, but only a
+# refusal matching one of these fails nothing; every other refusal of a valid request does.
+DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), why) for pattern, why in (
+        (r"not supported( on [\w ]+)? by this gateway|\(prefill\) is not supported|"
+         r"cannot contain a 'thinking' block", "a feature the bridge names as unsupported"),
+        (r"not stored by this gateway", "no stored responses, conversations or prompts"),
+        (r"^Unsupported parameter: ", "a field the bridge does not know (it translates, "
+                                      "so it cannot pass unknown fields on)"),
+        (r"Missing required parameter: '(model|input)'",
+         "Responses: optional in the spec because a stored prompt can supply them"),
+        (r"'(tool_choice\.type|include\.\d+)': Input should be",
+         "Responses: built-in tools and includes have no chat equivalent"),
+        (r"'input\.\d+\.role'", "Responses: item references need stored items"),
+        (r"does not match any of the expected tags",
+         "Messages: a content block with no chat equivalent (documents, server tool results)"),
+        (r"'messages': List should have at least 1 item",
+         "Messages: an empty conversation, which Anthropic's API refuses too"),
+        (r"a (base64|url) image source needs", "Messages: an image without its data or URL"),
+        (r"'messages\.\d+\.role': Input should be 'user' or 'assistant'",
+         "Messages: a 'system' role inside 'messages' (the spec's enum has it; the bridge "
+         "takes the system prompt from 'system' only)"),
+    ))
+
+
+GATEWAY_CODES = frozenset(code.value for code in ErrorCode)
+
+
+def deliberate_gap(target: Target, content: bytes) -> str | None:
+    """Why a refusal of a valid request is acceptable, or None: the upstream's own answer
+    passed through (its code is none of the gateway's), or a bridge's refusal on purpose."""
+    body = _json(content)
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return None
+    code = error.get("code")
+    if target.api is Api.OPENAI and isinstance(code, str) and code not in GATEWAY_CODES:
+        return f"the upstream's own answer, passed through ({code})"
+    message = error.get("message")
+    if target.bridged and isinstance(message, str):
+        for pattern, why in DELIBERATE_GAPS:
+            if pattern.search(message):
+                return why
+    return None
+
+
 @dataclass
 class Findings:
     """What a run found, grouped by kind so one cause is reported once, with an example."""
@@ -293,6 +343,7 @@ class Findings:
     sent: int = 0
     statuses: dict[int, int] = field(default_factory=dict)
     problems: dict[str, list[str]] = field(default_factory=dict)
+    gaps: dict[str, int] = field(default_factory=dict)  # deliberate refusals, by reason
 
     def check(self, args: dict[str, Any], status: int, content_type: str,
               content: bytes) -> None:
@@ -302,6 +353,9 @@ class Findings:
         if self.mode is GenerationMode.POSITIVE:
             if 200 <= status < 300:
                 problem = success_problem(content_type, content)
+            elif status == 400 and (gap := deliberate_gap(self.target, content)):
+                self.gaps[gap] = self.gaps.get(gap, 0) + 1
+                problem = None
             else:
                 problem = f"valid request refused: {status} {error_label(content)}"
                 args = {**args, "param": _param_value(args, content)}
@@ -317,6 +371,8 @@ class Findings:
     def report(self) -> str:
         lines = [f"{self.target.name} [{self.mode.value}]: {self.sent} requests, "
                  f"statuses {dict(sorted(self.statuses.items()))}"]
+        for gap, count in self.gaps.items():
+            lines.append(f"  {count}x refused on purpose: {gap}")
         for problem, examples in self.problems.items():
             lines.append(f"  {len(examples)}x {problem}\n      e.g. {examples[0]}")
         return "\n".join(lines)
