@@ -107,6 +107,10 @@ def _servable(body: dict[str, Any], model: str, stream: bool) -> dict[str, Any]:
 
 def _with_catalog_model(target: Target) -> Callable[[Any, Any], Any]:
     def flatmap_body(context: Any, body: Any) -> Any:
+        if target.path == "/responses" and isinstance(body, dict) and "prompt" not in body:
+            # Optional in the spec because a stored prompt can supply them; the gateway
+            # stores no prompts, so a servable request names both.
+            body = {"model": "", "input": "Hello", **body}
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             return st.sampled_from(catalog_models(target.model_kind)).map(
                 lambda model: _servable(body, model, target.stream))
@@ -248,6 +252,12 @@ def error_shape_problem(api: Api, content_type: str, content: bytes) -> str | No
     return None
 
 
+# How each API's stream ends: OpenAI chat and completions, Anthropic, Responses (complete, or
+# cut by ``max_output_tokens``).
+TERMINAL_EVENTS = (b"data: [DONE]", b"event: message_stop", b"event: response.completed",
+                   b"event: response.incomplete")
+
+
 def success_problem(content_type: str, content: bytes) -> str | None:
     """Why a 2xx answer is really a failure (an error inside, a stream cut short), or None."""
     if content_type.startswith("text/event-stream"):
@@ -257,8 +267,7 @@ def success_problem(content_type: str, content: bytes) -> str | None:
                and (e.get("error") or e.get("type") in ("error", "response.failed"))
                for event in events):
             return "stream carries an error event"
-        if b"[DONE]" not in content and b"message_stop" not in content \
-                and b"response.completed" not in content:
+        if not any(end in content for end in TERMINAL_EVENTS):
             return "stream ended without its terminal event"
         return None
     body = _json(content)
@@ -307,6 +316,10 @@ DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"'messages': List should have at least 1 item",
          "Messages: an empty conversation, which Anthropic's API refuses too"),
         (r"a (base64|url) image source needs", "Messages: an image without its data or URL"),
+        (r"'tools\.\d+\.name': String should have at least 1 character",
+         "Responses: a function tool without a name (chat's function names need 1-64)"),
+        (r"^Invalid 'max_tokens': integer below minimum value",
+         "Messages: max_tokens 0 (valid for Anthropic) refused by the chat upstream itself"),
         (r"'messages\.\d+\.role': Input should be 'user' or 'assistant'",
          "Messages: a 'system' role inside 'messages' (the spec's enum has it; the bridge "
          "takes the system prompt from 'system' only)"),
