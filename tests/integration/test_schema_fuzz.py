@@ -5,8 +5,9 @@ published OpenAI and Anthropic OpenAPI documents (``tests/published_specs.py``: 
 Positive mode: every request the spec calls valid is answered 2xx. Negative mode: no request
 that violates the spec gets a 5xx, and every error is JSON in the API's own error shape.
 Bounded for CI: a fixed number of derandomized examples per operation, and a time budget for
-sending them. An operation whose route this gateway does not mount (it answers 404
-``unknown_url``) is skipped, and says so.
+sending them. An operation whose route this gateway does not mount (it answers the probe
+404 or 405) is skipped, and says so. A bridge's deliberate refusals and an upstream's own 4xx
+passed through are counted in the report, not failed (``tests/schema_fuzz.py``).
 """
 
 from __future__ import annotations
