@@ -313,8 +313,10 @@ DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"'input\.\d+\.role'", "Responses: item references need stored items"),
         (r"does not match any of the expected tags",
          "Messages: a content block with no chat equivalent (documents, server tool results)"),
-        (r"'messages': List should have at least 1 item",
-         "Messages: an empty conversation, which Anthropic's API refuses too"),
+        (r"'messages': List should have at least 1 item|"
+         r"'messages' must contain at least one message",
+         "Messages: an empty conversation (no message, or only empty ones), which Anthropic's "
+         "API refuses too"),
         (r"a (base64|url) image source needs", "Messages: an image without its data or URL"),
         (r"'tools\.\d+\.name': String should have at least 1 character",
          "Responses: a function tool without a name (chat's function names need 1-64)"),
