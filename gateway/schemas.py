@@ -31,8 +31,9 @@ class ChatRequest(BaseModel):
     messages: list[Message]
     stream: bool = False
     stream_options: StreamOptions | None = None
-    max_tokens: int | None = Field(None, ge=1)
-    max_completion_tokens: int | None = Field(None, ge=1)
+    # No bounds of the gateway's own: the spec sets none, the upstream judges.
+    max_tokens: int | None = None
+    max_completion_tokens: int | None = None
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     n: int | None = Field(None, ge=1, le=128)

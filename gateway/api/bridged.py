@@ -77,7 +77,8 @@ async def serve(request: Request, bridge: Bridge) -> Response:
     parsed: list[Any] = []
 
     def plan(gateway: Gateway, body: Any) -> ChatPlan:
-        parsed.append(bridge.parse(body))
+        # A top-level null means absent, as on chat (both specs make these fields nullable).
+        parsed.append(bridge.parse(without_nulls(body) if isinstance(body, dict) else body))
         return plan_chat(gateway.catalog, bridge.to_chat(parsed[0]), catalog_defaults=False)
 
     exchange = await start_exchange(request, bridge.endpoint, plan)

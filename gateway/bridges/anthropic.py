@@ -185,7 +185,7 @@ class CountTokensRequest(BaseModel):
 class MessagesRequest(CountTokensRequest):
     """``POST /v1/messages``."""
 
-    max_tokens: int = Field(ge=1)
+    max_tokens: int = Field(ge=0)  # 0 is valid: it pre-warms Anthropic's prompt cache
     stop_sequences: list[str] | None = None
     temperature: float | None = Field(default=None, ge=0, le=1)
     top_p: float | None = Field(default=None, ge=0, le=1)

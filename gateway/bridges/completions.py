@@ -36,7 +36,7 @@ class CompletionsRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     model: str = Field(min_length=1)
     prompt: str | list[str]
-    max_tokens: int = Field(default=16, ge=1)
+    max_tokens: int = Field(default=16, ge=0)
     temperature: float | None = Field(default=None, ge=0, le=2)
     top_p: float | None = Field(default=None, ge=0, le=1)
     stop: str | list[str] | None = None
@@ -51,7 +51,7 @@ class CompletionsRequest(BaseModel):
     user: str | None = None
     logprobs: None = None
     suffix: None = None
-    best_of: int | None = Field(default=None, ge=1, le=1)
+    best_of: int | None = Field(default=None, ge=0, le=1)
 
     @property
     def text(self) -> str:
@@ -77,12 +77,17 @@ def _precheck(body: Any) -> None:
                       ("suffix", "'suffix' (insertion) is not supported"),
                       ("best_of", "'best_of' above 1 is not supported")):
         value = body.get(name)
-        if value is not None and not (name == "best_of" and value == 1):
+        if value is not None and not (name == "best_of" and value in (0, 1)):
             raise unsupported(name, f"{why} by this gateway.")
 
 
 def parse_request(body: Any) -> CompletionsRequest:
-    """Validate a ``/v1/completions`` body; a ``GatewayError`` (400) names the bad field."""
+    """Validate a ``/v1/completions`` body; a ``GatewayError`` (400) names the bad field.
+    A top-level null means absent, as on chat (the spec makes these nullable); a null prompt
+    is the spec's default document, taken here as the empty prompt."""
+    if isinstance(body, dict):
+        body = {key: "" if value is None else value for key, value in body.items()
+                if value is not None or key == "prompt"}
     _precheck(body)
     return validate(CompletionsRequest, body)
 

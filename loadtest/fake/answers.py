@@ -75,7 +75,8 @@ def text_of(content: Any) -> str:
     if isinstance(content, str):
         return content
     if isinstance(content, list):
-        return " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        return " ".join(text for p in content
+                        if isinstance(p, dict) and isinstance(text := p.get("text"), str))
     return ""
 
 

@@ -39,6 +39,7 @@ MODELS = ["deepseek-v3.2", "gemini-2.5-flash", "gpt-4.1", "claude-sonnet-4.5",
           "text-embedding-3-small"]
 FAULT_KINDS = {"status", "hang", "drop", "truncate", "malformed", "trickle"}
 RECEIVED_MAX = 50
+MAX_DIMENSIONS = 3072
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for legacy completions
 
 
@@ -370,9 +371,13 @@ class FakeProvider:
             await wire.error(send, 400, "'input' must be a string or a non-empty list.",
                              "invalid_value", headers, param="input")
             return
+        dims = request.get("dimensions") if isinstance(request.get("dimensions"), int) else 384
+        if not 1 <= dims <= MAX_DIMENSIONS:  # as OpenAI's largest embedding model refuses
+            await wire.error(send, 400, f"'dimensions' must be between 1 and {MAX_DIMENSIONS}.",
+                             "invalid_value", headers, param="dimensions")
+            return
         self.embedding_calls += 1
         self.embedding_batch_sizes.append(len(inputs))
-        dims = request.get("dimensions") if isinstance(request.get("dimensions"), int) else 384
         as_base64 = request.get("encoding_format") == "base64"
         data = []
         for index, text in enumerate(inputs):

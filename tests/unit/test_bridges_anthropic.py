@@ -61,7 +61,7 @@ def test_missing_max_tokens_is_a_missing_parameter() -> None:
 
 
 @pytest.mark.parametrize(("field", "value", "param"), [
-    ("max_tokens", 0, "max_tokens"),
+    ("max_tokens", -1, "max_tokens"),
     ("temperature", 1.5, "temperature"),
     ("top_p", -0.1, "top_p"),
     ("top_k", -1, "top_k"),
@@ -553,7 +553,7 @@ def test_sdk_count_tokens() -> None:
 def test_sdk_raises_bad_request_for_a_refused_request() -> None:
     with pytest.raises(anthropic.BadRequestError) as caught:
         client(Gateway(weather_model)).messages.create(
-            model="m", max_tokens=0, messages=[{"role": "user", "content": "x"}])
+            model="m", max_tokens=-1, messages=[{"role": "user", "content": "x"}])
     assert caught.value.body["error"]["type"] == "invalid_request_error"
     assert "max_tokens" in caught.value.body["error"]["message"]
 

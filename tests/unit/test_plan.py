@@ -55,19 +55,21 @@ def test_a_message_without_a_role_is_a_400() -> None:
     assert error.message == "Invalid value for 'messages.0.role': Field required."
 
 
-@pytest.mark.parametrize(
-    ("field", "value"),
-    [
-        ("temperature", 2.5),
-        ("max_tokens", 0),
-        ("top_p", 1.5),
-        ("n", 0),
-        ("model", ""),
-    ],
-)
+@pytest.mark.parametrize(("field", "value"), [
+    ("temperature", 2.5), ("top_p", 1.5), ("n", 0), ("model", ""),
+])
 def test_out_of_range_parameters_are_a_400_naming_the_parameter(field: str, value: object) -> None:
     error = refused({"model": "gpt-4.1", "messages": MESSAGES, field: value})
     assert (error.status, error.param, error.code) == (400, field, "invalid_value")
+
+
+@pytest.mark.parametrize(("field", "value"), [("max_tokens", 0), ("max_completion_tokens", -1)])
+def test_token_limits_have_no_bound_of_the_gateways_own(field: str, value: int) -> None:
+    # OpenAI's spec sets none (the schema fuzz found the gateway refusing these): the upstream
+    # judges, and its answer is passed through.
+    plan = plan_chat(CATALOG, {"model": "gpt-4.1", "messages": MESSAGES, field: value},
+                     catalog_defaults=False)
+    assert plan.payload[field] == value
 
 
 @pytest.mark.parametrize("body", [[{"role": "user"}], "hello", None, 3])
