@@ -322,6 +322,9 @@ DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
          "Responses: a function tool without a name (chat's function names need 1-64)"),
         (r"^Invalid 'max_tokens': integer below minimum value",
          "Messages: max_tokens 0 (valid for Anthropic) refused by the chat upstream itself"),
+        (r"A user message cannot contain a 'tool_use' block",
+         "Messages: a tool_use block in a user turn (the spec's block union allows it; only the "
+         "assistant calls tools, and chat has no way to say a user did)"),
         (r"'messages\.\d+\.role': Input should be 'user' or 'assistant'",
          "Messages: a 'system' role inside 'messages' (the spec's enum has it; the bridge "
          "takes the system prompt from 'system' only)"),
