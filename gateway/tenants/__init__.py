@@ -206,6 +206,7 @@ class Tenants:
                          _micros(saved)])
 
     async def aclose(self) -> None:
+        self.access.flush()
         await self.limiter.aclose()
         await self.ledger.aclose()
         await self.store.aclose()

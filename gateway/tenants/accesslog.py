@@ -2,13 +2,16 @@
 worker in a ring buffer for the dashboard. The key's *name* is logged, never the key.
 
 Cheap by construction: an entry is a dict, serialised with one ``orjson.dumps`` (which escapes
-every control character, so no client-chosen name can split a line) and handed to the logger,
-whose own handler writes the bare line to stdout (no formatter, not propagated to BentoML's);
-with the log off, nothing is serialised at all.
+every control character, so no client-chosen name can split a line). Inside the event loop the
+lines of the next ``FLUSH_S`` are gathered and written to the logger's stream in one write (a
+logger call and a flush per request cost a worker about a tenth of its throughput); outside a
+loop a line is written at once. The logger's own handler writes bare lines to stdout (no
+formatter, not propagated to BentoML's); with the log off, nothing is serialised at all.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections import deque
@@ -24,6 +27,7 @@ from ..pricing import format_usd
 logger = logging.getLogger("gateway.access")
 
 RING_SIZE = 100
+FLUSH_S = 0.05
 
 
 def _bare_stdout_handler() -> None:
@@ -41,6 +45,8 @@ class AccessLog:
         if enabled:
             _bare_stdout_handler()
         self.recent: deque[dict[str, Any]] = deque(maxlen=RING_SIZE)
+        self._pending: list[bytes] = []
+        self._flush_at: asyncio.TimerHandle | None = None
         self.traffic = RecentTraffic()
 
     def record(self, *, request_id: str, key_name: str | None, team: str | None, route: str,
@@ -64,7 +70,21 @@ class AccessLog:
                          error_code=error_code)
         if not self.enabled:
             return
-        logger.info(orjson.dumps(entry).decode())
+        self._pending.append(orjson.dumps(entry))
+        if self._flush_at is None:
+            try:
+                loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self.flush()
+                return
+            self._flush_at = loop.call_later(FLUSH_S, self.flush)
+
+    def flush(self) -> None:
+        """Write the gathered lines in one go (also at shutdown)."""
+        self._flush_at = None
+        if self._pending:
+            lines, self._pending = self._pending, []
+            logger.info(b"\n".join(lines).decode())
 
     def snapshot(self) -> list[dict[str, Any]]:
         return list(self.recent)
