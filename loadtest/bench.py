@@ -504,28 +504,8 @@ def faults(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     with bench.fake("--api-key", UPSTREAM_KEY) as fake, bench.gateway(fake) as gw:
         fake.fault(model="deepseek-v3.2", kind="status", status=503, rate=0.2, seed=7)
-        summary = args.out / "faults.summary.json"
-        subprocess.run(
-            [
-                k6_binary(),
-                "run",
-                "--quiet",
-                "--no-usage-report",
-                "-e",
-                f"GATEWAY_URL={gw.url}",
-                "-e",
-                f"GATEWAY_KEY={CLIENT_KEY}",
-                "-e",
-                "PROFILE=ci",
-                "-e",
-                f"SUMMARY={summary}",
-                str(ROOT / "loadtest" / "k6-test.js"),
-            ],
-            check=False,
-            timeout=300,
-        )
+        m = seed_scenario(bench, gw, "faults")
         stats = fake.stats()
-        m = json.loads(summary.read_text())["metrics"]
         health = httpx.get(f"{gw.url}/health").json()
     rows = [
         ["client requests", str(int(m["http_reqs"]["values"]["count"]))],

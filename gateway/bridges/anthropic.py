@@ -45,6 +45,7 @@ from .common import (
     CallPositions,
     ChatUsage,
     first_choice,
+    first_choice_delta,
     sse,
     suffix,
     tool_arguments,
@@ -472,19 +473,15 @@ class MessagesStream:
         if chunk.get("usage"):
             self._usage = chunk["usage"]
         out = b""
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                if self._open != "text":
-                    out += self._begin({"type": "text", "text": ""})
-                out += self._delta(self._index, {"type": "text_delta", "text": text})
-            for call in delta.get("tool_calls") or []:
-                out += self._tool_delta(call)
-            if choice.get("finish_reason"):
-                self._finish = choice
+        step = first_choice_delta(chunk)
+        if step.text:
+            if self._open != "text":
+                out += self._begin({"type": "text", "text": ""})
+            out += self._delta(self._index, {"type": "text_delta", "text": step.text})
+        for call in step.tool_calls:
+            out += self._tool_delta(call)
+        if step.choice is not None:
+            self._finish = step.choice
         return out
 
     def _tool_delta(self, call: dict[str, Any]) -> bytes:

@@ -113,6 +113,29 @@ def first_choice(completion: dict[str, Any]) -> dict[str, Any]:
     return choices[0]
 
 
+@dataclass(frozen=True, slots=True)
+class FirstChoiceDelta:
+    """What one chat chunk says about its first choice: new text, tool-call pieces, and the
+    finish reason (with the choice, whose other fields some APIs read)."""
+
+    text: str
+    tool_calls: list[dict[str, Any]]
+    choice: dict[str, Any] | None
+
+
+def first_choice_delta(chunk: dict[str, Any]) -> FirstChoiceDelta:
+    """The first choice's delta in a chunk (the bridged APIs answer with one choice)."""
+    for choice in chunk.get("choices") or []:
+        if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+            continue
+        delta = choice.get("delta") or {}
+        text = delta.get("content")
+        return FirstChoiceDelta(text if isinstance(text, str) else "",
+                                list(delta.get("tool_calls") or []),
+                                choice if choice.get("finish_reason") else None)
+    return FirstChoiceDelta("", [], None)
+
+
 def tool_arguments(name: str, arguments: Any) -> dict[str, Any]:
     """A tool call's ``arguments`` string as the JSON object Anthropic's ``input`` must be.
     Empty means no arguments; anything that is not a JSON object is the upstream's protocol

@@ -41,6 +41,7 @@ from .common import (
     CallPositions,
     ChatUsage,
     first_choice,
+    first_choice_delta,
     sse,
     suffix,
     unsupported,
@@ -494,17 +495,13 @@ class ResponsesStream:
         if chunk.get("usage"):
             self._usage = chunk["usage"]
         out = b""
-        for choice in chunk.get("choices") or []:
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            delta = choice.get("delta") or {}
-            text = delta.get("content")
-            if isinstance(text, str) and text:
-                out += self._text(text)
-            for call in delta.get("tool_calls") or []:
-                out += self._tool(call)
-            if choice.get("finish_reason"):
-                self._finish = choice["finish_reason"]
+        step = first_choice_delta(chunk)
+        if step.text:
+            out += self._text(step.text)
+        for call in step.tool_calls:
+            out += self._tool(call)
+        if step.choice is not None:
+            self._finish = step.choice["finish_reason"]
         return out
 
     def _text(self, text: str) -> bytes:
