@@ -23,7 +23,7 @@ from ..bridges import anthropic, completions, responses
 from ..errors import GatewayError
 from ..plan import ChatPlan, plan_chat, without_nulls
 from ..runtime import Gateway
-from .openai import ChatChunks
+from .openai import relayed
 from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import read_json
 
@@ -162,13 +162,7 @@ async def create_completion(request: Request) -> Response:
     exchange = await start_exchange(request, "/v1/completions", plan)
     if exchange.plan.path != "/completions":
         return respond(exchange, COMPLETIONS, parsed[0])
-    headers = exchange.headers()
-    if exchange.plan.stream:
-        return stream_response(exchange, ChatChunks(exchange))
-    reply = exchange.served.result
-    headers.update(cost_headers(exchange.account.charge(reply.data.get("usage"))))
-    exchange.account.close()
-    return Response(reply.body, media_type="application/json", headers=headers)
+    return relayed(exchange)
 
 
 routes = [

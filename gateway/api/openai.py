@@ -32,7 +32,11 @@ def _plan(gateway: Gateway, body: Any) -> ChatPlan:
 
 
 async def chat_completions(request: Request) -> Response:
-    exchange = await start_exchange(request, "/v1/chat/completions", _plan)
+    return relayed(await start_exchange(request, "/v1/chat/completions", _plan))
+
+
+def relayed(exchange: Exchange) -> Response:
+    """The upstream's answer as it came (bytes, or chunks), priced in a header."""
     headers = exchange.headers()
     if exchange.plan.stream:
         return stream_response(exchange, ChatChunks(exchange))
