@@ -85,7 +85,8 @@ class Exchange:
         if tokens is None:
             self.outcome.abandon()
             return
-        self.outcome.complete(CachedAnswer(body, self.served.name, *tokens, time.time()),
+        self.outcome.complete(CachedAnswer(body, self.served.name, *tokens, time.time(),
+                                           self.served.deployment),
                               finish_reasons)
 
 
@@ -122,7 +123,7 @@ def _shared(served: Served) -> CachedAnswer:
     """A leader's answer as its coalesced followers get it."""
     reply: UpstreamReply = served.result
     tokens = read_usage(reply.data.get("usage")) or (0, 0)
-    return CachedAnswer(reply.body, served.name, *tokens, time.time())
+    return CachedAnswer(reply.body, served.name, *tokens, time.time(), served.deployment)
 
 
 def _from_cache(gateway: Gateway, plan: ChatPlan, answer: CachedAnswer) -> Served:
@@ -130,7 +131,12 @@ def _from_cache(gateway: Gateway, plan: ChatPlan, answer: CachedAnswer) -> Serve
     result: Any = ReplayStream(answer) if plan.stream else \
         UpstreamReply(200, answer.body, answer.data())
     name = answer.model if answer.model in gateway.catalog.models else plan.model
-    return Served(name, entry, result, attempts=0, cached=True)
+    deployment = next((d for d in gateway.catalog.deployments(name)
+                       if d.name == answer.deployment), None)
+    return Served(name, entry, result, attempts=0, cached=True,
+                  provider=deployment.provider if deployment else "",
+                  deployment=deployment.name if deployment else "",
+                  deployment_price=deployment.price if deployment else None)
 
 
 async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tenant: str,
