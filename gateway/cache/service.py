@@ -60,9 +60,6 @@ class Directives:
         return cls(lookup="no-cache" not in tokens, store="no-store" not in tokens)
 
 
-ALWAYS = Directives(lookup=True, store=True)
-
-
 @dataclass(slots=True)
 class Filing:
     """Where a missed request's answer goes once it is complete: its exact key and, with the
