@@ -21,6 +21,7 @@ from ..accounting import RequestAccount
 from ..errors import ErrorCode, GatewayError, error_response
 from ..metrics import Metrics
 from ..settings import Settings
+from ..tenants import Tenant
 from . import admin, batch, bridged, dashboard, models, openai, simple
 from .intake import Intake, IntakeLimits
 
@@ -68,10 +69,12 @@ def create_app(settings: Settings) -> Starlette:
     keyed = frozenset(r.path for r in routes
                       if isinstance(r, Route) and "POST" in (r.methods or ()))
 
-    async def authorize_client(scope: Scope) -> None:
+    async def authorize_client(scope: Scope) -> Tenant | None:
         gateway = getattr(app.state, "gateway", None)
-        if gateway is not None:
-            await gateway.tenants.authenticate(Headers(scope=scope))
+        if gateway is None:
+            return None
+        tenant: Tenant = await gateway.tenants.authenticate(Headers(scope=scope))
+        return tenant
 
     def metrics() -> Metrics | None:
         gateway = getattr(app.state, "gateway", None)

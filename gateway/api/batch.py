@@ -26,6 +26,7 @@ from ..plan import plan_chat
 from ..pricing import to_micro
 from ..runtime import Gateway
 from ..tenants import Tenant
+from .intake import TENANT_KEY
 from .pipeline import answer, gateway_of
 from .requests import cancel_on_disconnect, read_json
 from .simple import simplify
@@ -59,7 +60,7 @@ async def batch(request: Request) -> Response:
     started = time.monotonic()
     gateway = gateway_of(request)
     settings = gateway.settings
-    tenant = await gateway.tenants.authenticate(request.headers)
+    tenant = await gateway.tenants.authenticate(request.headers, request.scope.get(TENANT_KEY))
     body = await read_json(request, settings.max_body_bytes)
     items = body.get("requests") if isinstance(body, dict) else None
     if not isinstance(items, list) or not items:

@@ -23,6 +23,7 @@ from ..bridges import anthropic, completions, responses
 from ..errors import GatewayError
 from ..plan import ChatPlan, plan_chat, without_nulls
 from ..runtime import Gateway
+from .intake import TENANT_KEY
 from .openai import relayed
 from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import read_json
@@ -127,7 +128,7 @@ async def messages(request: Request) -> Response:
 async def count_tokens(request: Request) -> Response:
     """An estimate made locally (no upstream call; see ``bridges.anthropic.count_tokens``)."""
     gateway = gateway_of(request)
-    await gateway.tenants.authenticate(request.headers)
+    await gateway.tenants.authenticate(request.headers, request.scope.get(TENANT_KEY))
     body = await read_json(request, gateway.settings.max_body_bytes)
     tokens = anthropic.count_tokens(anthropic.parse_count_request(body))
     return Response(orjson.dumps({"input_tokens": tokens}), media_type="application/json",

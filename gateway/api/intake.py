@@ -40,6 +40,7 @@ logger = logging.getLogger("gateway")
 
 EXCHANGE_KEY = "gateway.exchange"
 TRANSPORT_KEY = "gateway.transport"
+TENANT_KEY = "gateway.tenant"  # who the key checked here belongs to: not checked twice
 
 
 class Departure(StrEnum):
@@ -233,7 +234,8 @@ class Intake:
             if self.authorize is not None and endpoint is not None:
                 checked = self.authorize(scope)
                 if inspect.isawaitable(checked):  # a key store lookup may need a round trip
-                    await checked
+                    checked = await checked
+                scope[TENANT_KEY] = checked
             body = await self._read(scope, receive)
         except GatewayError as error:
             await self._refuse(endpoint, error, scope, receive, send, close=True)

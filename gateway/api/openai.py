@@ -21,6 +21,7 @@ from ..plan import ChatPlan, plan_chat
 from ..pricing import to_micro
 from ..runtime import Gateway
 from ..sse import encode
+from .intake import TENANT_KEY
 from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import cancel_on_disconnect, read_json
 
@@ -82,7 +83,7 @@ async def embeddings(request: Request) -> Response:
     account = RequestAccount(gateway.stats, gateway.metrics, "/v1/embeddings")
     account.tenancy = tenancy = gateway.tenants.tenancy("/v1/embeddings", request.headers)
     try:
-        await tenancy.authenticate()
+        await tenancy.authenticate(request.scope.get(TENANT_KEY))
         body = await read_json(request, gateway.settings.max_body_bytes)
         if isinstance(body, dict) and isinstance(body.get("model"), str):
             await tenancy.admit(body["model"], body)

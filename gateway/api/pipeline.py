@@ -25,6 +25,7 @@ from ..pricing import format_usd, read_usage
 from ..router import Served
 from ..runtime import Gateway
 from ..upstream import UpstreamFailure, UpstreamReply
+from .intake import TENANT_KEY
 from .requests import cancel_on_disconnect, read_json
 from .streaming import EventStream
 
@@ -171,7 +172,7 @@ async def start_exchange(request: Request, endpoint: str,
     account = RequestAccount(gateway.stats, gateway.metrics, endpoint)
     account.tenancy = tenancy = gateway.tenants.tenancy(endpoint, request.headers)
     try:
-        tenant = (await tenancy.authenticate()).scope
+        tenant = (await tenancy.authenticate(request.scope.get(TENANT_KEY))).scope
         body = await read_json(request, gateway.settings.max_body_bytes)
         plan = parse(gateway, body)
         account.model = plan.model

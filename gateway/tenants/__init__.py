@@ -130,7 +130,11 @@ class Tenants:
 
     # The request path
 
-    async def authenticate(self, headers: Mapping[str, str]) -> Tenant:
+    async def authenticate(self, headers: Mapping[str, str],
+                           known: Tenant | None = None) -> Tenant:
+        """``known``: the tenant the intake already found for this request's key."""
+        if known is not None:
+            return known
         if not self.required:
             return ANONYMOUS
         secret = presented_key(headers)
@@ -414,8 +418,8 @@ class RequestTenancy:
     cache: str | None = None
     attempts: int = 0
 
-    async def authenticate(self) -> Tenant:
-        self.tenant = await self.tenants.authenticate(self.headers)
+    async def authenticate(self, known: Tenant | None = None) -> Tenant:
+        self.tenant = await self.tenants.authenticate(self.headers, known)
         return self.tenant
 
     async def admit(self, model: str, payload: Any) -> Admission:

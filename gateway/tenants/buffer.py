@@ -65,21 +65,32 @@ class MergeBuffer(Generic[K]):
         if self._task is None and not self._closing:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
+    def take(self) -> dict[K, list[int]]:
+        """Everything pending, for a writer that carries it in a call of its own; hand it back
+        with ``restore`` if that call fails."""
+        batch, self._pending = self._pending, {}
+        return batch
+
+    def restore(self, batch: dict[K, list[int]]) -> None:
+        for key, values in batch.items():
+            cell = self._pending.get(key)
+            if cell is None:
+                self._pending[key] = values
+            else:
+                for i, value in enumerate(values):
+                    cell[i] += value
+        if batch:
+            self._wake.set()
+
     async def flush(self) -> bool:
         """Write what is pending; on failure put it back (merged with what came meanwhile)."""
         if not self._pending:
             return True
-        batch, self._pending = self._pending, {}
+        batch = self.take()
         try:
             await self._sink(batch)
         except STORE_ERRORS as exc:
-            for key, values in batch.items():
-                cell = self._pending.get(key)
-                if cell is None:
-                    self._pending[key] = values
-                else:
-                    for i, value in enumerate(values):
-                        cell[i] += value
+            self.restore(batch)
             if not self._failing:
                 self._failing = True
                 logger.warning("%s: store unavailable (%s); %d cells kept, retrying",

@@ -15,12 +15,14 @@ last one served; overshoot is bounded by what was already in flight when it cros
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
+import orjson
 from redis.asyncio import Redis
 
 from .buffer import MergeBuffer
@@ -28,6 +30,7 @@ from .store import REDIS_VERSION as KEY_VERSION  # bumped by the key store on ev
 
 WINDOW_S = 60
 PREFIX = "gw:tenant:"
+NONE_KEY = f"{PREFIX}none"  # stands for a limit the key does not have
 
 
 class Kind(StrEnum):
@@ -132,109 +135,105 @@ def window_key(tenant_id: str, kind: Kind, model: str | None = None) -> str:
     return f"{PREFIX}rl:{tenant_id}:{kind.value}{suffix}"
 
 
-# KEYS: n window hashes, then the parallel counter, the daily and monthly spend (always
-# present; a limit of -1 means "no such limit") and the key store's version. ARGV: n, window
-# seconds, max parallel, parallel TTL, daily and monthly budgets in micro-dollars, then
-# (limit, cost) per window. Returns {status, refused index, retry ms, second, daily spend,
-# monthly spend, key version, (used, reset ms) per window}; status 0 admitted, 1 window,
-# 2 parallel, 3 daily, 4 monthly.
+# One call carries a batch: what ended requests give back, then every waiting request's check.
+# KEYS[1]: the key store's version. ARGV[1]: JSON {"r": [[key, hash field or "", delta, ttl]],
+# "q": [[parallel key, max parallel, parallel TTL, daily key, daily limit, monthly key, monthly
+# limit, [[window key, limit, cost]]]]}; a limit of -1 means "no such limit". (The keys travel in
+# the JSON, so a batch costs one small command to encode: fine on one Redis node, not on a
+# cluster.) Returns, per request, {status, refused index, retry ms, second, daily spend, monthly
+# spend, key version, (used, reset ms) per window}; status 0 admitted, 1 window, 2 parallel,
+# 3 daily, 4 monthly.
 LUA = """
+local p = cjson.decode(ARGV[1])
+for _, r in ipairs(p.r) do
+  local delta = string.format('%d', r[3])
+  if r[2] == '' then
+    redis.call('INCRBY', r[1], delta)
+  else
+    redis.call('HINCRBY', r[1], r[2], delta)
+  end
+  redis.call('EXPIRE', r[1], r[4])
+end
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
-local n = tonumber(ARGV[1])
+local version = tonumber(redis.call('GET', KEYS[1]) or '0')
 local win = tonumber(ARGV[2])
-local max_par = tonumber(ARGV[3])
-local par_ttl = tonumber(ARGV[4])
-local day_limit = tonumber(ARGV[5])
-local month_limit = tonumber(ARGV[6])
-local day_spent = tonumber(redis.call('GET', KEYS[n + 2]) or '0')
-local month_spent = tonumber(redis.call('GET', KEYS[n + 3]) or '0')
-local status, refused, retry_ms = 0, 0, 0
-if day_limit >= 0 and day_spent >= day_limit then
-  status = 3
-elseif month_limit >= 0 and month_spent >= month_limit then
-  status = 4
-end
-local parallel = 0
-if status == 0 and max_par >= 0 then
-  parallel = tonumber(redis.call('GET', KEYS[n + 1]) or '0')
-  if parallel < 0 then parallel = 0 end
-  if parallel >= max_par then status = 2; retry_ms = 1000 end
-end
-local used = {}
-local newest = {}
-for i = 1, n do
-  local key = KEYS[i]
-  local limit = tonumber(ARGV[5 + 2 * i])
-  local cost = tonumber(ARGV[6 + 2 * i])
-  local flat = redis.call('HGETALL', key)
-  local total, top = 0, 0
-  local buckets = {}
-  for j = 1, #flat, 2 do
-    local s = tonumber(flat[j])
-    if s <= sec - win then
-      redis.call('HDEL', key, flat[j])
-    else
-      local c = tonumber(flat[j + 1])
-      total = total + c
-      if s > top then top = s end
-      buckets[#buckets + 1] = {s, c}
-    end
+local out = {}
+for qi, q in ipairs(p.q) do
+  local max_par, par_ttl, day_limit, month_limit = q[2], q[3], q[5], q[7]
+  local windows = q[8]
+  local n = #windows
+  local day_spent = tonumber(redis.call('GET', q[4]) or '0')
+  local month_spent = tonumber(redis.call('GET', q[6]) or '0')
+  local status, refused, retry_ms = 0, 0, 0
+  if day_limit >= 0 and day_spent >= day_limit then
+    status = 3
+  elseif month_limit >= 0 and month_spent >= month_limit then
+    status = 4
   end
-  used[i] = total
-  newest[i] = top
-  if status == 0 and total + cost > limit then
-    status = 1
-    refused = i
-    retry_ms = win * 1000
-    if cost <= limit then
-      table.sort(buckets, function(a, b) return a[1] < b[1] end)
-      local need, freed = total + cost - limit, 0
-      for _, b in ipairs(buckets) do
-        freed = freed + b[2]
-        if freed >= need then retry_ms = (b[1] + win) * 1000 - now_ms; break end
+  local parallel = 0
+  if status == 0 and max_par >= 0 then
+    parallel = tonumber(redis.call('GET', q[1]) or '0')
+    if parallel < 0 then parallel = 0 end
+    if parallel >= max_par then status = 2; retry_ms = 1000 end
+  end
+  local used = {}
+  local newest = {}
+  for i = 1, n do
+    local key, limit, cost = windows[i][1], windows[i][2], windows[i][3]
+    local flat = redis.call('HGETALL', key)
+    local total, top = 0, 0
+    local buckets = {}
+    for j = 1, #flat, 2 do
+      local s = tonumber(flat[j])
+      if s <= sec - win then
+        redis.call('HDEL', key, flat[j])
+      else
+        local c = tonumber(flat[j + 1])
+        total = total + c
+        if s > top then top = s end
+        buckets[#buckets + 1] = {s, c}
+      end
+    end
+    used[i] = total
+    newest[i] = top
+    if status == 0 and total + cost > limit then
+      status = 1
+      refused = i
+      retry_ms = win * 1000
+      if cost <= limit then
+        table.sort(buckets, function(a, b) return a[1] < b[1] end)
+        local need, freed = total + cost - limit, 0
+        for _, b in ipairs(buckets) do
+          freed = freed + b[2]
+          if freed >= need then retry_ms = (b[1] + win) * 1000 - now_ms; break end
+        end
       end
     end
   end
-end
-if status == 0 then
+  if status == 0 then
+    for i = 1, n do
+      local cost = windows[i][3]
+      redis.call('HINCRBY', windows[i][1], sec, string.format('%d', cost))
+      redis.call('EXPIRE', windows[i][1], win + 1)
+      used[i] = used[i] + cost
+      newest[i] = sec
+    end
+    if max_par >= 0 then
+      redis.call('SET', q[1], parallel + 1, 'EX', par_ttl)
+    end
+  end
+  local row = {status, refused, retry_ms, sec, day_spent, month_spent, version}
   for i = 1, n do
-    local cost = tonumber(ARGV[6 + 2 * i])
-    redis.call('HINCRBY', KEYS[i], sec, cost)
-    redis.call('EXPIRE', KEYS[i], win + 1)
-    used[i] = used[i] + cost
-    newest[i] = sec
+    row[#row + 1] = used[i]
+    local reset = 0
+    if newest[i] > 0 then reset = (newest[i] + win) * 1000 - now_ms end
+    row[#row + 1] = reset
   end
-  if max_par >= 0 then
-    redis.call('SET', KEYS[n + 1], parallel + 1, 'EX', par_ttl)
-  end
-end
-local version = tonumber(redis.call('GET', KEYS[n + 4]) or '0')
-local out = {status, refused, retry_ms, sec, day_spent, month_spent, version}
-for i = 1, n do
-  out[#out + 1] = used[i]
-  local reset = 0
-  if newest[i] > 0 then reset = (newest[i] + win) * 1000 - now_ms end
-  out[#out + 1] = reset
+  out[qi] = row
 end
 return out
-"""
-
-
-# What requests give back when they end, many at once: KEYS are counters, ARGV holds
-# (hash field or '' for a plain counter, delta, TTL) per key. One command, one reply.
-RETURNS_LUA = """
-for i = 1, #KEYS do
-  local field, delta, ttl = ARGV[3 * i - 2], ARGV[3 * i - 1], ARGV[3 * i]
-  if field == '' then
-    redis.call('INCRBY', KEYS[i], delta)
-  else
-    redis.call('HINCRBY', KEYS[i], field, delta)
-  end
-  redis.call('EXPIRE', KEYS[i], ttl)
-end
-return #KEYS
 """
 
 
@@ -259,50 +258,83 @@ def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
                     refused_window, refused_budget)
 
 
-def _budget_args(plan: LimitPlan) -> tuple[list[str], list[int]]:
+def _request(plan: LimitPlan) -> list[object]:
+    """One request's check as the script reads it."""
     by_period = {b.period: b for b in plan.budgets}
-    keys, limits = [], []
-    for period in ("daily", "monthly"):
-        budget = by_period.get(period)
-        keys.append(budget.key if budget else f"{PREFIX}none")
-        limits.append(budget.limit_micros if budget else -1)
-    return keys, limits
+    day, month = by_period.get("daily"), by_period.get("monthly")
+    return [plan.parallel_key or NONE_KEY,
+            plan.max_parallel if plan.max_parallel is not None else -1, plan.parallel_ttl_s,
+            day.key if day else NONE_KEY, day.limit_micros if day else -1,
+            month.key if month else NONE_KEY, month.limit_micros if month else -1,
+            [[w.key, w.limit, w.cost] for w in plan.windows]]
+
+
+Return = tuple[str, str | None, int]
 
 
 class RedisLimiter:
-    """Checks and takes every limit of a request in one script call; what a request gives back
-    when it ends (unused tokens, its parallel slot, its spend) goes through a MergeBuffer."""
+    """Checks and takes every limit of a request in one script call, and batches: the checks
+    that arrive while a call is out (and what ended requests give back, kept in a MergeBuffer)
+    go together in the next one, so under load one round trip and one small command serve many
+    requests. With nothing waiting, a request's check goes out on the next turn of the loop."""
 
     def __init__(self, redis: Redis, *, on_drop: object = None) -> None:
-        self._redis = redis
         self._script = redis.register_script(LUA)
-        self._returns = redis.register_script(RETURNS_LUA)
-        self.returns: MergeBuffer[tuple[str, str | None, int]] = MergeBuffer(
+        self.returns: MergeBuffer[Return] = MergeBuffer(
             self._write, name="limits", on_drop=on_drop)  # type: ignore[arg-type]
+        self._waiting: list[tuple[LimitPlan, asyncio.Future[Decision]]] = []
+        self._sender: asyncio.Task[None] | None = None
 
     async def check(self, plan: LimitPlan) -> Decision:
-        budget_keys, budget_limits = _budget_args(plan)
-        keys = [w.key for w in plan.windows] + [plan.parallel_key or f"{PREFIX}none",
-                                                *budget_keys, KEY_VERSION]
-        args: list[int] = [len(plan.windows), WINDOW_S,
-                           plan.max_parallel if plan.max_parallel is not None else -1,
-                           plan.parallel_ttl_s, *budget_limits]
-        for w in plan.windows:
-            args += [w.limit, w.cost]
-        raw = await self._script(keys=keys, args=args)
-        return _decision(plan, raw)
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        self._waiting.append((plan, future))
+        if self._sender is None:
+            self._sender = asyncio.get_running_loop().create_task(self._send())
+        return await future
+
+    async def _send(self) -> None:
+        try:
+            while self._waiting:
+                batch, self._waiting = self._waiting, []
+                returns = self.returns.take()
+                try:
+                    rows = await self._call(returns, [_request(plan) for plan, _ in batch])
+                except BaseException as exc:
+                    self.returns.restore(returns)
+                    for _, future in batch:
+                        if future.done():
+                            continue
+                        if isinstance(exc, Exception):
+                            future.set_exception(exc)
+                        else:
+                            future.cancel()
+                    if not isinstance(exc, Exception):
+                        raise
+                    continue
+                for (plan, future), row in zip(batch, rows, strict=True):
+                    decision = _decision(plan, row)
+                    if not future.done():
+                        future.set_result(decision)
+                    elif decision.refusal is None and plan.parallel_key:
+                        # Its request was cancelled while the batch was out: free the slot.
+                        self.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+        finally:
+            self._sender = None
+
+    async def _call(self, returns: dict[Return, list[int]],
+                    requests: list[list[object]]) -> list[list[int]]:
+        payload = orjson.dumps({"r": [[key, field_ or "", delta, ttl_s]
+                                      for (key, field_, ttl_s), (delta,) in returns.items()],
+                                "q": requests})
+        rows: list[list[int]] = await self._script(keys=[KEY_VERSION], args=[payload, WINDOW_S])
+        return rows
 
     def give_back(self, key: str, field_: str | None, delta: int, ttl_s: int) -> None:
         if delta:
             self.returns.add((key, field_, ttl_s), (delta,))
 
-    async def _write(self, batch: dict[tuple[str, str | None, int], list[int]]) -> None:
-        keys: list[str] = []
-        args: list[str | int] = []
-        for (key, field_, ttl_s), (delta,) in batch.items():
-            keys.append(key)
-            args += [field_ or "", delta, ttl_s]
-        await self._returns(keys=keys, args=args)
+    async def _write(self, batch: dict[Return, list[int]]) -> None:
+        await self._call(batch, [])
 
     async def aclose(self) -> None:
         await self.returns.aclose()

@@ -4,16 +4,18 @@ lookup by hash with a short local cache.
 
 The cache keeps a found key for ``CACHE_TTL_S`` (0.5 s), so a key revoked on one replica stops
 working on every replica within that time; a key not found is never cached, so a key created on
-one replica works on the others at once. With Redis, every change to any key also bumps a
-version number, which the limits script returns on every call: while this worker has seen the
-version within the last 0.5 s and it has not moved, a cached key stays valid past its 0.5 s, so
-a busy key costs no lookup at all (its one round trip is the limits script). While the store is
-unreachable, a key seen before keeps its last known record.
+one replica works on the others at once. Every change to any key also moves a version number
+(a counter in Redis, which the limits script returns on every call; a counter row in
+SQLite), which each worker also reads every ``CACHE_TTL_S / 2``: while this worker has
+seen the version within the last 0.5 s and it has not moved, a cached key stays valid past its
+0.5 s, so a busy key costs no lookup at all. While the store is unreachable, a key seen before
+keeps its last known record.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 import time
@@ -39,6 +41,7 @@ class StoreUnavailable(Exception):
 class KeyBackend(Protocol):
     async def get(self, key_id: str) -> KeyRecord | None: ...
     async def find(self, key_sha256: str) -> tuple[KeyRecord | None, int | None]: ...
+    async def version(self) -> int: ...
     async def all(self) -> list[KeyRecord]: ...
     async def save(self, record: KeyRecord, old_hash: str | None = None) -> None: ...
     async def aclose(self) -> None: ...
@@ -62,6 +65,9 @@ class RedisKeys:
             pipe.get(REDIS_VERSION)
             raw, version = await pipe.execute()
         return (KeyRecord.model_validate_json(raw) if raw else None), int(version or 0)
+
+    async def version(self) -> int:
+        return int(await self._redis.get(REDIS_VERSION) or 0)
 
     async def all(self) -> list[KeyRecord]:
         ids = sorted(i.decode() for i in await self._redis.smembers(REDIS_IDS))
@@ -98,19 +104,38 @@ class SqliteKeys:
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, "
                              "key_sha256 TEXT NOT NULL UNIQUE, record TEXT NOT NULL)")
+            self._db.execute("CREATE TABLE IF NOT EXISTS api_keys_version "
+                             "(one INTEGER PRIMARY KEY CHECK (one = 1), version INTEGER NOT NULL)")
 
     def _one(self, sql: str, arg: str) -> KeyRecord | None:
         with self._lock:
             row = self._db.execute(sql, (arg,)).fetchone()
         return KeyRecord.model_validate_json(row[0]) if row else None
 
+    def _version(self) -> int:
+        row = self._db.execute("SELECT version FROM api_keys_version").fetchone()
+        return int(row[0]) if row else 0
+
+    def _current_version(self) -> int:
+        with self._lock:
+            return self._version()
+
+    def _find(self, key_sha256: str) -> tuple[KeyRecord | None, int]:
+        with self._lock:
+            version = self._version()
+            row = self._db.execute("SELECT record FROM api_keys WHERE key_sha256 = ?",
+                                   (key_sha256,)).fetchone()
+        return (KeyRecord.model_validate_json(row[0]) if row else None), version
+
     async def get(self, key_id: str) -> KeyRecord | None:
         return await asyncio.to_thread(self._one, "SELECT record FROM api_keys WHERE id = ?",
                                        key_id)
 
     async def find(self, key_sha256: str) -> tuple[KeyRecord | None, int | None]:
-        return await asyncio.to_thread(
-            self._one, "SELECT record FROM api_keys WHERE key_sha256 = ?", key_sha256), None
+        return await asyncio.to_thread(self._find, key_sha256)
+
+    async def version(self) -> int:
+        return await asyncio.to_thread(self._current_version)
 
     def _all(self) -> list[KeyRecord]:
         with self._lock:
@@ -121,11 +146,14 @@ class SqliteKeys:
         return await asyncio.to_thread(self._all)
 
     def _save(self, record: KeyRecord) -> None:
-        with self._lock:
+        with self._lock, self._db:
+            self._db.execute("BEGIN IMMEDIATE")
             self._db.execute(
                 "INSERT INTO api_keys (id, key_sha256, record) VALUES (?, ?, ?) ON CONFLICT(id) "
                 "DO UPDATE SET key_sha256 = excluded.key_sha256, record = excluded.record",
                 (record.id, record.key_sha256, record.model_dump_json()))
+            self._db.execute("INSERT INTO api_keys_version VALUES (1, 1) "
+                             "ON CONFLICT(one) DO UPDATE SET version = version + 1")
 
     async def save(self, record: KeyRecord, old_hash: str | None = None) -> None:
         await asyncio.to_thread(self._save, record)
@@ -144,6 +172,9 @@ class KeyStore:
         self._cache: dict[str, tuple[float, KeyRecord, int | None]] = {}
         self._version: int | None = None
         self._version_at = float("-inf")
+        self._watcher: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self._finding: dict[str, asyncio.Future[tuple[KeyRecord | None, int | None]]] = {}
 
     def saw_version(self, version: int) -> None:
         """The key version as the limits script just read it."""
@@ -153,18 +184,34 @@ class KeyStore:
     def static_records(self) -> list[KeyRecord]:
         return list(self._static_ids.values())
 
+    async def _watch(self, backend: KeyBackend) -> None:
+        """Reads the key version every half TTL, so cached keys stay valid while no key
+        changes, whatever else the worker does (a key without limits calls no script)."""
+        while not self._stop.is_set():
+            with contextlib.suppress(*STORE_ERRORS):
+                self.saw_version(await backend.version())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), CACHE_TTL_S / 2)
+
     async def lookup(self, key_sha256: str) -> KeyRecord | None:
         found = self._static.get(key_sha256)
         if found is not None or self.backend is None:
             return found
+        if self._watcher is None:
+            self._watcher = asyncio.get_running_loop().create_task(self._watch(self.backend))
         now = time.monotonic()
         cached = self._cache.get(key_sha256)
         if cached is not None and (cached[0] > now or (
                 cached[2] is not None and cached[2] == self._version
                 and now - self._version_at < CACHE_TTL_S)):
             return cached[1]
+        finding = self._finding.get(key_sha256)
+        if finding is None:  # one lookup per key at a time, however many requests wait on it
+            finding = self._finding[key_sha256] = asyncio.ensure_future(
+                self.backend.find(key_sha256))
+            finding.add_done_callback(lambda _: self._finding.pop(key_sha256, None))
         try:
-            record, version = await self.backend.find(key_sha256)
+            record, version = await asyncio.shield(finding)
         except STORE_ERRORS as exc:  # the store is down: a key seen before keeps working
             if cached is not None:
                 return cached[1]
@@ -196,5 +243,11 @@ class KeyStore:
             self._cache.pop(old_hash, None)
 
     async def aclose(self) -> None:
+        if self._watcher is not None:  # asked, not cancelled: redis-py can swallow a cancel
+            self._stop.set()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._watcher), 2.0)
+            except TimeoutError:
+                self._watcher.cancel()
         if self.backend is not None:
             await self.backend.aclose()
