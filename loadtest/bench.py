@@ -858,6 +858,9 @@ def _tenant_runs(
     d: int,
     rounds: int,
 ) -> None:
+    # Steady state, not start-up: caches, connection pools and lazy imports warm first.
+    bench.k6(f"tenants-{label.split()[0]}-{len(label)}-warm", target, CHAT, vus=50, duration=3,
+             keys=keys, unique=True)
     for r in range(rounds):
         slug = f"tenants-{label.split()[0]}-{len(label)}-{r}"
         m = bench.k6(f"{slug}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)

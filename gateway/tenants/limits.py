@@ -138,34 +138,63 @@ def window_key(tenant_id: str, kind: Kind, model: str | None = None) -> str:
 # One call carries a batch: what ended requests give back, then every waiting request's check.
 # KEYS[1]: the key store's version. ARGV[1]: JSON {"r": [[key, hash field or "", delta, ttl]],
 # "q": [[parallel key, max parallel, parallel TTL, daily key, daily limit, monthly key, monthly
-# limit, [[window key, limit, cost]]]]}; a limit of -1 means "no such limit". (The keys travel in
-# the JSON, so a batch costs one small command to encode: fine on one Redis node, not on a
-# cluster.) Returns, per request, {status, refused index, retry ms, second, daily spend, monthly
-# spend, key version, (used, reset ms) per window}; status 0 admitted, 1 window, 2 parallel,
-# 3 daily, 4 monthly.
+# limit, [[window key, limit, cost]]]]}; a limit of -1 means "no such limit". ARGV[2]: the
+# window in seconds. (The keys travel in the JSON, so a batch costs one small command to encode:
+# fine on one Redis node, not on a cluster.) Returns JSON: per request, [status, refused index,
+# retry ms, second, daily spend, monthly spend, key version, (used, reset ms) per window];
+# status 0 admitted, 1 window, 2 parallel, 3 daily, 4 monthly.
+#
+# A window is a hash: one field per second that took something, plus its running total "t",
+# oldest second "o" and newest second "n", so a check reads three fields; the buckets are only
+# read when the oldest has left the window (at most once a second a key) or to say when a
+# refused request may retry.
 LUA = """
+local win = tonumber(ARGV[2])
+local function rescan(key, sec)
+  local flat = redis.call('HGETALL', key)
+  local total, oldest, newest, buckets = 0, 0, 0, {}
+  for j = 1, #flat, 2 do
+    local f = flat[j]
+    if f ~= 't' and f ~= 'o' and f ~= 'n' then
+      local s = tonumber(f)
+      if s <= sec - win then
+        redis.call('HDEL', key, f)
+      else
+        local c = tonumber(flat[j + 1])
+        total = total + c
+        if oldest == 0 or s < oldest then oldest = s end
+        if s > newest then newest = s end
+        buckets[#buckets + 1] = {s, c}
+      end
+    end
+  end
+  redis.call('HSET', key, 't', total, 'o', oldest, 'n', newest)
+  return total, oldest, newest, buckets
+end
+
 local p = cjson.decode(ARGV[1])
 for _, r in ipairs(p.r) do
   local delta = string.format('%d', r[3])
   if r[2] == '' then
     redis.call('INCRBY', r[1], delta)
-  else
+    redis.call('EXPIRE', r[1], r[4])
+  elseif redis.call('HEXISTS', r[1], r[2]) == 1 then
     redis.call('HINCRBY', r[1], r[2], delta)
+    redis.call('HINCRBY', r[1], 't', delta)
   end
-  redis.call('EXPIRE', r[1], r[4])
 end
 local t = redis.call('TIME')
 local sec = tonumber(t[1])
 local now_ms = sec * 1000 + math.floor(tonumber(t[2]) / 1000)
 local version = tonumber(redis.call('GET', KEYS[1]) or '0')
-local win = tonumber(ARGV[2])
 local out = {}
 for qi, q in ipairs(p.q) do
   local max_par, par_ttl, day_limit, month_limit = q[2], q[3], q[5], q[7]
   local windows = q[8]
   local n = #windows
-  local day_spent = tonumber(redis.call('GET', q[4]) or '0')
-  local month_spent = tonumber(redis.call('GET', q[6]) or '0')
+  local counters = redis.call('MGET', q[4], q[6], q[1])
+  local day_spent = tonumber(counters[1] or '0')
+  local month_spent = tonumber(counters[2] or '0')
   local status, refused, retry_ms = 0, 0, 0
   if day_limit >= 0 and day_spent >= day_limit then
     status = 3
@@ -174,35 +203,25 @@ for qi, q in ipairs(p.q) do
   end
   local parallel = 0
   if status == 0 and max_par >= 0 then
-    parallel = tonumber(redis.call('GET', q[1]) or '0')
+    parallel = tonumber(counters[3] or '0')
     if parallel < 0 then parallel = 0 end
     if parallel >= max_par then status = 2; retry_ms = 1000 end
   end
-  local used = {}
-  local newest = {}
+  local used, oldest, newest, current = {}, {}, {}, {}
   for i = 1, n do
     local key, limit, cost = windows[i][1], windows[i][2], windows[i][3]
-    local flat = redis.call('HGETALL', key)
-    local total, top = 0, 0
-    local buckets = {}
-    for j = 1, #flat, 2 do
-      local s = tonumber(flat[j])
-      if s <= sec - win then
-        redis.call('HDEL', key, flat[j])
-      else
-        local c = tonumber(flat[j + 1])
-        total = total + c
-        if s > top then top = s end
-        buckets[#buckets + 1] = {s, c}
-      end
+    local m = redis.call('HMGET', key, 't', 'o', 'n', sec)
+    local total, old, top = tonumber(m[1] or '0'), tonumber(m[2] or '0'), tonumber(m[3] or '0')
+    if (old > 0 and old <= sec - win) or (not m[1] and redis.call('EXISTS', key) == 1) then
+      total, old, top = rescan(key, sec)
     end
-    used[i] = total
-    newest[i] = top
+    used[i], oldest[i], newest[i], current[i] = total, old, top, tonumber(m[4] or '0')
     if status == 0 and total + cost > limit then
       status = 1
       refused = i
       retry_ms = win * 1000
       if cost <= limit then
+        local _, _, _, buckets = rescan(key, sec)
         table.sort(buckets, function(a, b) return a[1] < b[1] end)
         local need, freed = total + cost - limit, 0
         for _, b in ipairs(buckets) do
@@ -214,9 +233,19 @@ for qi, q in ipairs(p.q) do
   end
   if status == 0 then
     for i = 1, n do
-      local cost = windows[i][3]
-      redis.call('HINCRBY', windows[i][1], sec, string.format('%d', cost))
-      redis.call('EXPIRE', windows[i][1], win + 1)
+      local key, cost = windows[i][1], windows[i][3]
+      local total = string.format('%d', used[i] + cost)
+      local bucket = string.format('%d', current[i] + cost)
+      if oldest[i] == 0 then
+        redis.call('HSET', key, sec, bucket, 't', total, 'o', sec, 'n', sec)
+      elseif newest[i] < sec then
+        redis.call('HSET', key, sec, bucket, 't', total, 'n', sec)
+      else
+        redis.call('HSET', key, sec, bucket, 't', total)
+      end
+      if newest[i] < sec then  -- at most once a second: nothing older than the window counts
+        redis.call('EXPIRE', key, win + 1)
+      end
       used[i] = used[i] + cost
       newest[i] = sec
     end
@@ -233,7 +262,7 @@ for qi, q in ipairs(p.q) do
   end
   out[qi] = row
 end
-return out
+return cjson.encode(out)
 """
 
 
@@ -326,7 +355,8 @@ class RedisLimiter:
         payload = orjson.dumps({"r": [[key, field_ or "", delta, ttl_s]
                                       for (key, field_, ttl_s), (delta,) in returns.items()],
                                 "q": requests})
-        rows: list[list[int]] = await self._script(keys=[KEY_VERSION], args=[payload, WINDOW_S])
+        rows: list[list[int]] = orjson.loads(
+            await self._script(keys=[KEY_VERSION], args=[payload, WINDOW_S]))
         return rows
 
     def give_back(self, key: str, field_: str | None, delta: int, ttl_s: int) -> None:
