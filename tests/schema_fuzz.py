@@ -333,6 +333,15 @@ DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
 
 GATEWAY_CODES = frozenset(code.value for code in ErrorCode)
 
+# Valid by the schema, refused by the upstream for what the values say, with a code that is also
+# one of the gateway's (so the code alone cannot tell who refused).
+UPSTREAM_REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
+    (re.compile(pattern), why) for pattern, why in (
+        (r"^Invalid 'tool_choice': no function named .* in 'tools'\.$",
+         "tool_choice names a function that is not in tools: the upstream refuses it, as "
+         "OpenAI's API does"),
+    ))
+
 
 def deliberate_gap(target: Target, content: bytes) -> str | None:
     """Why a refusal of a valid request is acceptable, or None: the upstream's own answer
@@ -345,6 +354,10 @@ def deliberate_gap(target: Target, content: bytes) -> str | None:
     if target.api is Api.OPENAI and isinstance(code, str) and code not in GATEWAY_CODES:
         return f"the upstream's own answer, passed through ({code})"
     message = error.get("message")
+    if isinstance(message, str):
+        for pattern, why in UPSTREAM_REFUSALS:
+            if pattern.search(message):
+                return why
     if target.bridged and isinstance(message, str):
         for pattern, why in DELIBERATE_GAPS:
             if pattern.search(message):
