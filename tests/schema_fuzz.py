@@ -337,7 +337,7 @@ GATEWAY_CODES = frozenset(code.value for code in ErrorCode)
 # one of the gateway's (so the code alone cannot tell who refused).
 UPSTREAM_REFUSALS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(pattern), why) for pattern, why in (
-        (r"^Invalid 'tool_choice': no function named .* in 'tools'\.$",
+        (r"(?s)^Invalid 'tool_choice': no function named .* in 'tools'\.$",
          "tool_choice names a function that is not in tools: the upstream refuses it, as "
          "OpenAI's API does"),
     ))
