@@ -45,6 +45,7 @@ class Settings(BaseSettings):
     budget_soft_ratio: float = Field(0.8, gt=0, le=1, validation_alias="GATEWAY_BUDGET_SOFT_RATIO")
     access_log: bool = Field(True, validation_alias="GATEWAY_ACCESS_LOG")
     limits_fail_closed: bool = Field(False, validation_alias="GATEWAY_LIMITS_FAIL_CLOSED")
+    limits_overlap: bool = Field(True, validation_alias="GATEWAY_LIMITS_OVERLAP")
     limits_redis_timeout_s: float = Field(0.25, gt=0,
                                           validation_alias="GATEWAY_LIMITS_REDIS_TIMEOUT")
     dashboard_session_ttl_s: int = Field(8 * 3600, ge=60, le=7 * 86400,

@@ -7,6 +7,7 @@ hand ``start_exchange`` a parser that turns their body into a ``ChatPlan``, and 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from ..plan import ChatPlan
 from ..pricing import format_usd, read_usage
 from ..router import Served
 from ..runtime import Gateway
+from ..tenants import Admission
 from ..upstream import UpstreamFailure, UpstreamReply
 from .intake import TENANT_KEY
 from .requests import cancel_on_disconnect, read_json
@@ -90,6 +92,13 @@ class Exchange:
                                            self.served.deployment),
                               finish_reasons)
 
+
+    async def discard(self) -> None:
+        """An answer refused after all (its overlapped admission said no): followers stop
+        waiting and an opened upstream stream is closed; nothing reaches the client."""
+        self.outcome.abandon()
+        if self.plan.stream:
+            await self.served.result.aclose()
 
     async def release(self) -> None:
         """However a stream ends (even one never started): followers stop waiting, the
@@ -176,15 +185,37 @@ async def start_exchange(request: Request, endpoint: str,
         body = await read_json(request, gateway.settings.max_body_bytes)
         plan = parse(gateway, body)
         account.model = plan.model
-        await tenancy.admit(plan.model, plan.payload)
+        pending = await tenancy.admit_or_overlap(plan.model, plan.payload)
         directives = Directives.parse(request.headers.get("cache-control"))
         deadline = Deadline.after(gateway.settings.timeout_s, start=account.started)
-        return await cancel_on_disconnect(
-            request, answer(gateway, account, plan, tenant, directives, deadline))
+        try:
+            exchange = await cancel_on_disconnect(
+                request, answer(gateway, account, plan, tenant, directives, deadline))
+        except GatewayError:
+            refusal = await _verdict(pending)
+            if refusal is not None:
+                raise refusal from None
+            raise
+        refusal = await _verdict(pending)
+        if refusal is not None:
+            await exchange.discard()
+            raise refusal
+        return exchange
     except GatewayError as error:
         error.headers.update(tenancy.rate_headers())
         account.close(error=error)
         raise
+
+
+async def _verdict(pending: asyncio.Task[Admission] | None) -> GatewayError | None:
+    """An overlapped admission's refusal, if it refused (awaited before anything is sent)."""
+    if pending is None:
+        return None
+    try:
+        await pending
+    except GatewayError as refusal:
+        return refusal
+    return None
 
 
 async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[bytes]:

@@ -7,6 +7,7 @@ writes the ledger, frees the parallel slot). The admin API calls its key operati
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import logging
 import os
@@ -66,6 +67,41 @@ __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 logger = logging.getLogger("gateway.tenants")
 
 RETRY_STORE_S = 1.0
+OVERLAP_FRESH_S = 1.0  # how long a decision's headroom may be trusted
+OVERLAP_MARGIN = 0.1  # the share of every limit that must stay free to overlap
+
+
+@dataclass(slots=True)
+class Headroom:
+    """What a key could still take, by its last decision, before coming near a limit."""
+
+    until: float
+    requests: float
+    tokens: float
+
+    def take(self, estimated_tokens: int) -> bool:
+        if time.monotonic() >= self.until or self.requests < 1 or self.tokens < estimated_tokens:
+            return False
+        self.requests -= 1
+        self.tokens -= estimated_tokens
+        return True
+
+
+def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
+    """None if any budget has less than ``OVERLAP_MARGIN`` of itself left (or a parallel limit
+    is set: its count is not in the decision)."""
+    if plan.max_parallel is not None:
+        return None
+    for budget in plan.budgets:
+        spent = decision.spent_micros.get(budget.period, 0)
+        if budget.limit_micros - spent < OVERLAP_MARGIN * budget.limit_micros:
+            return None
+    left = {Kind.REQUESTS: float("inf"), Kind.TOKENS: float("inf")}
+    for state in decision.states:
+        limit = state.window.limit
+        free = limit - state.used - OVERLAP_MARGIN * limit
+        left[state.window.kind] = min(left[state.window.kind], free)
+    return Headroom(time.monotonic() + OVERLAP_FRESH_S, left[Kind.REQUESTS], left[Kind.TOKENS])
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -102,6 +138,8 @@ class Tenants:
         self._down_until = 0.0
         self._outage = False
         self._warned: set[tuple[str, str, str]] = set()
+        self.overlap = settings.limits_overlap and isinstance(limiter, RedisLimiter)
+        self._headroom: dict[tuple[str, str], Headroom] = {}
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -177,12 +215,30 @@ class Tenants:
             self._outage = False
             logger.warning("limits: the store is reachable again; limits and budgets apply")
         admission.decision = decision
+        if self.overlap:
+            room = headroom(plan, decision) if decision.refusal is None else None
+            if room is None:
+                self._headroom.pop((tenant.id, model), None)
+            else:
+                if len(self._headroom) > 10_000:
+                    self._headroom.clear()
+                self._headroom[(tenant.id, model)] = room
         if decision.key_version is not None:
             self.store.saw_version(decision.key_version)
         self._watch_budgets(tenant, plan, decision)
         if decision.refusal is not None:
             raise self._refused(tenant, decision)
         return admission
+
+    def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
+        """Whether this request's limits may be checked while its upstream call is already on
+        its way: only with Redis (a round trip worth hiding), and only for a key whose last
+        decision, under a second old, left every window and budget at least a tenth free after
+        what this worker has overlapped since. The check itself is the same one."""
+        if not self.overlap or tenant.anonymous or not tenant.limits.allows(model):
+            return False
+        room = self._headroom.get((tenant.id, model))
+        return room is not None and room.take(estimated_tokens)
 
     def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int,
                cost: Decimal, saved: Decimal, error: bool, model: str | None = None) -> None:
@@ -426,6 +482,21 @@ class RequestTenancy:
         self.requested = model
         self.admission = await self.tenants.admit(self.tenant, model, estimate_tokens(payload))
         return self.admission
+
+    async def admit_or_overlap(self, model: str, payload: Any) -> asyncio.Task[Admission] | None:
+        """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
+        it, for the caller to await before it sends anything (a refusal then still refuses)."""
+        estimated = estimate_tokens(payload)
+        if not self.tenants.may_overlap(self.tenant, model, estimated):
+            await self.admit(model, payload)
+            return None
+        self.requested = model
+
+        async def admit() -> Admission:
+            self.admission = await self.tenants.admit(self.tenant, model, estimated)
+            return self.admission
+
+        return asyncio.get_running_loop().create_task(admit())
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache

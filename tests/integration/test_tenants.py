@@ -92,6 +92,28 @@ def test_rpm_holds_exactly_across_two_replicas(
     assert {r.headers["x-ratelimit-limit-requests"] for r in ok} == {"60"}
 
 
+def test_a_check_overlapped_with_its_upstream_call_still_refuses(
+        replicas: tuple[GatewayServer, GatewayServer], fake: FakeProvider) -> None:
+    """Replica A's last decision left the key plenty of room, so A checks its next request
+    beside the upstream call; meanwhile B spent the key: A's client gets the 429 all the same
+    (the upstream saw the request: that is what overlapping means, and why it needs room)."""
+    a, b = replicas
+    key = create_key(a.url, rpm=20)["key"]
+    assert chat(a.url, key, f"first on A {time.time()}").status_code == 200
+    assert chat(b.url, key, f"first on B {time.time()}").status_code == 200  # B's check in line
+    for i in range(18):
+        assert chat(b.url, key, f"B spends {i} {time.time()}").status_code == 200
+    content = f"A, late {time.time()}"
+    late = chat(a.url, key, content)
+    assert late.status_code == 429, late.text
+    assert late.json()["error"]["code"] == "rate_limit_exceeded"
+    assert late.headers["x-ratelimit-remaining-requests"] == "0"
+    assert any(r["body"]["messages"][-1]["content"] == content for r in fake.received())
+    after = f"A, after {time.time()}"
+    assert chat(a.url, key, after).status_code == 429  # no room left now: checked first
+    assert not any(r["body"]["messages"][-1]["content"] == after for r in fake.received())
+
+
 def test_headers_count_down_on_both_replicas(
         replicas: tuple[GatewayServer, GatewayServer]) -> None:
     a, b = replicas

@@ -345,3 +345,45 @@ async def test_a_busy_key_is_not_looked_up_again_until_some_key_changes(
     with pytest.raises(GatewayError) as refused:
         await b.authenticate(bearer(secret))
     assert refused.value.code == "invalid_api_key" and len(lookups) == 2
+
+
+async def test_a_check_overlaps_its_upstream_call_only_with_room_to_spare(
+        pair: tuple[Tenants, Tenants], tmp_path: Path) -> None:
+    a, _ = pair
+    _, secret = await make_key(a, rpm=100, tpm=100_000)
+    tenant = await a.authenticate(bearer(secret))
+    assert not a.may_overlap(tenant, "gpt-4.1", 10)  # nothing known yet: checked first
+    await a.admit(tenant, "gpt-4.1", 10)
+    # 100 - 1 used - 10 kept free = 89 requests may overlap before the next decision.
+    assert sum(a.may_overlap(tenant, "gpt-4.1", 10) for _ in range(100)) == 89
+    assert not a.may_overlap(tenant, "deepseek-v3.2", 10)  # per model: no decision for it yet
+    await a.admit(tenant, "gpt-4.1", 10)
+    assert not a.may_overlap(tenant, "gpt-4.1", 100_000)  # more tokens than the room left
+
+    _, tight = await make_key(a, rpm=10)
+    near = await a.authenticate(bearer(tight))
+    for _ in range(9):
+        await a.admit(near, "gpt-4.1", 1)
+    assert not a.may_overlap(near, "gpt-4.1", 1)  # under a tenth of the limit left
+
+    _, parallel = await make_key(a, rpm=1000, max_parallel=50)
+    bounded = await a.authenticate(bearer(parallel))
+    await a.admit(bounded, "gpt-4.1", 1)
+    assert not a.may_overlap(bounded, "gpt-4.1", 1)  # its count is not in the decision
+
+    _, budget = await make_key(a, budget_daily_usd=Decimal("0.01"))
+    spender = await a.authenticate(bearer(budget))
+    admission = await a.admit(spender, "gpt-4.1", 1)
+    assert a.may_overlap(spender, "gpt-4.1", 1)
+    a.settle(admission, prompt_tokens=1, completion_tokens=1, cost=Decimal("0.0095"),
+             saved=Decimal(0), error=False)
+    await a.limiter.returns.flush()  # type: ignore[union-attr]
+    await a.admit(spender, "gpt-4.1", 1)
+    assert not a.may_overlap(spender, "gpt-4.1", 1)  # 5 % of the budget left
+
+    local, _ = build(tmp_path / "local", None)
+    _, secret = await make_key(local, rpm=100)
+    tenant = await local.authenticate(bearer(secret))
+    await local.admit(tenant, "gpt-4.1", 1)
+    assert not local.may_overlap(tenant, "gpt-4.1", 1)  # in process: no round trip to hide
+    await local.aclose()
