@@ -67,7 +67,7 @@ __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 logger = logging.getLogger("gateway.tenants")
 
 RETRY_STORE_S = 1.0
-OVERLAP_FRESH_S = 1.0  # how long a decision's headroom may be trusted
+OVERLAP_FRESH_S = 5.0  # how long a decision's headroom may be trusted
 OVERLAP_MARGIN = 0.1  # the share of every limit that must stay free to overlap
 
 
@@ -88,15 +88,15 @@ class Headroom:
 
 
 def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
-    """None if any budget has less than ``OVERLAP_MARGIN`` of itself left (or a parallel limit
-    is set: its count is not in the decision)."""
-    if plan.max_parallel is not None:
-        return None
+    """None if any budget has less than ``OVERLAP_MARGIN`` of itself left."""
     for budget in plan.budgets:
         spent = decision.spent_micros.get(budget.period, 0)
         if budget.limit_micros - spent < OVERLAP_MARGIN * budget.limit_micros:
             return None
     left = {Kind.REQUESTS: float("inf"), Kind.TOKENS: float("inf")}
+    if plan.max_parallel is not None:
+        left[Kind.REQUESTS] = (plan.max_parallel - decision.in_flight
+                               - OVERLAP_MARGIN * plan.max_parallel)
     for state in decision.states:
         limit = state.window.limit
         free = limit - state.used - OVERLAP_MARGIN * limit
@@ -233,7 +233,7 @@ class Tenants:
     def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
         """Whether this request's limits may be checked while its upstream call is already on
         its way: only with Redis (a round trip worth hiding), and only for a key whose last
-        decision, under a second old, left every window and budget at least a tenth free after
+        decision, under five seconds old, left every window and budget at least a tenth free after
         what this worker has overlapped since. The check itself is the same one."""
         if not self.overlap or tenant.anonymous or not tenant.limits.allows(model):
             return False

@@ -94,6 +94,7 @@ class Decision:
     states: list[WindowState]
     spent_micros: dict[str, int]  # period -> spend so far
     key_version: int | None  # the key store's version (Redis), for the key cache
+    in_flight: int  # the key's requests in flight, this one included if admitted (max_parallel)
     refused_window: Window | None = None
     refused_budget: Budget | None = None
 
@@ -141,7 +142,8 @@ def window_key(tenant_id: str, kind: Kind, model: str | None = None) -> str:
 # limit, [[window key, limit, cost]]]]}; a limit of -1 means "no such limit". ARGV[2]: the
 # window in seconds. (The keys travel in the JSON, so a batch costs one small command to encode:
 # fine on one Redis node, not on a cluster.) Returns JSON: per request, [status, refused index,
-# retry ms, second, daily spend, monthly spend, key version, (used, reset ms) per window];
+# retry ms, second, daily spend, monthly spend, key version, requests in flight, (used, reset
+# ms) per window];
 # status 0 admitted, 1 window, 2 parallel, 3 daily, 4 monthly.
 #
 # A window is a hash: one field per second that took something, plus its running total "t",
@@ -250,10 +252,11 @@ for qi, q in ipairs(p.q) do
       newest[i] = sec
     end
     if max_par >= 0 then
-      redis.call('SET', q[1], parallel + 1, 'EX', par_ttl)
+      parallel = parallel + 1
+      redis.call('SET', q[1], parallel, 'EX', par_ttl)
     end
   end
-  local row = {status, refused, retry_ms, sec, day_spent, month_spent, version}
+  local row = {status, refused, retry_ms, sec, day_spent, month_spent, version, parallel}
   for i = 1, n do
     row[#row + 1] = used[i]
     local reset = 0
@@ -267,8 +270,8 @@ return cjson.encode(out)
 
 
 def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
-    status, refused, retry_ms, second, day, month, version = (int(v) for v in raw[:7])
-    states = [WindowState(w, int(raw[7 + 2 * i]), max(0, int(raw[8 + 2 * i])) / 1000)
+    status, refused, retry_ms, second, day, month, version, parallel = (int(v) for v in raw[:8])
+    states = [WindowState(w, int(raw[8 + 2 * i]), max(0, int(raw[9 + 2 * i])) / 1000)
               for i, w in enumerate(plan.windows)]
     budgets = {b.period: b for b in plan.budgets}
     refusal: Refusal | None = None
@@ -283,7 +286,7 @@ def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
         refusal = Refusal.BUDGET_DAILY if status == 3 else Refusal.BUDGET_MONTHLY
         retry_ms = int(1000 * (refused_budget.resets_at - datetime.now(UTC)).total_seconds())
     return Decision(refusal, max(0, retry_ms) / 1000, second, states,
-                    {"daily": day, "monthly": month}, version if version >= 0 else None,
+                    {"daily": day, "monthly": month}, version if version >= 0 else None, parallel,
                     refused_window, refused_budget)
 
 
@@ -381,7 +384,7 @@ class MemoryLimiter:
         now = time.time()
         sec = int(now)
         spent = {b.period: self._counters.get(b.key, 0) for b in plan.budgets}
-        raw: list[int] = [0, 0, 0, sec, spent.get("daily", 0), spent.get("monthly", 0), -1]
+        raw: list[int] = [0, 0, 0, sec, spent.get("daily", 0), spent.get("monthly", 0), -1, 0]
         for b in plan.budgets:
             if raw[0] == 0 and spent[b.period] >= b.limit_micros:
                 raw[0] = 3 if b.period == "daily" else 4
@@ -410,7 +413,9 @@ class MemoryLimiter:
                 buckets[sec] = buckets.get(sec, 0) + w.cost
                 totals[i] = (totals[i][0] + w.cost, sec)
             if plan.max_parallel is not None and plan.parallel_key:
-                self._counters[plan.parallel_key] = parallel + 1
+                parallel += 1
+                self._counters[plan.parallel_key] = parallel
+        raw[7] = parallel
         for total, newest in totals:
             raw += [total, int((newest + WINDOW_S - now) * 1000) if newest else 0]
         return _decision(plan, raw)

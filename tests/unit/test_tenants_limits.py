@@ -366,10 +366,13 @@ async def test_a_check_overlaps_its_upstream_call_only_with_room_to_spare(
         await a.admit(near, "gpt-4.1", 1)
     assert not a.may_overlap(near, "gpt-4.1", 1)  # under a tenth of the limit left
 
-    _, parallel = await make_key(a, rpm=1000, max_parallel=50)
+    _, parallel = await make_key(a, rpm=1000, max_parallel=10)
     bounded = await a.authenticate(bearer(parallel))
     await a.admit(bounded, "gpt-4.1", 1)
-    assert not a.may_overlap(bounded, "gpt-4.1", 1)  # its count is not in the decision
+    assert a.may_overlap(bounded, "gpt-4.1", 1)  # 1 of 10 in flight
+    for _ in range(8):
+        await a.admit(bounded, "gpt-4.1", 1)
+    assert not a.may_overlap(bounded, "gpt-4.1", 1)  # 9 of 10 in flight
 
     _, budget = await make_key(a, budget_daily_usd=Decimal("0.01"))
     spender = await a.authenticate(bearer(budget))
