@@ -25,6 +25,8 @@ from gateway.cache.semantic import (
     conversation_text,
 )
 from gateway.cache.verify import KEPT_RULES, SYNONYM_GROUPS, compatible, covered_language
+from loadtest import public_pairs
+from loadtest.public_pairs import PAWS_TEST, load_paws, paws_dev_split
 
 LOADTEST = Path(__file__).resolve().parents[2] / "loadtest"
 TEST_SPLIT = LOADTEST / "semantic_test.jsonl"
@@ -181,6 +183,23 @@ async def test_the_local_embedder_gives_unit_vectors_that_rank_paraphrases_first
 def test_the_shipped_verifier_is_the_checked_model() -> None:
     assert hashlib.sha256(MODEL_PATH.read_bytes()).hexdigest() == MODEL_SHA256
     assert 10_000_000 < MODEL_PATH.stat().st_size < 40_000_000
+
+
+def test_the_public_set_is_in_the_repo_checked_and_split_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAWS is read from the committed copy (CI has no other), checked against its sha256, and
+    the tuning part of its dev split shares no source sentence with the training part."""
+    test = load_paws(PAWS_TEST)
+    assert len(test) == 8000 and sum(p["label"] == "paraphrase" for p in test) == 3536
+    train, tune = paws_dev_split()
+    assert len(train) + len(tune) == 8000 and 1800 < len(tune) < 2400
+    assert not {p[k] for p in train for k in "ab"} & {p[k] for p in tune for k in "ab"}
+    tampered = tmp_path / "test.tsv"
+    tampered.write_bytes(PAWS_TEST.read_bytes()[:-2] + b"1\n")
+    monkeypatch.setattr(public_pairs, "DATA", tmp_path)
+    with pytest.raises(RuntimeError, match="sha256"):
+        load_paws(tampered)
 
 
 def test_a_verifier_file_with_another_checksum_is_refused(tmp_path: Path) -> None:
