@@ -41,7 +41,7 @@ TUNE = HERE / "semantic_tune.jsonl"
 README_PAIRS = HERE / "semantic_pairs.jsonl"
 BAR = 0.99
 # The verifier's probabilities crowd near 1: the grid is finer there.
-THRESHOLDS = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998]
+THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
 
 Pairs = list[dict[str, str]]
 
@@ -109,9 +109,10 @@ def tuning_sets() -> list[tuple[str, Pairs]]:
 
 
 def choose(matcher: SemanticMatcher, embedder: LocalMiniLM) -> None:
-    """Grid over (floor, threshold) on both tuning sets: the most recall (the lower of the two)
-    with precision >= 0.99 on each, at that threshold and at the next lower one too (a margin:
-    the probabilities crowd near 1)."""
+    """Grid over (floor, threshold) on both tuning sets. A point is safe on a set when its
+    precision is >= 0.99 there at that threshold and at the next lower one too (a margin). Best
+    first: safe on both; else safe on our tuning split (the gateway's own kind of prompts) with
+    the most right hits there, then the best precision on PAWS' tuning part."""
     grids = []
     for name, pairs in tuning_sets():
         sims = similarities(embedder, pairs)
@@ -122,30 +123,33 @@ def choose(matcher: SemanticMatcher, embedder: LocalMiniLM) -> None:
         for floor in np.round(np.arange(0.50, 0.91, 0.05), 2):
             for threshold in THRESHOLDS:
                 hit = eligible & (sims >= floor) & (scores >= threshold)
-                right, wrong = int((hit & labels).sum()), int((hit & ~labels).sum())
-                grid[(float(floor), threshold)] = (right, wrong, right / max(1, labels.sum()))
+                grid[(float(floor), threshold)] = (int((hit & labels).sum()),
+                                                   int((hit & ~labels).sum()))
         grids.append((name, grid))
         print(f"{name}: {len(pairs)} pairs, {int(labels.sum())} paraphrases; highest scores of "
               f"the different pairs past the rules: "
               f"{np.sort(scores[~labels & eligible])[-5:].round(4).tolist()}")
 
-    def precise(right: int, wrong: int) -> bool:
-        return right + wrong == 0 or right / (right + wrong) >= BAR
+    def precision(right: int, wrong: int) -> float:
+        return right / (right + wrong) if right + wrong else 1.0
 
     rows = []
     for key in grids[0][1]:
         floor, threshold = key
-        lower = THRESHOLDS[max(0, THRESHOLDS.index(threshold) - 1)]
-        safe = all(precise(*g[key][:2]) and precise(*g[(floor, lower)][:2]) for _, g in grids)
-        rows.append((safe, min(g[key][2] for _, g in grids), floor, threshold))
-    rows.sort(key=lambda r: (not r[0], -r[1], -r[3], -r[2]))
-    header = " | ".join(f"{name}: right / wrong" for name, _ in grids)
-    print(f"\n| floor | threshold | {header} | precision >= {BAR} here and one step lower |")
+        lower = (floor, THRESHOLDS[max(0, THRESHOLDS.index(threshold) - 1)])
+        safe = [g[key][0] > 0 and precision(*g[key]) >= BAR and precision(*g[lower]) >= BAR
+                for _, g in grids]
+        rows.append((all(safe), safe[0], grids[0][1][key][0], precision(*grids[1][1][key]),
+                     floor, threshold))
+    rows.sort(key=lambda r: (not r[0], not r[1], -r[2], -r[3], -r[5], -r[4]))
+    columns = " | ".join(f"{n}: right / wrong (precision)" for n, _ in grids)
+    print(f"\n| floor | threshold | {columns} | safe (>= {BAR} here and one step lower) |")
     print("|---|---|" + "---|" * len(grids) + "---|")
-    for safe, _, floor, threshold in rows[:12]:
-        cells = " | ".join(f"{g[(floor, threshold)][0]} / {g[(floor, threshold)][1]}"
-                           for _, g in grids)
-        print(f"| {floor} | {threshold} | {cells} | {'yes' if safe else 'no'} |")
+    for both, ours, _, _, floor, threshold in rows[:12]:
+        cells = " | ".join(f"{g[(floor, threshold)][0]} / {g[(floor, threshold)][1]} "
+                           f"({precision(*g[(floor, threshold)]):.3f})" for _, g in grids)
+        print(f"| {floor} | {threshold} | {cells} | "
+              f"{'both' if both else 'ours only' if ours else 'no'} |")
 
 
 def rules_table(matcher: SemanticMatcher, embedder: LocalMiniLM) -> None:
