@@ -215,10 +215,7 @@ def test_a_verifier_file_with_another_checksum_is_refused(tmp_path: Path) -> Non
 SAME = [
     ("Who painted the Mona Lisa?", "Which artist painted the Mona Lisa?"),
     ("How old is the Eiffel Tower?", "What is the age of the Eiffel Tower?"),
-    (
-        "How much water should an adult drink per day?",
-        "How much water does an adult need to drink daily?",
-    ),
+    ("How do I install Docker on Ubuntu?", "What are the steps to install Docker on Ubuntu?"),
     ("What's the capital of Canada?", "Which city is the capital of Canada?"),
 ]
 DIFFERENT = [
@@ -308,12 +305,12 @@ def _test_split_decisions(embedder: LocalMiniLM, matcher: SemanticMatcher) -> tu
 def test_the_test_split_stays_where_it_was_measured(
     embedder: LocalMiniLM, matcher: SemanticMatcher
 ) -> None:
-    """A regression guard at the measured point (37 right, 1 wrong: README), not the bar."""
+    """A regression guard at the measured point (35 right, 0 wrong: README), not the bar."""
     right, wrong, _ = _test_split_decisions(embedder, matcher)
-    assert right >= 35 and wrong <= 1
+    assert right >= 33 and wrong == 0
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet (0.974 / 0.430): the tier stays off by default")
+@pytest.mark.xfail(strict=True, reason="not met yet (1.000 / 0.407): the tier stays off by default")
 def test_the_test_split_meets_the_bar(embedder: LocalMiniLM, matcher: SemanticMatcher) -> None:
     right, wrong, positives = _test_split_decisions(embedder, matcher)
     assert right / (right + wrong) >= 0.99 and right / positives >= 0.5
