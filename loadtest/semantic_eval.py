@@ -2,8 +2,8 @@
 
     python -m loadtest.semantic_eval                    # the three tables (test, public, README)
     python -m loadtest.semantic_eval --pairs other.jsonl   # any file of the same shape
-    python -m loadtest.semantic_eval --choose           # pick floor and threshold (tuning split)
-    python -m loadtest.semantic_eval --rules            # what each rule adds: tuning split only
+    python -m loadtest.semantic_eval --choose           # pick floor and threshold (tuning sets)
+    python -m loadtest.semantic_eval --rules            # what each rule adds: tuning sets only
     python -m loadtest.semantic_eval --cost             # verifier load time, memory, ms a candidate
 
 Each pair is {"a", "b", "label": "paraphrase" | "different", "kind", "lang"}. A pair "hits" when
@@ -11,11 +11,12 @@ the tier would serve b's answer for a: the bi-encoder's cosine, then ``SemanticM
 class the gateway runs; one pair at a time, as on the request path). Precision = right hits /
 all hits (a wrong hit serves a wrong answer); recall = right hits / paraphrase pairs.
 
-The sets: loadtest/semantic_test.jsonl (the test half of our own pairs, never tuned on); MRPC
-test (Microsoft Research Paraphrase Corpus, all 1,725 pairs, a public set we did not write, read
-from --public, default /work/shared/data/mrpc/msr_paraphrase_test.txt; skipped if absent); and
-loadtest/semantic_pairs.jsonl (the README's 243 pairs, half of them in the tuning split).
-Exits 1 if any reported set's precision is under 0.99.
+The sets: loadtest/semantic_test.jsonl (the test half of our own pairs, never tuned on); PAWS
+test (all 8,000 pairs, a public adversarial set we did not write, committed in
+loadtest/data/paws/ with its source, licence and sha256; ``--public PATH`` reads another file in
+PAWS's or MRPC's format); and loadtest/semantic_pairs.jsonl (the README's 243 pairs, half of
+them in the tuning split). Tuning (--choose, --rules) reads only loadtest/semantic_tune.jsonl
+and the tuning part of PAWS dev. Exits 1 if any reported set's precision is under 0.99.
 """
 
 from __future__ import annotations
@@ -31,39 +32,22 @@ import numpy as np
 from gateway.cache.crossencoder import MODEL_PATH, CrossEncoder
 from gateway.cache.embedder import LocalMiniLM
 from gateway.cache.semantic import Decision, Outcome, SemanticMatcher
-from gateway.cache.verify import ALL_RULES, KEPT_RULES, covered_language
+from gateway.cache.verify import ALL_RULES, KEPT_RULES
+from loadtest.public_pairs import PAWS_TEST, load_public, paws_dev_split
 
 HERE = Path(__file__).parent
 TEST = HERE / "semantic_test.jsonl"
 TUNE = HERE / "semantic_tune.jsonl"
 README_PAIRS = HERE / "semantic_pairs.jsonl"
-MRPC_TEST = Path("/work/shared/data/mrpc/msr_paraphrase_test.txt")
 BAR = 0.99
 # The verifier's probabilities crowd near 1: the grid is finer there.
-THRESHOLDS = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99, 0.995, 0.997, 0.998, 0.999, 0.9995, 0.9998]
+THRESHOLDS = [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.93, 0.95, 0.97, 0.98, 0.99, 0.995, 0.998, 0.999]
 
 Pairs = list[dict[str, str]]
 
 
 def load(path: Path) -> Pairs:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def load_mrpc(path: Path) -> Pairs:
-    pairs = []
-    for row in path.read_text(encoding="utf-8-sig").splitlines()[1:]:
-        cells = row.split("\t")
-        if len(cells) == 5:
-            pairs.append(
-                {
-                    "a": cells[3],
-                    "b": cells[4],
-                    "kind": "mrpc",
-                    "lang": "en",
-                    "label": "paraphrase" if cells[0] == "1" else "different",
-                }
-            )
-    return pairs
 
 
 def similarities(embedder: LocalMiniLM, pairs: Pairs) -> np.ndarray:
@@ -119,63 +103,83 @@ def scores_for_all(matcher: SemanticMatcher, pairs: Pairs) -> np.ndarray:
     return np.array([float(matcher.verifier.score_sync([(p["a"], p["b"])])[0]) for p in pairs])
 
 
-def choose(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> None:
-    """Grid over (floor, threshold) on the tuning split: most right hits with no wrong hit, at
-    that threshold and at the next lower one too (a margin: the probabilities crowd near 1)."""
-    scores = scores_for_all(matcher, pairs)
-    eligible = np.array(
-        [
-            covered_language(p["a"])
-            and covered_language(p["b"])
-            and all(r.check(p["a"], p["b"]) for r in matcher.rules)
-            for p in pairs
-        ]
-    )
-    labels = np.array([p["label"] == "paraphrase" for p in pairs])
+def tuning_sets() -> list[tuple[str, Pairs]]:
+    """The only pairs anything is chosen on: our tuning split and PAWS dev's tuning part."""
+    return [("our tuning split", load(TUNE)), ("PAWS dev, tuning part", paws_dev_split()[1])]
+
+
+def choose(matcher: SemanticMatcher, embedder: LocalMiniLM) -> None:
+    """Grid over (floor, threshold) on both tuning sets. A point is safe on a set when its
+    precision is >= 0.99 there at that threshold and at the next lower one too (a margin). Best
+    first: safe on both; else safe on our tuning split (the gateway's own kind of prompts) with
+    the most right hits there, then the best precision on PAWS' tuning part."""
+    grids = []
+    for name, pairs in tuning_sets():
+        sims = similarities(embedder, pairs)
+        scores = scores_for_all(matcher, pairs)
+        eligible = np.array([matcher.precheck(p["a"], p["b"], 1.0) is None for p in pairs])
+        labels = np.array([p["label"] == "paraphrase" for p in pairs])
+        grid = {}
+        for floor in np.round(np.arange(0.50, 0.91, 0.05), 2):
+            for threshold in THRESHOLDS:
+                hit = eligible & (sims >= floor) & (scores >= threshold)
+                grid[(float(floor), threshold)] = (int((hit & labels).sum()),
+                                                   int((hit & ~labels).sum()))
+        grids.append((name, grid))
+        print(f"{name}: {len(pairs)} pairs, {int(labels.sum())} paraphrases; highest scores of "
+              f"the different pairs past the rules: "
+              f"{np.sort(scores[~labels & eligible])[-5:].round(4).tolist()}")
+
+    def precision(right: int, wrong: int) -> float:
+        return right / (right + wrong) if right + wrong else 1.0
+
     rows = []
-    for floor in np.round(np.arange(0.50, 0.91, 0.05), 2):
-        below = 1
-        for threshold in THRESHOLDS:
-            hit = eligible & (sims >= floor) & (scores >= threshold)
-            wrong = int((hit & ~labels).sum())
-            rows.append((int((hit & labels).sum()), max(wrong, below), floor, threshold))
-            below = wrong
-    print(
-        "| floor | threshold | right hits | wrong hits (here or one step lower) |\n"
-        "|---|---|---|---|"
-    )
-    safe = sorted((r for r in rows if r[1] == 0), key=lambda r: (-r[0], -r[3], -r[2]))
-    for right, wrong, floor, threshold in safe[:10]:
-        print(f"| {floor} | {threshold} | {right} | {wrong} |")
-    print(
-        f"\nparaphrases in the tuning split: {int(labels.sum())}; scores of the different "
-        f"pairs above the floor, highest: "
-        f"{np.sort(scores[~labels & eligible & (sims >= 0.6)])[-5:].round(3).tolist()}"
-    )
+    for key in grids[0][1]:
+        floor, threshold = key
+        lower = (floor, THRESHOLDS[max(0, THRESHOLDS.index(threshold) - 1)])
+        safe = [g[key][0] > 0 and precision(*g[key]) >= BAR and precision(*g[lower]) >= BAR
+                for _, g in grids]
+        rows.append((all(safe), safe[0], grids[0][1][key][0], precision(*grids[1][1][key]),
+                     floor, threshold))
+    rows.sort(key=lambda r: (not r[0], not r[1], -r[2], -r[3], -r[5], -r[4]))
+    columns = " | ".join(f"{n}: right / wrong (precision)" for n, _ in grids)
+    print(f"\n| floor | threshold | {columns} | safe (>= {BAR} here and one step lower) |")
+    print("|---|---|" + "---|" * len(grids) + "---|")
+    for both, ours, _, _, floor, threshold in rows[:12]:
+        cells = " | ".join(f"{g[(floor, threshold)][0]} / {g[(floor, threshold)][1]} "
+                           f"({precision(*g[(floor, threshold)]):.3f})" for _, g in grids)
+        print(f"| {floor} | {threshold} | {cells} | "
+              f"{'both' if both else 'ours only' if ours else 'no'} |")
 
 
-def rules_table(matcher: SemanticMatcher, pairs: Pairs, sims: np.ndarray) -> None:
+def rules_table(matcher: SemanticMatcher, embedder: LocalMiniLM) -> None:
     """Each rule on top of the verifier alone: wrong hits it removes, right hits it costs, on
-    the tuning pairs the rules were not written against (semantic_pairs_extra.jsonl) and on all."""
+    the tuning pairs the rules were not written against (semantic_pairs_extra.jsonl), on all
+    our tuning pairs, and on PAWS dev's tuning part."""
     extra = {(p["a"], p["b"]) for p in load(HERE / "semantic_pairs_extra.jsonl")}
     bare = SemanticMatcher(matcher.verifier, matcher.floor, matcher.threshold, rules=())
-    base = bare.decide_many([(p["a"], p["b"]) for p in pairs], sims.tolist())
+    ours, paws = (pairs for _, pairs in tuning_sets())
+    counts = {rule.name: {"new": [0, 0], "all": [0, 0], "paws": [0, 0]} for rule in ALL_RULES}
+    for column, pairs in (("all", ours), ("paws", paws)):
+        base = bare.decide_many([(p["a"], p["b"]) for p in pairs],
+                                similarities(embedder, pairs).tolist())
+        for rule in ALL_RULES:
+            for pair, decision in zip(pairs, base, strict=True):
+                if decision.accepted and not rule.check(pair["a"], pair["b"]):
+                    right = int(pair["label"] == "paraphrase")
+                    counts[rule.name][column][right] += 1
+                    if column == "all" and (pair["a"], pair["b"]) in extra:
+                        counts[rule.name]["new"][right] += 1
     print(
         "| rule | new pairs: wrong hits removed / right hits lost "
-        "| all tuning pairs: removed / lost | kept |\n|---|---|---|---|"
+        "| all our tuning pairs: removed / lost | PAWS dev tuning part: removed / lost "
+        "| kept |\n|---|---|---|---|---|"
     )
     for rule in ALL_RULES:
-        counts = {"new": [0, 0], "all": [0, 0]}
-        for pair, decision in zip(pairs, base, strict=True):
-            if decision.accepted and not rule.check(pair["a"], pair["b"]):
-                column = int(pair["label"] == "paraphrase")
-                counts["all"][column] += 1
-                if (pair["a"], pair["b"]) in extra:
-                    counts["new"][column] += 1
+        c = counts[rule.name]
         print(
-            f"| {rule.name} | {counts['new'][0]} / {counts['new'][1]} "
-            f"| {counts['all'][0]} / {counts['all'][1]} "
-            f"| {'yes' if rule in KEPT_RULES else 'no'} |"
+            f"| {rule.name} | {c['new'][0]} / {c['new'][1]} | {c['all'][0]} / {c['all'][1]} "
+            f"| {c['paws'][0]} / {c['paws'][1]} | {'yes' if rule in KEPT_RULES else 'no'} |"
         )
 
 
@@ -213,24 +217,24 @@ def cost() -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, help="evaluate this file only")
-    parser.add_argument("--public", type=Path, default=MRPC_TEST)
+    parser.add_argument("--public", type=Path, default=PAWS_TEST)
     parser.add_argument("--choose", action="store_true")
     parser.add_argument("--rules", action="store_true")
     parser.add_argument("--cost", action="store_true")
+    parser.add_argument("--model", type=Path, help="a candidate verifier (no checksum check)")
     args = parser.parse_args()
     if args.cost:
         cost()
         return 0
     embedder = LocalMiniLM()
-    matcher = SemanticMatcher(CrossEncoder())
+    verifier = CrossEncoder(args.model, sha256=None) if args.model else CrossEncoder()
+    matcher = SemanticMatcher(verifier)
     print(
         f"operating point: similarity floor {matcher.floor}, verifier threshold "
         f"{matcher.threshold}, rules: {[r.name for r in matcher.rules]}"
     )
     if args.choose or args.rules:
-        pairs = load(TUNE)
-        sims = similarities(embedder, pairs)
-        (choose if args.choose else rules_table)(matcher, pairs, sims)
+        (choose if args.choose else rules_table)(matcher, embedder)
         return 0
     if args.pairs is not None:
         sets = [
@@ -248,16 +252,17 @@ def main() -> int:
                 load(TEST),
             )
         ]
-        if args.public.exists():
-            sets.append(
-                (
-                    "Public: MRPC test, all 1,725 pairs",
-                    "python -m loadtest.semantic_eval --public msr_paraphrase_test.txt",
-                    load_mrpc(args.public),
-                )
+        public = load_public(args.public)  # a missing file is an error, never a silent skip
+        default = args.public.resolve() == PAWS_TEST.resolve()
+        sets.append(
+            (
+                f"Public: PAWS-Wiki test, all {len(public):,} pairs, never trained or tuned on"
+                if default else f"Public: {args.public}",
+                "python -m loadtest.semantic_eval"
+                + ("" if default else f" --public {args.public}"),
+                public,
             )
-        else:
-            print(f"\n(public set {args.public} not found: skipped)")
+        )
         sets.append(
             (
                 ("The README's 243 pairs (loadtest/semantic_pairs.jsonl; half are tuning pairs)"),

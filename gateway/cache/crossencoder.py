@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 MODEL_PATH = Path(__file__).with_name("models") / "verifier-int8.onnx"
-MODEL_SHA256 = "b41f802f269ce9ac9baf01ceeab91401f9e5bbf41c5eeb61855af724bc053416"
+MODEL_SHA256 = "af4eefe5a594ac781c90c0a94b89fb117ceabb827a68175494876ffea8687d3b"
 MAX_TOKENS = 64
 
 

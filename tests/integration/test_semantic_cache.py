@@ -81,7 +81,7 @@ CLASSES = {
         ),
     ),
     "two sides of a transaction": (
-        ("How much should I save for an emergency fund?", "How big should my emergency fund be?"),
+        ("How do index funds work?", "Explain how an index fund works."),
         ("What documents do I need to sell a car?", "What documents do I need to buy a car?"),
     ),
     "a changed library": (

@@ -25,6 +25,8 @@ from gateway.cache.semantic import (
     conversation_text,
 )
 from gateway.cache.verify import KEPT_RULES, SYNONYM_GROUPS, compatible, covered_language
+from loadtest import public_pairs
+from loadtest.public_pairs import PAWS_TEST, load_paws, paws_dev_split
 
 LOADTEST = Path(__file__).resolve().parents[2] / "loadtest"
 TEST_SPLIT = LOADTEST / "semantic_test.jsonl"
@@ -183,6 +185,23 @@ def test_the_shipped_verifier_is_the_checked_model() -> None:
     assert 10_000_000 < MODEL_PATH.stat().st_size < 40_000_000
 
 
+def test_the_public_set_is_in_the_repo_checked_and_split_apart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PAWS is read from the committed copy (CI has no other), checked against its sha256, and
+    the tuning part of its dev split shares no source sentence with the training part."""
+    test = load_paws(PAWS_TEST)
+    assert len(test) == 8000 and sum(p["label"] == "paraphrase" for p in test) == 3536
+    train, tune = paws_dev_split()
+    assert len(train) + len(tune) == 8000 and 1800 < len(tune) < 2400
+    assert not {p[k] for p in train for k in "ab"} & {p[k] for p in tune for k in "ab"}
+    tampered = tmp_path / "test.tsv"
+    tampered.write_bytes(PAWS_TEST.read_bytes()[:-2] + b"1\n")
+    monkeypatch.setattr(public_pairs, "DATA", tmp_path)
+    with pytest.raises(RuntimeError, match="sha256"):
+        load_paws(tampered)
+
+
 def test_a_verifier_file_with_another_checksum_is_refused(tmp_path: Path) -> None:
     tampered = tmp_path / "verifier-int8.onnx"
     data = bytearray(MODEL_PATH.read_bytes())
@@ -196,10 +215,7 @@ def test_a_verifier_file_with_another_checksum_is_refused(tmp_path: Path) -> Non
 SAME = [
     ("Who painted the Mona Lisa?", "Which artist painted the Mona Lisa?"),
     ("How old is the Eiffel Tower?", "What is the age of the Eiffel Tower?"),
-    (
-        "How much water should an adult drink per day?",
-        "How much water does an adult need to drink daily?",
-    ),
+    ("How do I install Docker on Ubuntu?", "What are the steps to install Docker on Ubuntu?"),
     ("What's the capital of Canada?", "Which city is the capital of Canada?"),
 ]
 DIFFERENT = [
@@ -289,12 +305,12 @@ def _test_split_decisions(embedder: LocalMiniLM, matcher: SemanticMatcher) -> tu
 def test_the_test_split_stays_where_it_was_measured(
     embedder: LocalMiniLM, matcher: SemanticMatcher
 ) -> None:
-    """A regression guard at the measured point (37 right, 1 wrong: README), not the bar."""
+    """A regression guard at the measured point (35 right, 0 wrong: README), not the bar."""
     right, wrong, _ = _test_split_decisions(embedder, matcher)
-    assert right >= 35 and wrong <= 1
+    assert right >= 33 and wrong == 0
 
 
-@pytest.mark.xfail(strict=True, reason="not met yet (0.974 / 0.430): the tier stays off by default")
+@pytest.mark.xfail(strict=True, reason="not met yet (1.000 / 0.407): the tier stays off by default")
 def test_the_test_split_meets_the_bar(embedder: LocalMiniLM, matcher: SemanticMatcher) -> None:
     right, wrong, positives = _test_split_decisions(embedder, matcher)
     assert right / (right + wrong) >= 0.99 and right / positives >= 0.5
