@@ -25,6 +25,15 @@ K = TypeVar("K", bound=Hashable)
 STORE_ERRORS = (RedisError, OSError, TimeoutError, sqlite3.Error)
 
 
+async def stop_asked(task: asyncio.Task[None], timeout_s: float) -> None:
+    """Wait for a background task already asked to stop (by an event it watches), cancelling it
+    only past ``timeout_s``: redis-py can swallow a cancellation that lands inside a call."""
+    try:
+        await asyncio.wait_for(asyncio.shield(task), timeout_s)
+    except TimeoutError:
+        task.cancel()
+
+
 class MergeBuffer(Generic[K]):
     def __init__(self, sink: Callable[[dict[K, list[int]]], Awaitable[None]], *, name: str,
                  max_cells: int = 50_000, on_drop: Callable[[], None] | None = None,
@@ -121,16 +130,12 @@ class MergeBuffer(Generic[K]):
             self._wake.set()
 
     async def aclose(self, timeout_s: float = 2.0) -> None:
-        """Flush what is pending (within ``timeout_s``). The writer is asked to stop rather than
-        cancelled: redis-py can swallow a cancellation that lands inside a pipeline."""
+        """Flush what is pending (within ``timeout_s``); the writer is asked to stop."""
         self._closing = True
         self._stop.set()
         self._wake.set()
         if self._task is not None:
-            try:
-                await asyncio.wait_for(asyncio.shield(self._task), timeout_s)
-            except TimeoutError:
-                self._task.cancel()
+            await stop_asked(self._task, timeout_s)
             self._task = None
         with contextlib.suppress(*STORE_ERRORS):
             await asyncio.wait_for(self.flush(), timeout_s)

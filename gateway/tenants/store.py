@@ -24,7 +24,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from .buffer import STORE_ERRORS
+from .buffer import STORE_ERRORS, stop_asked
 from .keys import KeyRecord
 
 CACHE_TTL_S = 0.5
@@ -177,7 +177,9 @@ class KeyStore:
         self._finding: dict[str, asyncio.Future[tuple[KeyRecord | None, int | None]]] = {}
 
     def saw_version(self, version: int) -> None:
-        """The key version as the limits script just read it."""
+        """The key version as just read: by the limits script (on every call, so a change is
+        seen by the next admission) or by the watcher (every half TTL, for keys without
+        limits and for SQLite)."""
         self._version, self._version_at = version, time.monotonic()
 
     @property
@@ -243,11 +245,8 @@ class KeyStore:
             self._cache.pop(old_hash, None)
 
     async def aclose(self) -> None:
-        if self._watcher is not None:  # asked, not cancelled: redis-py can swallow a cancel
+        if self._watcher is not None:
             self._stop.set()
-            try:
-                await asyncio.wait_for(asyncio.shield(self._watcher), 2.0)
-            except TimeoutError:
-                self._watcher.cancel()
+            await stop_asked(self._watcher, 2.0)
         if self.backend is not None:
             await self.backend.aclose()
