@@ -479,8 +479,11 @@ class RequestTenancy:
         return self.tenant
 
     async def admit(self, model: str, payload: Any) -> Admission:
+        return await self._admit(model, estimate_tokens(payload))
+
+    async def _admit(self, model: str, estimated_tokens: int) -> Admission:
         self.requested = model
-        self.admission = await self.tenants.admit(self.tenant, model, estimate_tokens(payload))
+        self.admission = await self.tenants.admit(self.tenant, model, estimated_tokens)
         return self.admission
 
     async def admit_or_overlap(self, model: str, payload: Any) -> asyncio.Task[Admission] | None:
@@ -488,15 +491,10 @@ class RequestTenancy:
         it, for the caller to await before it sends anything (a refusal then still refuses)."""
         estimated = estimate_tokens(payload)
         if not self.tenants.may_overlap(self.tenant, model, estimated):
-            await self.admit(model, payload)
+            await self._admit(model, estimated)
             return None
         self.requested = model
-
-        async def admit() -> Admission:
-            self.admission = await self.tenants.admit(self.tenant, model, estimated)
-            return self.admission
-
-        return asyncio.get_running_loop().create_task(admit())
+        return asyncio.get_running_loop().create_task(self._admit(model, estimated))
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache
