@@ -25,7 +25,7 @@ from ..plan import ChatPlan, plan_chat, without_nulls
 from ..runtime import Gateway
 from .intake import TENANT_KEY
 from .openai import relayed
-from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
+from .pipeline import Answered, Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import read_json
 
 DONE = b"data: [DONE]\n\n"
@@ -98,8 +98,7 @@ def respond(exchange: Exchange, bridge: Bridge, api_request: Any) -> Response:
         exchange.account.close(error=error)
         raise
     headers = exchange.headers() | cost_headers(exchange.account.charge(reply.data.get("usage")))
-    exchange.account.close()
-    return Response(orjson.dumps(body), media_type="application/json", headers=headers)
+    return Answered(orjson.dumps(body), headers, exchange.account)
 
 
 MESSAGES = Bridge(

@@ -22,7 +22,7 @@ from ..pricing import to_micro
 from ..runtime import Gateway
 from ..sse import encode
 from .intake import TENANT_KEY
-from .pipeline import Exchange, cost_headers, gateway_of, start_exchange, stream_response
+from .pipeline import Answered, Exchange, cost_headers, gateway_of, start_exchange, stream_response
 from .requests import cancel_on_disconnect, read_json
 
 DONE = b"data: [DONE]\n\n"
@@ -43,8 +43,7 @@ def relayed(exchange: Exchange) -> Response:
         return stream_response(exchange, ChatChunks(exchange))
     reply = exchange.served.result
     headers.update(cost_headers(exchange.account.charge(reply.data.get("usage"))))
-    exchange.account.close()
-    return Response(reply.body, media_type="application/json", headers=headers)
+    return Answered(reply.body, headers, exchange.account)
 
 
 class ChatChunks:
@@ -96,8 +95,7 @@ async def embeddings(request: Request) -> Response:
                         answer.price or gateway.catalog.models[answer.served],
                         upstream_s=answer.upstream_s)
     charge = account.charge({"prompt_tokens": answer.tokens, "completion_tokens": 0})
-    account.close()
-    return Response(answer.body, media_type="application/json", headers={
+    return Answered(answer.body, account=account, headers={
         **cost_headers(charge),
         "x-gateway-model": answer.served,
         "x-gateway-batch-size": str(answer.batch_size),

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from starlette.requests import Request
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from ..accounting import Charge, RequestAccount
 from ..cache.entry import CachedAnswer
@@ -110,6 +112,25 @@ class Exchange:
 
 def stream_response(exchange: Exchange, renderer: StreamRenderer) -> EventStream:
     return EventStream(relay(exchange, renderer), exchange.headers(), on_close=exchange.release)
+
+
+class Answered(Response):
+    """A complete JSON answer whose books (metrics, access log, ledger, the key's settlement)
+    close once its bytes are written, so the client never waits for them; they close even if
+    writing failed."""
+
+    media_type = "application/json"
+
+    def __init__(self, body: bytes | str, headers: dict[str, str],
+                 account: RequestAccount) -> None:
+        super().__init__(body, headers=headers)
+        self.account = account
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self.account.close()
 
 
 def cost_headers(charge: Charge | None) -> dict[str, str]:

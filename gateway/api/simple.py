@@ -19,7 +19,7 @@ from ..pricing import to_micro
 from ..runtime import Gateway
 from ..schemas import CallResponse, Usage
 from ..sse import encode
-from .pipeline import Exchange, gateway_of, start_exchange, stream_response
+from .pipeline import Answered, Exchange, gateway_of, start_exchange, stream_response
 
 
 def _dollars(amount: Decimal | None) -> float | None:
@@ -56,9 +56,7 @@ async def call(request: Request) -> Response:
         return stream_response(exchange, CallChunks(exchange))
     charge = exchange.account.charge(exchange.served.result.data.get("usage"))
     answer = simplify(exchange, charge)
-    exchange.account.close()
-    return Response(answer.model_dump_json(), media_type="application/json",
-                    headers=exchange.headers())
+    return Answered(answer.model_dump_json(), exchange.headers(), exchange.account)
 
 
 class CallChunks:
