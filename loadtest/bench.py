@@ -39,7 +39,15 @@ import yaml
 
 from gateway.catalog import DEFAULT_CATALOG
 
-from .harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, GatewayServer, RedisServer
+from .harness import (
+    CLIENT_KEY,
+    ROOT,
+    UPSTREAM_KEY,
+    FakeProvider,
+    GatewayServer,
+    PassThroughServer,
+    RedisServer,
+)
 
 RESULTS = ROOT / "loadtest" / "results"
 MESSAGES = {"model": "deepseek-v3.2", "max_tokens": 1000,
@@ -672,7 +680,11 @@ async def _routing(requests: int) -> float:
 def tenants(args: argparse.Namespace) -> None:
     """What keys with limits cost: ``--keys`` admin-made keys, each with RPM, TPM, parallel and
     budget limits (never reached), checked in one Redis script call per request, against the
-    same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off."""
+    same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off,
+    and against ``loadtest.passthrough`` (the same server and client, none of the gateway's
+    work). The direct call is measured again before every round of every configuration, and
+    each configuration's added latency is against the direct calls of its own rounds: this
+    machine's state drifts over a run by more than the differences measured."""
     bench = Bench(args.out)
     d = args.duration
     admin = "bench-admin-key"
@@ -680,15 +692,15 @@ def tenants(args: argparse.Namespace) -> None:
     redis = RedisServer(bench.logs)
     try:
         with bench.fake("--api-key", UPSTREAM_KEY) as fake:
-            _tenant_runs(
-                bench,
-                stats,
-                "direct",
-                f"{fake.base_url}/chat/completions",
-                [UPSTREAM_KEY],
-                d,
-                args.rounds,
-            )
+            direct = f"{fake.base_url}/chat/completions"
+            _tenant_runs(bench, stats, "direct", direct, [UPSTREAM_KEY], d, args.rounds)
+            passthrough = PassThroughServer(bench.logs, fake.base_url)
+            try:
+                _tenant_runs(bench, stats, "pass-through (no gateway work: the floor)",
+                             f"{passthrough.v1}/chat/completions", [UPSTREAM_KEY], d,
+                             args.rounds, direct=direct)
+            finally:
+                passthrough.stop()
             configs = [
                 ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
                 ("plain key, access log on", {}),
@@ -725,9 +737,8 @@ def tenants(args: argparse.Namespace) -> None:
                             json=CHAT,
                             headers={"Authorization": f"Bearer {key}"},
                         )
-                    _tenant_runs(
-                        bench, stats, label, f"{gw.v1}/chat/completions", keys, d, args.rounds
-                    )
+                    _tenant_runs(bench, stats, label, f"{gw.v1}/chat/completions", keys, d,
+                                 args.rounds, direct=direct)
     finally:
         redis.stop()
 
@@ -740,7 +751,7 @@ def tenants(args: argparse.Namespace) -> None:
             ""
             if label == "direct"
             else " ("
-            + "/".join(f"{med(label, p) - med('direct', p):+.2f}" for p in ("p50", "p99"))
+            + "/".join(f"{med(label, p) - med(label, 'direct_' + p):+.2f}" for p in ("p50", "p99"))
             + ")"
         )
         rows.append(
@@ -754,7 +765,8 @@ def tenants(args: argparse.Namespace) -> None:
     print_table(
         f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
         rows,
-        header=["path", "p50 / p99 ms at 100 req/s (added vs direct)", "req/s at 50 VUs", "errors"],
+        header=["path", "p50 / p99 ms at 100 req/s (added vs direct, same rounds)",
+                "req/s at 50 VUs", "errors"],
     )
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
@@ -857,16 +869,24 @@ def _tenant_runs(
     keys: list[str],
     d: int,
     rounds: int,
+    direct: str | None = None,
 ) -> None:
+    """``rounds`` of: the direct call at 100 req/s (when ``direct`` is given), ``target`` at
+    100 req/s, ``target`` at 50 VUs."""
+    slug = f"tenants-{label.split()[0]}-{len(label)}"
     # Steady state, not start-up: caches, connection pools and lazy imports warm first.
-    bench.k6(f"tenants-{label.split()[0]}-{len(label)}-warm", target, CHAT, vus=50, duration=3,
-             keys=keys, unique=True)
+    bench.k6(f"{slug}-warm", target, CHAT, vus=50, duration=3, keys=keys, unique=True)
     for r in range(rounds):
-        slug = f"tenants-{label.split()[0]}-{len(label)}-{r}"
-        m = bench.k6(f"{slug}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)
-        v = bench.k6(f"{slug}-vus", target, CHAT, vus=50, duration=d, keys=keys, unique=True)
+        row: dict[str, float] = {}
+        if direct is not None:
+            base = bench.k6(f"{slug}-{r}-direct", direct, CHAT, rate=100, duration=d,
+                            key=UPSTREAM_KEY, unique=True)
+            row |= {"direct_p50": trend(base, "http_req_duration", "med"),
+                    "direct_p99": trend(base, "http_req_duration", "p(99)")}
+        m = bench.k6(f"{slug}-{r}-rate", target, CHAT, rate=100, duration=d, keys=keys, unique=True)
+        v = bench.k6(f"{slug}-{r}-vus", target, CHAT, vus=50, duration=d, keys=keys, unique=True)
         stats.setdefault(label, []).append(
-            {
+            row | {
                 "p50": trend(m, "http_req_duration", "med"),
                 "p99": trend(m, "http_req_duration", "p(99)"),
                 "rps": rate(v),

@@ -143,6 +143,27 @@ class RedisServer:
         self.process.stop()
 
 
+class PassThroughServer:
+    """``loadtest.passthrough`` in front of ``upstream``: the floor of the gateway's stack."""
+
+    def __init__(self, log_dir: Path, upstream: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.process = Process(
+            [sys.executable, "-m", "loadtest.passthrough", "--port", str(self.port),
+             "--upstream", upstream, "--key", UPSTREAM_KEY],
+            log_dir / f"passthrough-{self.port}.log",
+        )
+        wait_http(self.url, self.process, timeout=30)
+
+    @property
+    def v1(self) -> str:
+        return f"{self.url}/v1"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
 class GatewayServer:
     """``bentoml serve service:LLMGateway`` (or a built bento) on a free loopback port."""
 
