@@ -6,7 +6,7 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes, fastpath, headerguard, tracing
+from gateway import bentoml_fixes, fastpath, headerguard, onewrite, tracing
 from gateway.api.app import create_app
 from gateway.catalog import load_catalog
 from gateway.gcwatch import GcWatch
@@ -24,6 +24,7 @@ catalog = load_catalog(settings.config_path)
 if settings.keys_file:  # a bad key file stops start-up here, naming the file, entry and field
     load_key_file(settings.keys_file)
 headerguard.apply(settings.header_timeout_s, settings.max_header_bytes, settings.max_headers)
+onewrite.apply()
 app = create_app(settings)
 if settings.tracing_exporter and not settings.bentoml_telemetry:
     # Under BentoML's stack its server span already continues the caller's trace.

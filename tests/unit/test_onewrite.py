@@ -1,0 +1,123 @@
+"""One write for a sized answer, on uvicorn's real httptools protocol fed bytes in process: the
+head goes out with the body, streams and HEAD answers are written as before, and an answer that
+fails after its head still sends that head before the connection closes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from uvicorn.config import Config
+from uvicorn.lifespan.off import LifespanOff
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
+from uvicorn.server import ServerState
+
+from gateway import onewrite
+
+BODY = b'{"answer": 42}'
+
+
+class Transport:
+    """Every write the protocol makes, one entry each."""
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+        self.closed = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name)
+
+    def write(self, data: bytes) -> None:
+        assert not self.closed, "written after close"
+        self.writes.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def is_closing(self) -> bool:
+        return self.closed
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+async def sized(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"application/json"),
+                            (b"content-length", str(len(BODY)).encode())]})
+    await send({"type": "http.response.body", "body": BODY})
+
+
+async def streamed(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-type", b"text/event-stream")]})
+    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+    await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+
+
+async def fails_after_head(scope: Any, receive: Any, send: Any) -> None:
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"10")]})
+    raise RuntimeError("failed between head and body")
+
+
+@pytest.fixture(params=[True, False], ids=["applied", "uvicorn-alone"])
+def applied(request: pytest.FixtureRequest) -> Iterator[bool]:
+    onewrite.remove()  # importing service.py applies it
+    saved = vars(RequestResponseCycle)["send"]
+    if request.param:
+        assert onewrite.apply()
+    yield request.param
+    onewrite.remove()
+    assert vars(RequestResponseCycle)["send"] is saved
+
+
+async def serve(app: Any, request: bytes) -> Transport:
+    config = Config(app=app, http="httptools", lifespan="off")
+    config.load()
+    protocol = HttpToolsProtocol(config=config, server_state=ServerState(),
+                                 app_state=LifespanOff(config).state,
+                                 _loop=asyncio.get_running_loop())
+    transport = Transport()
+    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol.data_received(request)
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if b"".join(transport.writes).endswith((BODY, b"0\r\n\r\n")) or transport.closed:
+            break
+    return transport
+
+
+GET = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_sized_answer_is_one_write(applied: bool) -> None:
+    transport = await serve(sized, GET)
+    whole = b"".join(transport.writes)
+    assert whole.startswith(b"HTTP/1.1 200 OK\r\n") and whole.endswith(b"\r\n\r\n" + BODY)
+    assert len(transport.writes) == (1 if applied else 2)
+    assert not transport.closed  # keep-alive as before
+
+
+async def test_a_stream_is_written_as_it_comes(applied: bool) -> None:
+    transport = await serve(streamed, GET)
+    assert len(transport.writes) == 3  # head, then each chunk
+    assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
+    assert b"transfer-encoding: chunked" in transport.writes[0]
+
+
+async def test_a_head_answer_has_no_body_and_is_written_at_once(applied: bool) -> None:
+    transport = await serve(sized, b"HEAD / HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert len(transport.writes) == 1
+    assert transport.writes[0].endswith(b"content-length: %d\r\n\r\n" % len(BODY))
+
+
+async def test_a_head_is_not_lost_when_the_answer_fails_before_its_body(applied: bool) -> None:
+    transport = await serve(fails_after_head, GET)
+    assert transport.closed
+    assert b"".join(transport.writes).startswith(b"HTTP/1.1 200 OK\r\n")
