@@ -6,8 +6,8 @@ send syscall and a segment the client wakes up for: a profile of a worker under 
 seventh of its CPU in those writes. ``apply`` wraps ``RequestResponseCycle.send`` so that the
 head of a response that declares its ``Content-Length`` is held (the cycle writes it into a
 ``_HeldHead`` in place of the transport) and goes out with the body's first write. Streams
-(no length) and HEAD answers (no body write) are untouched; a close or an abort before the body
-lets the head go first.
+(no length) and HEAD answers (no body write) are untouched; a close before the body (an answer
+that failed after its head) lets the head go first, an abort drops it with the connection.
 """
 
 from __future__ import annotations
