@@ -9,42 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
-from uvicorn.config import Config
-from uvicorn.lifespan.off import LifespanOff
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-from uvicorn.server import ServerState
 
 from gateway import headerguard
 from gateway.headerguard import WRAPPED
 
-
-class Transport:
-    """What the protocol writes, and whether it closed the connection."""
-
-    def __init__(self) -> None:
-        self.written = b""
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name)
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def status(self) -> int:
-        return int(self.written.split(b" ", 2)[1])
+from . import httptools_wire
+from .httptools_wire import Transport
 
 
 @pytest.fixture
@@ -71,14 +42,7 @@ async def closed(transport: Transport, within_s: float = 5.0) -> bool:
 
 
 def connect() -> tuple[HttpToolsProtocol, Transport]:
-    config = Config(app=ok, http="httptools", lifespan="off")
-    config.load()
-    protocol = HttpToolsProtocol(config=config, server_state=ServerState(),
-                                 app_state=LifespanOff(config).state,
-                                 _loop=asyncio.get_running_loop())
-    transport = Transport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
-    return protocol, transport
+    return httptools_wire.connect(ok)
 
 
 async def test_a_normal_request_is_answered(guarded: None) -> None:

@@ -9,41 +9,13 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from uvicorn.config import Config
-from uvicorn.lifespan.off import LifespanOff
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol, RequestResponseCycle
-from uvicorn.server import ServerState
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
 from gateway import onewrite
 
+from .httptools_wire import Transport, connect
+
 BODY = b'{"answer": 42}'
-
-
-class Transport:
-    """Every write the protocol makes, one entry each."""
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-        self.closed = False
-
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return {"sockname": ("127.0.0.1", 8000), "peername": ("127.0.0.1", 50000)}.get(name)
-
-    def write(self, data: bytes) -> None:
-        assert not self.closed, "written after close"
-        self.writes.append(data)
-
-    def close(self) -> None:
-        self.closed = True
-
-    def is_closing(self) -> bool:
-        return self.closed
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
 
 
 async def sized(scope: Any, receive: Any, send: Any) -> None:
@@ -78,13 +50,7 @@ def applied(request: pytest.FixtureRequest) -> Iterator[bool]:
 
 
 async def serve(app: Any, request: bytes) -> Transport:
-    config = Config(app=app, http="httptools", lifespan="off")
-    config.load()
-    protocol = HttpToolsProtocol(config=config, server_state=ServerState(),
-                                 app_state=LifespanOff(config).state,
-                                 _loop=asyncio.get_running_loop())
-    transport = Transport()
-    protocol.connection_made(transport)  # type: ignore[arg-type]
+    protocol, transport = connect(app)
     protocol.data_received(request)
     for _ in range(100):
         await asyncio.sleep(0.01)
