@@ -27,10 +27,11 @@ from typing import Any
 
 import hypothesis.strategies as st
 import schemathesis
-from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import HealthCheck, Phase, given, reject, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis import Case, GenerationMode
 from schemathesis.core import NOT_SET
+from schemathesis.core.errors import UnsupportedSchema
 
 from gateway.catalog import load_catalog
 from gateway.errors import ErrorCode
@@ -171,13 +172,24 @@ def operation(target: Target) -> Any:
     return schema[target.path][target.method]
 
 
+@st.composite
+def _supported(draw: st.DrawFn, cases: st.SearchStrategy[Case]) -> Case:
+    """A case from ``cases``; one whose drawing reaches a part of the schema Schemathesis cannot
+    generate for (in negative mode: a ``not`` it cannot negate) is rejected, not fatal: it would
+    otherwise end the whole generation, for some draws and not others."""
+    try:
+        return draw(cases)
+    except UnsupportedSchema:
+        reject()
+
+
 def generate(target: Target, mode: GenerationMode, max_examples: int) -> list[Case]:
     """Up to ``max_examples`` distinct cases, the same ones on every run."""
     cases: dict[str, Case] = {}
 
     @settings(max_examples=max_examples, derandomize=True, database=None, deadline=None,
               phases=[Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(case=operation(target).as_strategy(generation_mode=mode))
+    @given(case=_supported(operation(target).as_strategy(generation_mode=mode)))
     def collect(case: Case) -> None:
         key = json.dumps([case.formatted_path, case.query, _body(case)], sort_keys=True,
                          default=repr)

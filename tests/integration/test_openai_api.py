@@ -161,7 +161,9 @@ def test_stream_first_chunk_arrives_before_the_upstream_finishes(
     assert '"role":"assistant"' in first.replace(" ", "")
     assert rest[-1] == "data: [DONE]"
     assert total >= 1.2  # three 400 ms gaps upstream
-    assert first_at < total - 1.0  # the first chunk was not held back until the end
+    # The first chunk was not held back until the end: at least two of the three gaps came
+    # after it (a held-back stream ends within milliseconds of its first chunk).
+    assert total - first_at > 0.8
 
 
 def test_async_sdk_streams(gateway: GatewayServer) -> None:
