@@ -1,11 +1,12 @@
-"""How bytes reach the upstream: two interchangeable HTTP transports behind one small interface.
+"""How bytes reach the upstream: three interchangeable HTTP transports behind one small interface.
 
-``aiohttp`` (the default) talks to aiohttp's connection pool directly; ``httpx`` uses an
-``httpx.AsyncClient`` (and is what the respx unit tests drive). Measured on the 2-core machine
-through the whole gateway (50 VUs, instant fake provider, one worker): ~1,270 req/s on aiohttp,
-~880 on httpx's API over aiohttp's pool (httpx-aiohttp), ~390 on httpx's own transport. Both map
-their errors to the same ``UpstreamFailure`` kinds, so nothing above this module knows which
-one runs.
+``http1`` (the default, ``gateway/http1.py``) is httptools' parser on asyncio's transports;
+``aiohttp`` talks to aiohttp's connection pool directly; ``httpx`` uses an ``httpx.AsyncClient``
+(and is what the respx unit tests drive). Measured on the 2-core machine through the whole
+gateway (50 VUs, instant fake provider, one worker): ~1,270 req/s on aiohttp, ~880 on httpx's
+API over aiohttp's pool (httpx-aiohttp), ~390 on httpx's own transport; README, *Performance*,
+for http1 against aiohttp. All map their errors to the same ``UpstreamFailure`` kinds, so
+nothing above this module knows which one runs.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import aiohttp
 import httpx
 
 from .failures import FailureKind, UpstreamFailure
+from .http1 import Http1Pool
 from .settings import Settings
 
 
@@ -298,4 +300,7 @@ def make_transport(
     wire = wire or Wire.from_settings(settings)
     if httpx_transport is not None or settings.http_client == "httpx":
         return HttpxTransport(wire, httpx_transport)
-    return AiohttpTransport(wire)
+    if settings.http_client == "aiohttp":
+        return AiohttpTransport(wire)
+    return Http1Pool(wire.base_url, wire.headers, wire.max_connections, wire.max_keepalive,
+                     wire.connect_timeout_s)

@@ -681,10 +681,11 @@ def tenants(args: argparse.Namespace) -> None:
     """What keys with limits cost: ``--keys`` admin-made keys, each with RPM, TPM, parallel and
     budget limits (never reached), checked in one Redis script call per request, against the
     same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off,
-    and against ``loadtest.passthrough`` (the same server and client, none of the gateway's
-    work). The direct call is measured again before every round of every configuration, and
-    each configuration's added latency is against the direct calls of its own rounds: this
-    machine's state drifts over a run by more than the differences measured."""
+    on aiohttp's client instead of the default http1 one, and against ``loadtest.passthrough``
+    (the same server and client, none of the gateway's work). The direct call is measured again
+    before every round of every configuration, and each configuration's added latency is
+    against the direct calls of its own rounds: this machine's state drifts over a run by more
+    than the differences measured."""
     bench = Bench(args.out)
     d = args.duration
     admin = "bench-admin-key"
@@ -704,6 +705,7 @@ def tenants(args: argparse.Namespace) -> None:
             configs = [
                 ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
                 ("plain key, access log on", {}),
+                ("plain key, access log on, aiohttp's client", {"GATEWAY_HTTP_CLIENT": "aiohttp"}),
                 (f"{args.keys} keys with limits, in process", {"GATEWAY_ADMIN_KEY": admin}),
                 (
                     f"{args.keys} keys with limits, Redis",

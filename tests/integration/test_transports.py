@@ -1,4 +1,5 @@
-"""The httpx transport (GATEWAY_HTTP_CLIENT=httpx) behaves like the default aiohttp one."""
+"""The other transports (GATEWAY_HTTP_CLIENT=aiohttp, httpx) behave like the default http1 one,
+which every other integration test runs on."""
 
 from __future__ import annotations
 
@@ -14,30 +15,31 @@ from gateway.settings import Settings
 from gateway.transports import make_transport
 from loadtest.harness import CLIENT_KEY, UPSTREAM_KEY, FakeProvider, GatewayServer
 
-MESSAGES = [{"role": "user", "content": "over httpx"}]
+MESSAGES = [{"role": "user", "content": "over another transport"}]
 
 
-@pytest.fixture(scope="module")
-def httpx_gateway(fake: FakeProvider, log_dir: Path) -> Iterator[GatewayServer]:
+@pytest.fixture(scope="module", params=["aiohttp", "httpx"])
+def other_gateway(fake: FakeProvider, log_dir: Path,
+                  request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
     server = GatewayServer(log_dir, fake.base_url, env={
-        "GATEWAY_HTTP_CLIENT": "httpx", "GATEWAY_UPSTREAM_TIMEOUT": "0.5"})
+        "GATEWAY_HTTP_CLIENT": request.param, "GATEWAY_UPSTREAM_TIMEOUT": "0.5"})
     yield server
     server.stop()
 
 
-def test_completions_and_streams_work_over_httpx(httpx_gateway: GatewayServer) -> None:
-    sdk = openai.OpenAI(base_url=httpx_gateway.v1, api_key=CLIENT_KEY, max_retries=0)
+def test_completions_and_streams_work(other_gateway: GatewayServer) -> None:
+    sdk = openai.OpenAI(base_url=other_gateway.v1, api_key=CLIENT_KEY, max_retries=0)
     whole = sdk.chat.completions.create(model="gpt-4.1", messages=MESSAGES)
     streamed = "".join(c.choices[0].delta.content or "" for c in sdk.chat.completions.create(
         model="gpt-4.1", messages=MESSAGES, stream=True) if c.choices)
     assert streamed == whole.choices[0].message.content
 
 
-def test_a_drop_mid_stream_is_an_error_event_over_httpx(
-    httpx_gateway: GatewayServer, fake: FakeProvider
+def test_a_drop_mid_stream_is_an_error_event(
+    other_gateway: GatewayServer, fake: FakeProvider
 ) -> None:
     fake.fault(model="gpt-4.1", kind="drop", after_chunks=2)
-    with httpx.stream("POST", f"{httpx_gateway.v1}/chat/completions",
+    with httpx.stream("POST", f"{other_gateway.v1}/chat/completions",
                       headers={"Authorization": f"Bearer {CLIENT_KEY}"},
                       json={"model": "gpt-4.1", "messages": MESSAGES, "stream": True}) as response:
         events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
@@ -45,16 +47,16 @@ def test_a_drop_mid_stream_is_an_error_event_over_httpx(
     assert json.loads(events[-1])["error"]["code"] == "stream_truncated"
 
 
-def test_a_hang_falls_back_over_httpx(httpx_gateway: GatewayServer, fake: FakeProvider) -> None:
+def test_a_hang_falls_back(other_gateway: GatewayServer, fake: FakeProvider) -> None:
     fake.fault(model="deepseek-v3.2", kind="hang")
-    response = httpx.post(f"{httpx_gateway.v1}/chat/completions",
+    response = httpx.post(f"{other_gateway.v1}/chat/completions",
                           headers={"Authorization": f"Bearer {CLIENT_KEY}"}, timeout=10,
                           json={"model": "deepseek-v3.2", "messages": MESSAGES})
     assert response.headers["x-gateway-model"] == "gemini-2.5-flash"
     assert fake.calls("deepseek-v3.2") == 3
 
 
-@pytest.mark.parametrize("client", ["aiohttp", "httpx"])
+@pytest.mark.parametrize("client", ["http1", "aiohttp", "httpx"])
 async def test_upstream_cookies_are_not_kept_between_requests(fake: FakeProvider,
                                                               client: str) -> None:
     # By name, not IP: cookie jars ignore cookies from bare IP addresses, real upstreams have names.

@@ -17,6 +17,7 @@ import yaml
 
 from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from gateway.failures import UpstreamFailure
+from gateway.http1 import Http1Pool
 from gateway.settings import Settings
 from gateway.transports import AiohttpTransport, HttpxTransport
 from gateway.upstream import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
@@ -482,7 +483,8 @@ async def test_a_providers_own_read_timeout_applies(
     assert route.calls.last.request.extensions["timeout"]["read"] == 5  # GATEWAY_UPSTREAM_TIMEOUT
 
 
-@pytest.mark.parametrize(("client", "kind"), [("aiohttp", AiohttpTransport),
+@pytest.mark.parametrize(("client", "kind"), [("http1", Http1Pool),
+                                              ("aiohttp", AiohttpTransport),
                                               ("httpx", HttpxTransport)])
 async def test_each_provider_gets_its_own_transport_of_the_configured_kind(
     tmp_path: Path, client: str, kind: type,
