@@ -9,7 +9,9 @@ half the gateway's whole latency budget (README, *Performance*). The gateway nee
 ``GATEWAY_HTTP_CLIENT=aiohttp`` or ``httpx`` still selects those clients.
 
 What it does: keep-alive connections per provider, LIFO (the warmest first), at most
-``max_connections`` at once (more requests wait) and ``max_keepalive`` idle; TLS with the
+``max_connections`` at once (more requests wait), each kept alive until it has been idle for
+15 s, as aiohttp does (bounding idle ones lower makes a burst of answers close connections that
+the next burst opens again); TLS with the
 system's trust store (``SSL_CERT_FILE`` too); an idle read timeout (time without a byte, as
 aiohttp's ``sock_read``); chunked and length-delimited answers (and close-delimited ones);
 back-pressure on streams. A kept-alive connection that closes before a byte of the answer is
@@ -254,7 +256,7 @@ class Http1Pool:
     """Keep-alive connections to one base URL; the ``Transport`` the gateway's upstreams use."""
 
     def __init__(self, base_url: str, headers: Mapping[str, str], max_connections: int,
-                 max_keepalive: int, connect_timeout_s: float) -> None:
+                 connect_timeout_s: float) -> None:
         url = urlsplit(base_url)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"not an http(s) URL: {base_url!r}")
@@ -270,7 +272,6 @@ class Http1Pool:
         self._defaults = {**fixed, **{k.lower(): v for k, v in headers.items()}}
         self._head = _header_lines(self._defaults)
         self._connect_timeout = connect_timeout_s
-        self._max_keepalive = max_keepalive
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []
         self._open: set[_Connection] = set()
@@ -303,7 +304,7 @@ class Http1Pool:
 
     def release(self, conn: _Connection) -> None:
         """Give a connection's slot back; keep the connection if it can serve again."""
-        if conn.reusable() and len(self._idle) < self._max_keepalive:
+        if conn.reusable():
             conn.idle_since = time.monotonic()
             self._idle.append(conn)
         else:

@@ -302,5 +302,4 @@ def make_transport(
         return HttpxTransport(wire, httpx_transport)
     if settings.http_client == "aiohttp":
         return AiohttpTransport(wire)
-    return Http1Pool(wire.base_url, wire.headers, wire.max_connections, wire.max_keepalive,
-                     wire.connect_timeout_s)
+    return Http1Pool(wire.base_url, wire.headers, wire.max_connections, wire.connect_timeout_s)

@@ -22,7 +22,7 @@ class PassThrough:
     """Every POST body goes to ``upstream`` + the path after ``/v1``; the answer comes back."""
 
     def __init__(self, upstream: str, key: str) -> None:
-        self.transport = Http1Pool(upstream, default_headers(key), 100, 100, 5.0)
+        self.transport = Http1Pool(upstream, default_headers(key), 100, 5.0)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -58,7 +58,7 @@ async def upstream(handler: Callable[[Upstream, asyncio.StreamReader, asyncio.St
     server = await asyncio.start_server(up.serve, "127.0.0.1", 0, ssl=tls)
     port = server.sockets[0].getsockname()[1]
     host = "localhost" if tls else "127.0.0.1"
-    options = {"max_connections": 10, "max_keepalive": 10, "connect_timeout_s": 2.0} | pool
+    options = {"max_connections": 10, "connect_timeout_s": 2.0} | pool
     client = Http1Pool(f"{'https' if tls else 'http'}://{host}:{port}/v1",
                        {"authorization": "Bearer sk-up", "content-type": "application/json"},
                        **options)  # type: ignore[arg-type]
@@ -86,6 +86,13 @@ async def test_answers_and_keeps_the_connection_alive() -> None:
     assert up.connections == 1
 
 
+async def test_a_burst_of_answers_keeps_every_connection_for_the_next_burst() -> None:
+    async with upstream(answer_each, max_connections=40) as (up, client):
+        for _ in range(2):
+            await asyncio.gather(*(client.post("/chat/completions", b"{}", 5) for _ in range(30)))
+    assert up.connections == 30
+
+
 async def test_the_request_on_the_wire() -> None:
     async with upstream(answer_each) as (up, client):
         await client.post("/chat/completions", b'{"a":1}', 5, {"traceparent": "00-ab-cd-01",
@@ -103,7 +110,7 @@ async def test_the_request_on_the_wire() -> None:
 
 def test_a_header_that_could_split_the_request_is_refused() -> None:
     with pytest.raises(ValueError, match="cannot carry"):
-        Http1Pool("http://127.0.0.1:9/v1", {"x-a": "b\r\nx-injected: 1"}, 1, 1, 1.0)
+        Http1Pool("http://127.0.0.1:9/v1", {"x-a": "b\r\nx-injected: 1"}, 1, 1.0)
 
 
 async def test_a_chunked_stream_arrives_as_it_is_sent() -> None:
@@ -278,7 +285,7 @@ async def test_nobody_listening_is_a_connect_failure() -> None:
     port = server.sockets[0].getsockname()[1]
     server.close()
     await server.wait_closed()
-    client = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 1, 1, 1.0)
+    client = Http1Pool(f"http://127.0.0.1:{port}/v1", {}, 1, 1.0)
     with pytest.raises(UpstreamFailure) as failure:
         await client.post("/chat/completions", b"{}", 5)
     assert failure.value.kind is FailureKind.CONNECT
