@@ -91,6 +91,9 @@ class _Connection(asyncio.Protocol):
         self.transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
+        if self.complete:  # bytes nobody asked for, on an idle connection: never reuse it
+            self.close()
+            return
         self.received = True
         self._last_read = self._loop.time()
         try:
@@ -120,7 +123,12 @@ class _Connection(asyncio.Protocol):
         self.headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        self.status = self._parser.get_status_code()
+        status = self._parser.get_status_code()
+        if 100 <= status < 200:  # an interim answer (103 Early Hints, say): the real one follows
+            self.headers = {}
+            self._head_bytes = 0
+            return
+        self.status = status
         self.head_done = True
         self._wake()
 
@@ -133,6 +141,8 @@ class _Connection(asyncio.Protocol):
         self._wake()
 
     def on_message_complete(self) -> None:
+        if not self.head_done:  # the end of an interim answer
+            return
         self.keep_alive = self._parser.should_keep_alive()  # only valid inside the callback
         self.complete = True
         self._stop_timer()

@@ -216,6 +216,40 @@ async def test_a_drop_mid_body_is_truncated(stream: bool) -> None:
     assert failure.value.kind is FailureKind.TRUNCATED
 
 
+async def test_an_interim_answer_is_skipped() -> None:
+    async def early_hints(up: Upstream, reader: asyncio.StreamReader,
+                          writer: asyncio.StreamWriter) -> None:
+        await up.read_request(reader)
+        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </a>\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(OK)
+        await answer_each(up, reader, writer)
+
+    async with upstream(early_hints) as (up, client):
+        for _ in range(2):
+            status, headers, body = await client.post("/chat/completions", b"{}", 5)
+            assert (status, body, "link" in headers) == (200, b'{"ok":true}', False)
+    assert up.connections == 1
+
+
+async def test_bytes_on_an_idle_connection_retire_it() -> None:
+    async def chatty(up: Upstream, reader: asyncio.StreamReader,
+                     writer: asyncio.StreamWriter) -> None:
+        await up.read_request(reader)
+        writer.write(OK)
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(OK)  # an answer to nothing
+        await answer_each(up, reader, writer)
+
+    async with upstream(chatty) as (up, client):
+        assert (await client.post("/chat/completions", b"{}", 5))[0] == 200
+        await asyncio.sleep(0.2)
+        assert (await client.post("/chat/completions", b"{}", 5))[2] == b'{"ok":true}'
+    assert up.connections == 2
+
+
 async def test_an_answer_delimited_by_close_is_whole() -> None:
     async def old_style(up: Upstream, reader: asyncio.StreamReader,
                         writer: asyncio.StreamWriter) -> None:
