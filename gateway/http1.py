@@ -275,6 +275,9 @@ class Http1Pool:
         self._tls = url.scheme == "https"
         self._ssl: ssl.SSLContext | None = None
         self._prefix = url.path.rstrip("/")
+        if any(c in self._prefix for c in " \t\r\n") or url.query or url.fragment:
+            raise ValueError(f"a base URL's path cannot hold whitespace, a query or a fragment: "
+                             f"{base_url!r}")
         default_port = self._port == (443 if self._tls else 80)
         host = f"[{self._host}]" if ":" in self._host else self._host
         fixed = {"host": host if default_port else f"{host}:{self._port}",

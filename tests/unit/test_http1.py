@@ -113,6 +113,13 @@ def test_a_header_that_could_split_the_request_is_refused() -> None:
         Http1Pool("http://127.0.0.1:9/v1", {"x-a": "b\r\nx-injected: 1"}, 1, 1.0)
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:9/v 1", "http://127.0.0.1:9/v1?a=1",
+                                 "ftp://127.0.0.1/v1", "http:///v1"])
+def test_a_base_url_that_cannot_make_a_request_line_is_refused(url: str) -> None:
+    with pytest.raises(ValueError):
+        Http1Pool(url, {}, 1, 1.0)
+
+
 async def test_a_chunked_stream_arrives_as_it_is_sent() -> None:
     go_on = asyncio.Event()
 
