@@ -63,7 +63,6 @@ class _Connection(asyncio.Protocol):
         self._parser = httptools.HttpResponseParser(self)
         self.transport: asyncio.Transport | None = None
         self.closed = False
-        self.exchanges = 0
         self.idle_since = 0.0
         self._begin(None)
 
@@ -152,7 +151,6 @@ class _Connection(asyncio.Protocol):
 
     def send(self, data: bytes, timeout: float, *, stream: bool) -> None:
         self._begin(stream)
-        self.exchanges += 1
         self._timeout = timeout
         self._last_read = self._loop.time()
         if self.closed:  # closed between its last answer and now
