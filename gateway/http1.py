@@ -11,14 +11,13 @@ half the gateway's whole latency budget (README, *Performance*). The gateway nee
 What it does: keep-alive connections per provider, LIFO (the warmest first), at most
 ``max_connections`` at once (more requests wait), each kept alive until it has been idle for
 15 s, as aiohttp does (bounding idle ones lower makes a burst of answers close connections that
-the next burst opens again); TLS with the
-system's trust store (``SSL_CERT_FILE`` too); an idle read timeout (time without a byte, as
-aiohttp's ``sock_read``); chunked and length-delimited answers (and close-delimited ones);
-back-pressure on streams. A kept-alive connection that closes before a byte of the answer is
-retried once on a new connection: an upstream closes idle connections when it likes, and the
-request crossing that close is the usual way a pooled client loses one (aiohttp would fail it
-and leave it to the router's retry). Every other failure is an ``UpstreamFailure`` of the same
-kind the other transports raise.
+the next burst opens again); TLS with the system's trust store (``SSL_CERT_FILE`` too); an idle
+read timeout (time without a byte, as aiohttp's ``sock_read``); chunked, length-delimited and
+close-delimited answers; back-pressure on streams. A kept-alive connection that closes before a
+byte of the answer is retried once on a new connection: an upstream closes idle connections
+when it likes, and the request crossing that close is the usual way a pooled client loses one
+(aiohttp would fail it and leave it to the router's retry). Every other failure is an
+``UpstreamFailure`` of the same kind the other transports raise.
 """
 
 from __future__ import annotations
@@ -222,6 +221,13 @@ class _Connection(asyncio.Protocol):
             self._waiter.set_result(None)
 
 
+async def _head(conn: _Connection, request: bytes, read_timeout: float, stream: bool) -> None:
+    """Send ``request`` on ``conn`` and wait for the answer's head."""
+    conn.send(request, read_timeout, stream=stream)
+    while not conn.head_done:
+        await conn.wait()
+
+
 class Http1Stream:
     """A streamed answer; its connection goes back to the pool when the answer is read to its
     end, and is closed if the stream is closed before that."""
@@ -295,8 +301,7 @@ class Http1Pool:
             while not conn.complete:
                 await conn.wait()
         except BaseException:
-            conn.close()
-            self.release(conn)
+            self.release(conn)  # unfinished, so closed
             raise
         content = b"".join(conn.chunks)
         self.release(conn)
@@ -334,19 +339,16 @@ class Http1Pool:
             fresh = conn is None
             if conn is None:
                 conn = await self._connect()
-            conn.send(request, read_timeout, stream=stream)
             try:
-                while not conn.head_done:
-                    await conn.wait()
+                await _head(conn, request, read_timeout, stream)
             except UpstreamFailure as failure:
                 if fresh or conn.received or failure.kind is not FailureKind.CONNECT:
                     raise
-                # A kept-alive connection the upstream had closed: the request never reached it.
+                # A kept-alive connection closed under the request, before any answer: once more
+                # on a new one.
                 self._open.discard(conn)
                 conn = await self._connect()
-                conn.send(request, read_timeout, stream=stream)
-                while not conn.head_done:
-                    await conn.wait()
+                await _head(conn, request, read_timeout, stream)
             return conn
         except BaseException:
             if conn is not None:

@@ -370,8 +370,7 @@ async def test_a_cancelled_request_closes_its_connection_and_frees_its_slot() ->
     assert up.connections == 2
 
 
-async def test_tls_with_the_system_trust_store(monkeypatch: pytest.MonkeyPatch,
-                                               tmp_path: object) -> None:
+async def test_tls_with_the_system_trust_store(monkeypatch: pytest.MonkeyPatch) -> None:
     ca = trustme.CA()
     cert = ca.issue_cert("localhost")
     server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
