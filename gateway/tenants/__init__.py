@@ -12,7 +12,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -46,6 +46,7 @@ from .keys import (
 )
 from .ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
 from .limits import (
+    LUA,
     PREFIX,
     WINDOW_S,
     Budget,
@@ -60,6 +61,7 @@ from .limits import (
     ledger_day,
     window_key,
 )
+from .scriptwire import ScriptWire
 from .store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
@@ -102,6 +104,12 @@ def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
         free = limit - state.used - OVERLAP_MARGIN * limit
         left[state.window.kind] = min(left[state.window.kind], free)
     return Headroom(time.monotonic() + OVERLAP_FRESH_S, left[Kind.REQUESTS], left[Kind.TOKENS])
+
+
+def _done(admission: Admission) -> asyncio.Future[Admission]:
+    future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+    future.set_result(admission)
+    return future
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -157,7 +165,8 @@ class Tenants:
             redis = Redis.from_url(settings.redis_url, socket_timeout=timeout,
                                    socket_connect_timeout=timeout, retry_on_timeout=False)
             store = KeyStore(static, RedisKeys(redis))
-            limiter = RedisLimiter(redis, on_drop=drop_limits)
+            limiter = RedisLimiter(ScriptWire(settings.redis_url, LUA, timeout),
+                                   on_drop=drop_limits)
             ledger = RedisLedger(redis, on_drop=drop_ledger)
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
@@ -192,9 +201,15 @@ class Tenants:
         return Tenant(record.id, record.name, record.team, record.limits, record)
 
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
+        return await self.begin(tenant, model, estimated_tokens)
+
+    def begin(self, tenant: Tenant, model: str, estimated_tokens: int) -> Awaitable[Admission]:
+        """An admission's start, done before this returns: a model the key may not use is
+        refused here, and the limits check is on its way to Redis (so an overlapped check
+        leaves before the upstream call). Await the result for the decision."""
         admission = Admission(tenant, model, estimated_tokens)
         if tenant.anonymous:
-            return admission
+            return _done(admission)
         limits = tenant.limits
         if not limits.allows(model):
             self.metrics.child(self.metrics.tenant_refusals, "model").inc()
@@ -202,12 +217,17 @@ class Tenants:
                                f"This API key may not use the model {model!r}.", param="model")
         plan = self._plan(tenant, model, estimated_tokens)
         if plan.empty:
-            return admission
+            return _done(admission)
         admission.plan = plan
         if time.monotonic() < self._down_until:
-            return self._without_store(admission, None)
+            return _done(self._without_store(admission, None))
+        return self._decided(admission, plan, self.limiter.submit(plan))
+
+    async def _decided(self, admission: Admission, plan: LimitPlan,
+                       submitted: Awaitable[Decision]) -> Admission:
+        tenant, model = admission.tenant, admission.model
         try:
-            decision = await self.limiter.check(plan)
+            decision = await submitted
         except STORE_ERRORS as exc:
             self._down_until = time.monotonic() + RETRY_STORE_S
             return self._without_store(admission, exc)
@@ -494,7 +514,12 @@ class RequestTenancy:
             await self._admit(model, estimated)
             return None
         self.requested = model
-        return asyncio.get_running_loop().create_task(self._admit(model, estimated))
+        return asyncio.get_running_loop().create_task(
+            self._admitted(self.tenants.begin(self.tenant, model, estimated)))
+
+    async def _admitted(self, begun: Awaitable[Admission]) -> Admission:
+        self.admission = await begun
+        return self.admission
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache

@@ -23,9 +23,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
-from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
 
 from .buffer import MergeBuffer
+from .scriptwire import ScriptWire
 from .store import REDIS_VERSION as KEY_VERSION  # bumped by the key store on every change
 
 WINDOW_S = 60
@@ -308,69 +310,75 @@ class RedisLimiter:
     """Checks and takes every limit of a request in one script call, and batches: the checks
     that arrive while a call is out (and what ended requests give back, kept in a MergeBuffer)
     go together in the next one, so under load one round trip and one small command serve many
-    requests. With nothing waiting, a request's check goes out on the next turn of the loop."""
+    requests. With nothing out, a check is written to Redis the moment it is submitted."""
 
-    def __init__(self, redis: Redis, *, on_drop: object = None) -> None:
-        self._script = redis.register_script(LUA)
+    def __init__(self, wire: ScriptWire, *, on_drop: object = None) -> None:
+        self._wire = wire
         self.returns: MergeBuffer[Return] = MergeBuffer(
             self._write, name="limits", on_drop=on_drop)  # type: ignore[arg-type]
         self._waiting: list[tuple[LimitPlan, asyncio.Future[Decision]]] = []
-        self._sender: asyncio.Task[None] | None = None
+        self._out = False  # a batch of checks is on its way
 
-    async def check(self, plan: LimitPlan) -> Decision:
+    def submit(self, plan: LimitPlan) -> asyncio.Future[Decision]:
         future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
         self._waiting.append((plan, future))
-        if self._sender is None:
-            self._sender = asyncio.get_running_loop().create_task(self._send())
-        return await future
+        if not self._out:
+            self._flush()
+        return future
 
-    async def _send(self) -> None:
-        try:
-            while self._waiting:
-                batch, self._waiting = self._waiting, []
-                returns = self.returns.take()
-                try:
-                    rows = await self._call(returns, [_request(plan) for plan, _ in batch])
-                except BaseException as exc:
-                    self.returns.restore(returns)
-                    for _, future in batch:
-                        if future.done():
-                            continue
-                        if isinstance(exc, Exception):
-                            future.set_exception(exc)
-                        else:
-                            future.cancel()
-                    if not isinstance(exc, Exception):
-                        raise
-                    continue
-                for (plan, future), row in zip(batch, rows, strict=True):
-                    decision = _decision(plan, row)
-                    if not future.done():
-                        future.set_result(decision)
-                    elif decision.refusal is None and plan.parallel_key:
-                        # Its request was cancelled while the batch was out: free the slot.
-                        self.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
-        finally:
-            self._sender = None
+    def _flush(self) -> None:
+        batch, self._waiting = self._waiting, []
+        returns = self.returns.take()
+        self._out = True
+        reply = self._wire.submit([KEY_VERSION], [_payload(returns, [_request(plan)
+                                                                      for plan, _ in batch]),
+                                                  WINDOW_S])
+        reply.add_done_callback(functools.partial(self._answered, batch, returns))
 
-    async def _call(self, returns: dict[Return, list[int]],
-                    requests: list[list[object]]) -> list[list[int]]:
-        payload = orjson.dumps({"r": [[key, field_ or "", delta, ttl_s]
-                                      for (key, field_, ttl_s), (delta,) in returns.items()],
-                                "q": requests})
-        rows: list[list[int]] = orjson.loads(
-            await self._script(keys=[KEY_VERSION], args=[payload, WINDOW_S]))
-        return rows
+    def _answered(self, batch: list[tuple[LimitPlan, asyncio.Future[Decision]]],
+                  returns: dict[Return, list[int]], reply: asyncio.Future[bytes]) -> None:
+        self._out = False
+        error = (RedisConnectionError("the limits call was cancelled") if reply.cancelled()
+                 else reply.exception())
+        decisions: list[Decision] = []
+        if error is None:
+            try:
+                rows = orjson.loads(reply.result())
+                decisions = [_decision(plan, row)
+                             for (plan, _), row in zip(batch, rows, strict=True)]
+            except (ValueError, TypeError, IndexError) as exc:
+                error = ResponseError(f"the limits script's reply is malformed ({exc})")
+        if error is not None:
+            self.returns.restore(returns)
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(error)
+        else:
+            for (plan, future), decision in zip(batch, decisions, strict=True):
+                if not future.done():
+                    future.set_result(decision)
+                elif decision.refusal is None and plan.parallel_key:
+                    # Its request was cancelled while the batch was out: free the slot.
+                    self.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+        if self._waiting:
+            self._flush()
 
     def give_back(self, key: str, field_: str | None, delta: int, ttl_s: int) -> None:
         if delta:
             self.returns.add((key, field_, ttl_s), (delta,))
 
     async def _write(self, batch: dict[Return, list[int]]) -> None:
-        await self._call(batch, [])
+        await self._wire.submit([KEY_VERSION], [_payload(batch, []), WINDOW_S])
 
     async def aclose(self) -> None:
         await self.returns.aclose()
+        await self._wire.aclose()
+
+
+def _payload(returns: dict[Return, list[int]], requests: list[list[object]]) -> bytes:
+    return orjson.dumps({"r": [[key, field_ or "", delta, ttl_s]
+                               for (key, field_, ttl_s), (delta,) in returns.items()],
+                         "q": requests})
 
 
 class MemoryLimiter:
@@ -380,7 +388,13 @@ class MemoryLimiter:
         self._buckets: dict[str, dict[int, int]] = {}
         self._counters: dict[str, int] = {}
 
-    async def check(self, plan: LimitPlan) -> Decision:
+    def submit(self, plan: LimitPlan) -> asyncio.Future[Decision]:
+        """Decided at once: the future is already done."""
+        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
+        future.set_result(self._check(plan))
+        return future
+
+    def _check(self, plan: LimitPlan) -> Decision:
         now = time.time()
         sec = int(now)
         spent = {b.period: self._counters.get(b.key, 0) for b in plan.budgets}

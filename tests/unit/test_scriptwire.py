@@ -1,0 +1,195 @@
+"""The limits script's own Redis connection, against a real ``redis-server`` and loopback
+servers that never answer or answer junk."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+import uvloop
+from redis.asyncio import Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from gateway.tenants.scriptwire import ScriptWire, command
+from loadtest.harness import RedisServer
+
+# Echoes its argument after counting the call in KEYS[1]: replies show which call they answer.
+ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
+    async with Redis.from_url(redis_server.url) as client:
+        await client.flushall()
+        await client.script_flush()
+        yield client
+
+
+async def silent_server(answer: bytes | None,
+                        accepted: list[int] | None = None) -> tuple[asyncio.Server, str]:
+    """Accepts and reads; sends ``answer`` once a command arrives (None: never answers);
+    appends to ``accepted`` for every connection."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if accepted is not None:
+            accepted.append(1)
+        try:
+            while await reader.read(65536):
+                if answer is not None:
+                    writer.write(answer)
+        except ConnectionError:
+            pass
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    return server, f"redis://127.0.0.1:{port}/0"
+
+
+def test_commands_are_resp_arrays_of_bulk_strings() -> None:
+    assert command(b"EVALSHA", "ab", 1, "k") == (
+        b"*4\r\n$7\r\nEVALSHA\r\n$2\r\nab\r\n$1\r\n1\r\n$1\r\nk\r\n")
+    assert command("é") == b"*1\r\n$2\r\n\xc3\xa9\r\n"  # lengths count bytes, not characters
+
+
+async def test_calls_in_flight_together_each_get_their_own_reply(
+        redis_server: RedisServer, redis: Redis) -> None:
+    wire = ScriptWire(redis_server.url, ECHO, 2.0)
+    try:
+        replies = [wire.submit(["calls"], [f"call-{i}"]) for i in range(200)]
+        assert await asyncio.gather(*replies) == [f"call-{i}".encode() for i in range(200)]
+        assert int(await redis.get("calls")) == 200
+    finally:
+        await wire.aclose()
+
+
+async def test_a_flushed_script_is_sent_again_whole(redis_server: RedisServer,
+                                                     redis: Redis) -> None:
+    wire = ScriptWire(redis_server.url, ECHO, 2.0)
+    try:
+        assert await wire.submit(["calls"], ["one"]) == b"one"
+        await redis.script_flush()
+        assert await wire.submit(["calls"], ["two"]) == b"two"
+        assert int(await redis.get("calls")) == 2  # the EVALSHA that missed ran nothing
+    finally:
+        await wire.aclose()
+
+
+async def test_a_script_error_is_a_response_error_and_the_connection_goes_on(
+        redis_server: RedisServer, redis: Redis) -> None:
+    wire = ScriptWire(redis_server.url, "return redis.call('INCR', KEYS[1])", 2.0)
+    try:
+        await redis.set("text", "not a number")
+        with pytest.raises(ResponseError):
+            await wire.submit(["text"], [])
+        with pytest.raises(ResponseError, match="no text"):  # an integer is not the JSON expected
+            await wire.submit(["counter"], [])
+        assert await redis.get("counter") == b"1"
+    finally:
+        await wire.aclose()
+
+
+async def test_the_url_selects_the_database_and_authenticates_without_leaking_the_password(
+        tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    try:
+        async with Redis.from_url(server.url) as admin:
+            await admin.config_set("requirepass", "s3cret-pw")
+        url = f"redis://:s3cret-pw@127.0.0.1:{server.port}/3"
+        wire = ScriptWire(url, ECHO, 2.0)
+        try:
+            assert await wire.submit(["in-db-3"], ["x"]) == b"x"
+        finally:
+            await wire.aclose()
+        async with Redis.from_url(url) as db3:
+            assert await db3.get("in-db-3") == b"1"
+        wrong = ScriptWire(f"redis://:wrong-pw@127.0.0.1:{server.port}/0", ECHO, 2.0)
+        with pytest.raises(RedisConnectionError) as refused:
+            await wrong.submit(["k"], ["x"])
+        assert "wrong-pw" not in str(refused.value)
+        await wrong.aclose()
+    finally:
+        server.stop()
+
+
+async def test_redis_gone_fails_at_once_and_its_return_is_found_again(tmp_path: Path) -> None:
+    server = RedisServer(tmp_path)
+    wire = ScriptWire(server.url, ECHO, 2.0)
+    try:
+        assert await wire.submit(["k"], ["up"]) == b"up"
+        server.stop()
+        for _ in range(2):
+            with pytest.raises(RedisConnectionError):
+                await asyncio.wait_for(wire.submit(["k"], ["down"]), 1.0)
+        server = RedisServer(tmp_path, port=server.port)
+        assert await wire.submit(["k"], ["back"]) == b"back"
+    finally:
+        server.stop()
+        await wire.aclose()
+
+
+async def test_no_answer_times_out_and_the_next_call_opens_a_new_connection() -> None:
+    accepted: list[int] = []
+    server, url = await silent_server(None, accepted)
+    wire = ScriptWire(url, ECHO, 0.2)
+    try:
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(RedisTimeoutError):
+            await wire.submit(["k"], ["x"])
+        assert asyncio.get_running_loop().time() - started < 1.0
+        with pytest.raises(RedisTimeoutError):
+            await wire.submit(["k"], ["x"])
+        assert len(accepted) == 2
+    finally:
+        await wire.aclose()
+        server.close()
+
+
+@pytest.mark.parametrize("junk", [b"%%%garbage\r\n", b"$3\r\nabc\r\n$3\r\nxyz\r\n"])
+async def test_junk_or_a_reply_nobody_asked_for_is_a_connection_error(junk: bytes) -> None:
+    server, url = await silent_server(junk)
+    wire = ScriptWire(url, ECHO, 2.0)
+    try:
+        if junk.startswith(b"$"):  # the first reply is well formed and is the call's own
+            assert await wire.submit(["k"], ["x"]) == b"abc"
+            await asyncio.sleep(0.05)
+            assert wire._wire is not None and wire._wire.lost  # the extra reply closed it
+        else:
+            with pytest.raises(RedisConnectionError, match="malformed"):
+                await wire.submit(["k"], ["x"])
+    finally:
+        await wire.aclose()
+        server.close()
+
+
+async def test_nothing_listening_is_a_connection_error() -> None:
+    server, url = await silent_server(None)
+    server.close()
+    await server.wait_closed()
+    wire = ScriptWire(url, ECHO, 1.0)
+    with pytest.raises(RedisConnectionError, match="cannot connect"):
+        await wire.submit(["k"], ["x"])
+    await wire.aclose()
+
+
+def test_it_runs_on_uvloop_as_the_gateway_does(redis_server: RedisServer) -> None:
+    """uvloop's transports are not asyncio's classes: a first version asserted they were."""
+
+    async def call() -> bytes:
+        wire = ScriptWire(redis_server.url, ECHO, 2.0)
+        try:
+            return await wire.submit(["calls"], ["on uvloop"])
+        finally:
+            await wire.aclose()
+
+    assert uvloop.run(call()) == b"on uvloop"
