@@ -1,5 +1,6 @@
 """The ASGI app BentoML mounts: routes, OpenAI-shaped errors for everything, intake (auth, a
-bounded body read under its own deadline, then admission control).
+bounded body read under its own deadline, then admission control), and the POST routes served
+from a table (``dispatch``).
 
 A plain Starlette app (FastAPI's own base): every route reads its body itself (bounded, parsed
 once, passed through), so FastAPI's per-request dependency solving would only cost CPU.
@@ -23,6 +24,7 @@ from ..metrics import Metrics
 from ..settings import Settings
 from ..tenants import Tenant
 from . import admin, batch, bridged, dashboard, models, openai, simple
+from .dispatch import DirectRoutes, direct_table
 from .intake import Intake, IntakeLimits
 
 logger = logging.getLogger("gateway")
@@ -55,10 +57,20 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
                           GatewayError(ErrorCode.INTERNAL_ERROR, "Internal gateway error."))
 
 
+async def _render_error(request: Request, exc: Exception) -> Response:
+    """What the exception handlers below answer, for routes served by ``DirectRoutes``."""
+    if isinstance(exc, GatewayError):
+        return await _gateway_error(request, exc)
+    if isinstance(exc, HTTPException):
+        return await _http_error(request, exc)
+    return await _unexpected(request, exc)
+
+
 def create_app(settings: Settings) -> Starlette:
     routes = [*simple.routes, *openai.routes, *models.routes, *bridged.routes, *batch.routes]
+    every_route = [*routes, *admin.routes, *dashboard.routes]  # these check their own keys
     app = Starlette(
-        routes=[*routes, *admin.routes, *dashboard.routes],  # these check their own keys
+        routes=every_route,
         exception_handlers={
             GatewayError: _gateway_error,
             HTTPException: _http_error,
@@ -92,6 +104,8 @@ def create_app(settings: Settings) -> Starlette:
         max_readers=settings.max_body_readers,
         max_buffered_bytes=settings.max_body_buffer_bytes,
         max_concurrency=settings.max_concurrency)
+    app.add_middleware(DirectRoutes, table=direct_table(every_route),
+                       render_error=_render_error)
     app.add_middleware(Intake, limits=limits, endpoints=keyed, authorize=authorize_client,
                        metrics=metrics, book=book)
     return app

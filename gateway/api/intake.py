@@ -145,6 +145,11 @@ class Exchange:
         self.left: Departure | None = None  # when the client was seen to leave
         self.stalled = False
 
+    def take_body(self) -> bytes | None:
+        """The buffered body, if no one has read it yet (then ``receive`` passes through)."""
+        body, self._body = self._body, None
+        return body
+
     async def receive(self) -> Message:
         body = self._body
         if body is not None:

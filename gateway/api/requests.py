@@ -12,12 +12,31 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from ..errors import ErrorCode, GatewayError, bad_request, body_too_large
+from .intake import EXCHANGE_KEY, Exchange
 
 T = TypeVar("T")
 
 
 async def read_json(request: Request, limit: int) -> Any:
-    """The body as JSON, refusing more than ``limit`` bytes before reading them all."""
+    """The body as JSON, refusing more than ``limit`` bytes before reading them all. A body the
+    intake already holds (read under the same bound) is taken as it is."""
+    exchange: Exchange | None = request.scope.get(EXCHANGE_KEY)
+    body = exchange.take_body() if exchange is not None else None
+    if body is None:
+        body = await _read(request, limit)
+    elif len(body) > limit:
+        raise body_too_large(limit)
+    if not body:
+        raise bad_request("The request body is empty; send a JSON object.",
+                          code=ErrorCode.EMPTY_BODY)
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"The request body is not valid JSON: {exc}.",
+                          code=ErrorCode.INVALID_JSON) from None
+
+
+async def _read(request: Request, limit: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         raise body_too_large(limit)
@@ -28,15 +47,7 @@ async def read_json(request: Request, limit: int) -> Any:
         if size > limit:
             raise body_too_large(limit)
         chunks.append(chunk)
-    body = b"".join(chunks)
-    if not body:
-        raise bad_request("The request body is empty; send a JSON object.",
-                          code=ErrorCode.EMPTY_BODY)
-    try:
-        return orjson.loads(body)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"The request body is not valid JSON: {exc}.",
-                          code=ErrorCode.INVALID_JSON) from None
+    return b"".join(chunks)
 
 
 async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:

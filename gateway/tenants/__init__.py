@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
-import os
+import random
 import time
 from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
@@ -296,7 +296,7 @@ class Tenants:
     def tenancy(self, route: str, headers: Mapping[str, str]) -> RequestTenancy:
         """A request's tenancy, opened before anything can fail so that every request, refused
         ones included, gets its access log line."""
-        request_id = headers.get("x-request-id", "")[:64] or os.urandom(8).hex()
+        request_id = headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
         return RequestTenancy(self, ANONYMOUS, route, request_id, headers)
 
     # Limits
