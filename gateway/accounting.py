@@ -83,14 +83,23 @@ class RequestAccount:
         worth = cost_usd(self._price, prompt, completion)
         if self.cached:
             self._charge = Charge(prompt, completion, ZERO, worth)
-            self._metrics.observe_cache_saved(worth)
         else:
             self._charge = Charge(prompt, completion, worth, ZERO)
-            self._metrics.observe_usage(self.model, prompt, completion, worth)
+        if self._closed:
+            self._observe_charge(self._charge)
         if self.tenancy is not None:
             charge = self._charge
             self.tenancy.charged(prompt, completion, charge.cost, charge.saved)
         return self._charge
+
+    def _observe_charge(self, charge: Charge) -> None:
+        """Counted when the account closes (after a complete answer's bytes are written): a
+        metric write is among the costliest steps of a request run cold."""
+        if self.cached:
+            self._metrics.observe_cache_saved(charge.saved)
+        else:
+            self._metrics.observe_usage(self.model, charge.prompt_tokens,
+                                        charge.completion_tokens, charge.cost)
 
     def first_chunk(self) -> None:
         """For streams the gateway's overhead is what it added before the first byte."""
@@ -102,6 +111,8 @@ class RequestAccount:
         if self._closed:
             return
         self._closed = True
+        if self._charge is not None:
+            self._observe_charge(self._charge)
         total = time.monotonic() - self.started
         ok = error is None and status < 400
         self._stats.record_request(total, ok)

@@ -336,11 +336,17 @@ class Router:
         if recovered:
             self._metrics.observe_breaker(pool.model, deployment.name, slot.breaker.state)
         self._stats.record_upstream(True)
-        self._metrics.observe_upstream(pool.model, run.upstream_s)
-        self._metrics.observe_deployment(pool.model, deployment.provider, deployment.name, True)
+        # Metric writes wait until this request's task yields (for a complete answer: after its
+        # bytes are written); run cold they cost more than the rest of this step.
+        asyncio.get_running_loop().call_soon(self._observe_success, pool.model, deployment,
+                                             run.upstream_s)
         return Served(pool.model, pool.entry, result, run.calls, run.failures(), run.upstream_s,
                       provider=deployment.provider, deployment=deployment.name,
                       deployment_price=deployment.price)
+
+    def _observe_success(self, model: str, deployment: Deployment, upstream_s: float) -> None:
+        self._metrics.observe_upstream(model, upstream_s)
+        self._metrics.observe_deployment(model, deployment.provider, deployment.name, True)
 
     def _record_failure(self, run: Run, pool: Pool, slot: Slot, failure: UpstreamFailure) -> None:
         """Count the failure against its deployment, or raise at once for a client error."""

@@ -164,14 +164,17 @@ class Cache:
 
     def _count(self, outcome: CacheOutcome[T]) -> CacheOutcome[T]:
         assert outcome.result is not None
-        self._metrics.observe_cache_result(outcome.result.metric)
+        # Metric writes wait until the request's task yields (see ``Router._served``).
+        asyncio.get_running_loop().call_soon(self._metrics.observe_cache_result,
+                                             outcome.result.metric)
         return outcome
 
     async def _lookup(self, key: str) -> CachedAnswer | None:
         assert self._store is not None
         started = time.perf_counter()
         raw = await self._store.get(key)
-        self._metrics.observe_cache_lookup(time.perf_counter() - started)
+        asyncio.get_running_loop().call_soon(self._metrics.observe_cache_lookup,
+                                             time.perf_counter() - started)
         if raw is None:
             return None
         try:

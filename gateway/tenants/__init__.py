@@ -106,6 +106,20 @@ def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
     return Headroom(time.monotonic() + OVERLAP_FRESH_S, left[Kind.REQUESTS], left[Kind.TOKENS])
 
 
+@dataclass(frozen=True, slots=True)
+class _Shape:
+    """What a key's limits make of a model's requests on one UTC day, but the token estimate."""
+
+    limits: KeyLimits
+    day: int
+    windows: tuple[Window, ...]  # token windows' cost is the request's estimate
+    parallel_key: str | None
+    max_parallel: int | None
+    parallel_ttl_s: int
+    budgets: list[Budget]
+    spend: list[Budget]  # both periods' spend counters, budget or not
+
+
 def _done(admission: Admission) -> asyncio.Future[Admission]:
     future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
     future.set_result(admission)
@@ -148,6 +162,8 @@ class Tenants:
         self._warned: set[tuple[str, str, str]] = set()
         self.overlap = settings.limits_overlap and isinstance(limiter, RedisLimiter)
         self._headroom: dict[tuple[str, str], Headroom] = {}
+        self._shapes: dict[tuple[str, str], _Shape] = {}
+        self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -198,7 +214,13 @@ class Tenants:
         if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
             raise GatewayError(ErrorCode.KEY_EXPIRED,
                                f"This API key expired at {record.expires_at.isoformat()}.")
-        return Tenant(record.id, record.name, record.team, record.limits, record)
+        tenant = self._tenants.get(record.id)
+        if tenant is None or tenant.record is not record:
+            if len(self._tenants) > 10_000:
+                self._tenants.clear()
+            tenant = self._tenants[record.id] = Tenant(record.id, record.name, record.team,
+                                                       record.limits, record)
+        return tenant
 
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
@@ -278,7 +300,11 @@ class Tenants:
             if plan.parallel_key:
                 self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
         if not tenant.anonymous and micros:
-            for budget in self._budgets(tenant, spend_only=True):
+            shape = self._shapes.get((tenant.id, admission.model))
+            spend = (shape.spend if shape is not None and shape.limits is tenant.limits
+                     and shape.day == int(time.time() // 86400)
+                     else self._budgets(tenant, spend_only=True))
+            for budget in spend:
                 self.limiter.give_back(budget.key, None, micros, budget.ttl_s)
         day = ledger_day()
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
@@ -302,6 +328,21 @@ class Tenants:
     # Limits
 
     def _plan(self, tenant: Tenant, model: str, estimated_tokens: int) -> LimitPlan:
+        """The key's limits for this request: its windows and budgets are worked out once per
+        key, model and UTC day (then only the token estimate changes)."""
+        day = int(time.time() // 86400)
+        shape = self._shapes.get((tenant.id, model))
+        if shape is None or shape.limits is not tenant.limits or shape.day != day:
+            if len(self._shapes) > 10_000:
+                self._shapes.clear()
+            shape = self._shapes[(tenant.id, model)] = self._shape(tenant, model, day)
+        windows = [w if w.kind is Kind.REQUESTS else Window(w.key, w.kind, w.limit,
+                                                            estimated_tokens, w.model)
+                   for w in shape.windows]
+        return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
+                         shape.parallel_ttl_s, shape.budgets)
+
+    def _shape(self, tenant: Tenant, model: str, day: int) -> _Shape:
         limits = tenant.limits
         windows: list[Window] = []
         if limits.rpm is not None:
@@ -309,7 +350,7 @@ class Tenants:
                                   limits.rpm, 1))
         if limits.tpm is not None:
             windows.append(Window(window_key(tenant.id, Kind.TOKENS), Kind.TOKENS, limits.tpm,
-                                  estimated_tokens))
+                                  0))
         per_model = limits.for_model(model)
         if per_model is not None:
             if per_model.rpm is not None:
@@ -317,13 +358,12 @@ class Tenants:
                                       per_model.rpm, 1, model))
             if per_model.tpm is not None:
                 windows.append(Window(window_key(tenant.id, Kind.TOKENS, model), Kind.TOKENS,
-                                      per_model.tpm, estimated_tokens, model))
-        plan = LimitPlan(windows, budgets=self._budgets(tenant))
-        if limits.max_parallel is not None:
-            plan.parallel_key = f"{PREFIX}par:{tenant.id}"
-            plan.max_parallel = limits.max_parallel
-            plan.parallel_ttl_s = int(self.settings.timeout_s) + 60
-        return plan
+                                      per_model.tpm, 0, model))
+        parallel = limits.max_parallel is not None
+        return _Shape(limits, day, tuple(windows),
+                      f"{PREFIX}par:{tenant.id}" if parallel else None, limits.max_parallel,
+                      int(self.settings.timeout_s) + 60, self._budgets(tenant),
+                      self._budgets(tenant, spend_only=True))
 
     def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
