@@ -228,7 +228,7 @@ async def start_exchange(request: Request, endpoint: str,
         raise
 
 
-async def _verdict(pending: asyncio.Task[Admission] | None) -> GatewayError | None:
+async def _verdict(pending: asyncio.Future[Admission] | None) -> GatewayError | None:
     """An overlapped admission's refusal, if it refused (awaited before anything is sent)."""
     if pending is None:
         return None

@@ -8,11 +8,12 @@ writes the ledger, frees the parallel slot). The admin API calls its key operati
 from __future__ import annotations
 
 import asyncio
+import functools
 import hmac
 import logging
 import random
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -120,10 +121,14 @@ class _Shape:
     spend: list[Budget]  # both periods' spend counters, budget or not
 
 
-def _done(admission: Admission) -> asyncio.Future[Admission]:
-    future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-    future.set_result(admission)
-    return future
+def _settle(future: asyncio.Future[Admission], admission: Admission | None = None, *,
+            error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(admission)  # type: ignore[arg-type]
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -225,13 +230,15 @@ class Tenants:
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
 
-    def begin(self, tenant: Tenant, model: str, estimated_tokens: int) -> Awaitable[Admission]:
+    def begin(self, tenant: Tenant, model: str, estimated_tokens: int) -> asyncio.Future[Admission]:
         """An admission's start, done before this returns: a model the key may not use is
         refused here, and the limits check is on its way to Redis (so an overlapped check
-        leaves before the upstream call). Await the result for the decision."""
+        leaves before the upstream call). The future holds the admission or its refusal."""
+        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         admission = Admission(tenant, model, estimated_tokens)
         if tenant.anonymous:
-            return _done(admission)
+            future.set_result(admission)
+            return future
         limits = tenant.limits
         if not limits.allows(model):
             self.metrics.child(self.metrics.tenant_refusals, "model").inc()
@@ -239,20 +246,30 @@ class Tenants:
                                f"This API key may not use the model {model!r}.", param="model")
         plan = self._plan(tenant, model, estimated_tokens)
         if plan.empty:
-            return _done(admission)
+            future.set_result(admission)
+            return future
         admission.plan = plan
         if time.monotonic() < self._down_until:
-            return _done(self._without_store(admission, None))
-        return self._decided(admission, plan, self.limiter.submit(plan))
+            future.set_result(self._without_store(admission, None))
+            return future
+        self.limiter.submit(plan, functools.partial(self._conclude, admission, plan, future))
+        return future
 
-    async def _decided(self, admission: Admission, plan: LimitPlan,
-                       submitted: Awaitable[Decision]) -> Admission:
+    def _conclude(self, admission: Admission, plan: LimitPlan, future: asyncio.Future[Admission],
+                  outcome: Decision | BaseException) -> None:
+        """The limiter's answer, turned into the admission (or its refusal) in ``future``."""
         tenant, model = admission.tenant, admission.model
-        try:
-            decision = await submitted
-        except STORE_ERRORS as exc:
+        if isinstance(outcome, BaseException):
+            if not isinstance(outcome, STORE_ERRORS):
+                _settle(future, error=outcome)
+                return
             self._down_until = time.monotonic() + RETRY_STORE_S
-            return self._without_store(admission, exc)
+            try:
+                _settle(future, self._without_store(admission, outcome))
+            except GatewayError as refused:
+                _settle(future, error=refused)
+            return
+        decision = outcome
         if self._outage:
             self._outage = False
             logger.warning("limits: the store is reachable again; limits and budgets apply")
@@ -268,9 +285,14 @@ class Tenants:
         if decision.key_version is not None:
             self.store.saw_version(decision.key_version)
         self._watch_budgets(tenant, plan, decision)
+        if future.done():  # its request was cancelled while the check was out
+            if decision.refusal is None and plan.parallel_key:
+                self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+            return
         if decision.refusal is not None:
-            raise self._refused(tenant, decision)
-        return admission
+            _settle(future, error=self._refused(tenant, decision))
+        else:
+            _settle(future, admission)
 
     def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
         """Whether this request's limits may be checked while its upstream call is already on
@@ -543,10 +565,11 @@ class RequestTenancy:
 
     async def _admit(self, model: str, estimated_tokens: int) -> Admission:
         self.requested = model
-        self.admission = await self.tenants.admit(self.tenant, model, estimated_tokens)
+        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens)
         return self.admission
 
-    async def admit_or_overlap(self, model: str, payload: Any) -> asyncio.Task[Admission] | None:
+    async def admit_or_overlap(self, model: str,
+                               payload: Any) -> asyncio.Future[Admission] | None:
         """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
         it, for the caller to await before it sends anything (a refusal then still refuses)."""
         estimated = estimate_tokens(payload)
@@ -554,12 +577,13 @@ class RequestTenancy:
             await self._admit(model, estimated)
             return None
         self.requested = model
-        return asyncio.get_running_loop().create_task(
-            self._admitted(self.tenants.begin(self.tenant, model, estimated)))
+        begun = self.tenants.begin(self.tenant, model, estimated)
+        begun.add_done_callback(self._admitted)  # runs before the awaiting request resumes
+        return begun
 
-    async def _admitted(self, begun: Awaitable[Admission]) -> Admission:
-        self.admission = await begun
-        return self.admission
+    def _admitted(self, begun: asyncio.Future[Admission]) -> None:
+        if not begun.cancelled() and begun.exception() is None:
+            self.admission = begun.result()
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache

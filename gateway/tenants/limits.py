@@ -18,12 +18,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 
 from .buffer import MergeBuffer
@@ -306,60 +306,59 @@ def _request(plan: LimitPlan) -> list[object]:
 Return = tuple[str, str | None, int]
 
 
+Decided = Callable[[Decision | BaseException], None]
+
+
 class RedisLimiter:
     """Checks and takes every limit of a request in one script call, and batches: the checks
     that arrive while a call is out (and what ended requests give back, kept in a MergeBuffer)
     go together in the next one, so under load one round trip and one small command serve many
-    requests. With nothing out, a check is written to Redis the moment it is submitted."""
+    requests. With nothing out, a check is written to Redis the moment it is submitted, and
+    its decision reaches ``decided`` straight from the socket's read."""
 
     def __init__(self, wire: ScriptWire, *, on_drop: object = None) -> None:
         self._wire = wire
         self.returns: MergeBuffer[Return] = MergeBuffer(
             self._write, name="limits", on_drop=on_drop)  # type: ignore[arg-type]
-        self._waiting: list[tuple[LimitPlan, asyncio.Future[Decision]]] = []
+        self._waiting: list[tuple[LimitPlan, Decided]] = []
         self._out = False  # a batch of checks is on its way
 
-    def submit(self, plan: LimitPlan) -> asyncio.Future[Decision]:
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        self._waiting.append((plan, future))
+    def submit(self, plan: LimitPlan, decided: Decided) -> None:
+        """``decided`` gets the decision or a Redis error, once, after this returns."""
+        self._waiting.append((plan, decided))
         if not self._out:
             self._flush()
-        return future
 
     def _flush(self) -> None:
         batch, self._waiting = self._waiting, []
         returns = self.returns.take()
         self._out = True
-        reply = self._wire.submit([KEY_VERSION], [_payload(returns, [_request(plan)
-                                                                      for plan, _ in batch]),
-                                                  WINDOW_S])
-        reply.add_done_callback(functools.partial(self._answered, batch, returns))
+        payload = _payload(returns, [_request(plan) for plan, _ in batch])
+        self._wire.call([KEY_VERSION], [payload, WINDOW_S],
+                        functools.partial(self._answered, batch, returns))
 
-    def _answered(self, batch: list[tuple[LimitPlan, asyncio.Future[Decision]]],
-                  returns: dict[Return, list[int]], reply: asyncio.Future[bytes]) -> None:
+    def _answered(self, batch: list[tuple[LimitPlan, Decided]],
+                  returns: dict[Return, list[int]], reply: bytes | BaseException) -> None:
         self._out = False
-        error = (RedisConnectionError("the limits call was cancelled") if reply.cancelled()
-                 else reply.exception())
-        decisions: list[Decision] = []
-        if error is None:
-            try:
-                rows = orjson.loads(reply.result())
-                decisions = [_decision(plan, row)
-                             for (plan, _), row in zip(batch, rows, strict=True)]
-            except (ValueError, TypeError, IndexError) as exc:
-                error = ResponseError(f"the limits script's reply is malformed ({exc})")
-        if error is not None:
-            self.returns.restore(returns)
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(error)
+        outcomes: list[Decision | BaseException]
+        if isinstance(reply, BaseException):
+            outcomes = [reply] * len(batch)
         else:
-            for (plan, future), decision in zip(batch, decisions, strict=True):
-                if not future.done():
-                    future.set_result(decision)
-                elif decision.refusal is None and plan.parallel_key:
-                    # Its request was cancelled while the batch was out: free the slot.
-                    self.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+            try:
+                rows = orjson.loads(reply)
+                outcomes = [_decision(plan, row)
+                            for (plan, _), row in zip(batch, rows, strict=True)]
+            except (ValueError, TypeError, IndexError) as exc:
+                outcomes = [ResponseError(f"the limits script's reply is malformed ({exc})")
+                            ] * len(batch)
+        if isinstance(outcomes[0], BaseException):
+            self.returns.restore(returns)
+        for (_, decided), outcome in zip(batch, outcomes, strict=True):
+            try:
+                decided(outcome)
+            except Exception as exc:  # one request's failure must not strand the others
+                asyncio.get_running_loop().call_exception_handler(
+                    {"message": "a limits decision's handler failed", "exception": exc})
         if self._waiting:
             self._flush()
 
@@ -388,11 +387,9 @@ class MemoryLimiter:
         self._buckets: dict[str, dict[int, int]] = {}
         self._counters: dict[str, int] = {}
 
-    def submit(self, plan: LimitPlan) -> asyncio.Future[Decision]:
-        """Decided at once: the future is already done."""
-        future: asyncio.Future[Decision] = asyncio.get_running_loop().create_future()
-        future.set_result(self._check(plan))
-        return future
+    def submit(self, plan: LimitPlan, decided: Decided) -> None:
+        """Decided before this returns."""
+        decided(self._check(plan))
 
     def _check(self, plan: LimitPlan) -> Decision:
         now = time.time()
