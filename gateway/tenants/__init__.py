@@ -121,7 +121,7 @@ class _Shape:
     spend: list[Budget]  # both periods' spend counters, budget or not
 
 
-def _settle(future: asyncio.Future[Admission], admission: Admission | None = None, *,
+def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = None, *,
             error: BaseException | None = None) -> None:
     if future.done():
         return
@@ -261,13 +261,13 @@ class Tenants:
         tenant, model = admission.tenant, admission.model
         if isinstance(outcome, BaseException):
             if not isinstance(outcome, STORE_ERRORS):
-                _settle(future, error=outcome)
+                _fulfil(future, error=outcome)
                 return
             self._down_until = time.monotonic() + RETRY_STORE_S
             try:
-                _settle(future, self._without_store(admission, outcome))
+                _fulfil(future, self._without_store(admission, outcome))
             except GatewayError as refused:
-                _settle(future, error=refused)
+                _fulfil(future, error=refused)
             return
         decision = outcome
         if self._outage:
@@ -290,9 +290,9 @@ class Tenants:
                 self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
             return
         if decision.refusal is not None:
-            _settle(future, error=self._refused(tenant, decision))
+            _fulfil(future, error=self._refused(tenant, decision))
         else:
-            _settle(future, admission)
+            _fulfil(future, admission)
 
     def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
         """Whether this request's limits may be checked while its upstream call is already on

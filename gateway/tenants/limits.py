@@ -340,19 +340,18 @@ class RedisLimiter:
     def _answered(self, batch: list[tuple[LimitPlan, Decided]],
                   returns: dict[Return, list[int]], reply: bytes | BaseException) -> None:
         self._out = False
-        outcomes: list[Decision | BaseException]
-        if isinstance(reply, BaseException):
-            outcomes = [reply] * len(batch)
-        else:
+        error = reply if isinstance(reply, BaseException) else None
+        outcomes: list[Decision | BaseException] = []
+        if error is None:
             try:
                 rows = orjson.loads(reply)
                 outcomes = [_decision(plan, row)
                             for (plan, _), row in zip(batch, rows, strict=True)]
             except (ValueError, TypeError, IndexError) as exc:
-                outcomes = [ResponseError(f"the limits script's reply is malformed ({exc})")
-                            ] * len(batch)
-        if isinstance(outcomes[0], BaseException):
+                error = ResponseError(f"the limits script's reply is malformed ({exc})")
+        if error is not None:
             self.returns.restore(returns)
+            outcomes = [error] * len(batch)
         for (_, decided), outcome in zip(batch, outcomes, strict=True):
             try:
                 decided(outcome)

@@ -4,10 +4,13 @@ servers that never answer or answer junk."""
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import trustme
 import uvloop
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -15,7 +18,7 @@ from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from gateway.tenants.scriptwire import ScriptWire, command
-from loadtest.harness import RedisServer
+from loadtest.harness import RedisServer, free_port
 
 # Echoes its argument after counting the call in KEYS[1]: replies show which call they answer.
 ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
@@ -193,3 +196,47 @@ def test_it_runs_on_uvloop_as_the_gateway_does(redis_server: RedisServer) -> Non
             await wire.aclose()
 
     assert uvloop.run(call()) == b"on uvloop"
+
+
+@pytest.fixture
+def tls_and_unix_redis(tmp_path: Path,
+                       monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, str]]:
+    """A ``redis-server`` listening on TLS (a throwaway CA the process trusts through
+    ``SSL_CERT_FILE``) and on a unix socket, not on plain TCP: (``rediss://`` URL, socket path)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "key.pem"))
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "cert.pem"))
+    monkeypatch.setenv("SSL_CERT_FILE", str(tmp_path / "ca.pem"))
+    port, sock = free_port(), tmp_path / "redis.sock"
+    server = subprocess.Popen(
+        ["redis-server", "--port", "0", "--tls-port", str(port), "--bind", "127.0.0.1",
+         "--tls-cert-file", str(tmp_path / "cert.pem"), "--tls-key-file", str(tmp_path / "key.pem"),
+         "--tls-ca-cert-file", str(tmp_path / "ca.pem"), "--tls-auth-clients", "no",
+         "--unixsocket", str(sock), "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 15
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        yield f"rediss://127.0.0.1:{port}/0", str(sock)
+    finally:
+        server.terminate()
+        server.wait(10)
+
+
+async def test_tls_and_unix_socket_urls_reach_redis(tls_and_unix_redis: tuple[str, str]) -> None:
+    tls_url, sock = tls_and_unix_redis
+    for url in (tls_url, f"unix://{sock}?db=2"):
+        wire = ScriptWire(url, ECHO, 2.0)
+        try:
+            assert await wire.submit(["calls"], [url]) == url.encode()
+        finally:
+            await wire.aclose()
+    with pytest.MonkeyPatch.context() as patch:  # a CA nobody trusts: the handshake fails
+        patch.setenv("SSL_CERT_FILE", "/nonexistent.pem")
+        untrusted = ScriptWire(tls_url, ECHO, 2.0)
+    with pytest.raises(RedisConnectionError, match="SSL"):
+        await untrusted.submit(["calls"], ["x"])
+    await untrusted.aclose()
