@@ -24,13 +24,6 @@ from loadtest.harness import RedisServer, free_port
 ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
-
-
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[Redis]:
     async with Redis.from_url(redis_server.url) as client:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
 from datetime import date
 from pathlib import Path
 
@@ -26,13 +25,6 @@ CELLS = [
     ((DAY2, "k1", "red", "deepseek-v3.2"), [2, 0, 7, 7, 3, 500]),
     ((DAY2, "k2", "blue", "gpt-4.1"), [1, 0, 1, 1, 999_999, 0]),
 ]
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 async def fill(ledger: RedisLedger | SqliteLedger) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -22,13 +22,6 @@ from gateway.tenants.keys import KeyLimits
 from loadtest.harness import RedisServer
 
 ADMIN = "admin-secret-1"
-
-
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
-    server = RedisServer(tmp_path_factory.mktemp("redis"))
-    yield server
-    server.stop()
 
 
 def build(tmp_path: Path, redis_url: str | None, **env: object) -> tuple[Tenants, Metrics]:
