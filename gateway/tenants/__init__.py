@@ -322,11 +322,7 @@ class Tenants:
             if plan.parallel_key:
                 self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
         if not tenant.anonymous and micros:
-            shape = self._shapes.get((tenant.id, admission.model))
-            spend = (shape.spend if shape is not None and shape.limits is tenant.limits
-                     and shape.day == int(time.time() // 86400)
-                     else self._budgets(tenant, spend_only=True))
-            for budget in spend:
+            for budget in self._shape_for(tenant, admission.model).spend:
                 self.limiter.give_back(budget.key, None, micros, budget.ttl_s)
         day = ledger_day()
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
@@ -352,17 +348,23 @@ class Tenants:
     def _plan(self, tenant: Tenant, model: str, estimated_tokens: int) -> LimitPlan:
         """The key's limits for this request: its windows and budgets are worked out once per
         key, model and UTC day (then only the token estimate changes)."""
+        shape = self._shape_for(tenant, model)
+        windows = [w if w.kind is Kind.REQUESTS else Window(w.key, w.kind, w.limit,
+                                                            estimated_tokens, w.model)
+                   for w in shape.windows]
+        return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
+                         shape.parallel_ttl_s, shape.budgets)
+
+    def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
+        """The key's shape for ``model`` today, worked out again when its limits or the day
+        change."""
         day = int(time.time() // 86400)
         shape = self._shapes.get((tenant.id, model))
         if shape is None or shape.limits is not tenant.limits or shape.day != day:
             if len(self._shapes) > 10_000:
                 self._shapes.clear()
             shape = self._shapes[(tenant.id, model)] = self._shape(tenant, model, day)
-        windows = [w if w.kind is Kind.REQUESTS else Window(w.key, w.kind, w.limit,
-                                                            estimated_tokens, w.model)
-                   for w in shape.windows]
-        return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
-                         shape.parallel_ttl_s, shape.budgets)
+        return shape
 
     def _shape(self, tenant: Tenant, model: str, day: int) -> _Shape:
         limits = tenant.limits
