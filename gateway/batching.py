@@ -16,6 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
+from .eventloop import running_loop
+
 In = TypeVar("In")
 Out = TypeVar("Out")
 
@@ -55,7 +57,7 @@ class Batcher(Generic[In, Out]):
 
     async def submit(self, items: Sequence[In]) -> list[Out]:
         """The outputs for ``items``, in their order, computed in some batch."""
-        job: _Job[In, Out] = _Job(items, asyncio.get_running_loop().create_future())
+        job: _Job[In, Out] = _Job(items, running_loop().create_future())
         self._queue.append(job)
         self._queued_items += len(items)
         self._pump()
@@ -84,7 +86,7 @@ class Batcher(Generic[In, Out]):
             self._timer = None
         if self._queue:
             delay = self._max_latency_s - (time.monotonic() - self._queue[0].queued_at)
-            self._timer = asyncio.get_running_loop().call_later(max(0.0, delay), self._pump)
+            self._timer = running_loop().call_later(max(0.0, delay), self._pump)
 
     def _dispatch(self) -> None:
         jobs: list[_Job[In, Out]] = []
@@ -95,7 +97,7 @@ class Batcher(Generic[In, Out]):
             size += len(job.items)
         self._queued_items -= size
         self._running += 1
-        task = asyncio.ensure_future(self._run(jobs, size))
+        task = running_loop().create_task(self._run(jobs, size))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

@@ -16,6 +16,7 @@ import asyncio
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import ErrorCode, GatewayError
+from .eventloop import current_task, running_loop
 from .seams import Patch, check, replace
 
 
@@ -30,7 +31,7 @@ class RequestTimeout:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        task = asyncio.current_task()
+        task = current_task()
         state = {"sent": False, "timed_out": False}
 
         def expire() -> None:
@@ -42,7 +43,7 @@ class RequestTimeout:
             state["sent"] = True
             await send(message)
 
-        timer = asyncio.get_running_loop().call_later(self.timeout, expire)
+        timer = running_loop().call_later(self.timeout, expire)
         try:
             await self.app(scope, receive, _send)
         except asyncio.CancelledError:

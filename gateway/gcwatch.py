@@ -19,6 +19,7 @@ import time
 from collections import deque
 from typing import Any
 
+from .eventloop import running_loop
 from .metrics import Metrics
 
 FLUSH_INTERVAL_S = 1.0
@@ -53,7 +54,7 @@ class GcWatch:
             self._metrics.observe_gc_pause(generation, seconds)
 
     def _schedule(self) -> None:
-        self._timer = asyncio.get_running_loop().call_later(FLUSH_INTERVAL_S, self._tick)
+        self._timer = running_loop().call_later(FLUSH_INTERVAL_S, self._tick)
 
     def _tick(self) -> None:
         self.flush()

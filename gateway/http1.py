@@ -31,6 +31,7 @@ from urllib.parse import urlsplit
 
 import httptools
 
+from .eventloop import Within, running_loop
 from .failures import FailureKind, UpstreamFailure
 
 MAX_HEAD_BYTES = 64 * 1024  # an upstream's status line and headers, at most
@@ -377,11 +378,11 @@ class Http1Pool:
         return None
 
     async def _connect(self) -> _Connection:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         if self._tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
         try:
-            async with asyncio.timeout(self._connect_timeout):
+            async with Within(self._connect_timeout):
                 _, conn = await loop.create_connection(
                     lambda: _Connection(loop), self._host, self._port, ssl=self._ssl,
                     server_hostname=self._host if self._tls else None,

@@ -33,6 +33,7 @@ from .catalog import Catalog, Deployment, ModelEntry
 from .catalog import Price as DeploymentPrice
 from .deadline import Deadline
 from .errors import ErrorCode, GatewayError
+from .eventloop import running_loop
 from .failures import Attempt, FailureKind, UpstreamFailure
 from .health import ServiceStats
 from .metrics import Metrics
@@ -338,7 +339,7 @@ class Router:
         self._stats.record_upstream(True)
         # Metric writes wait until this request's task yields (for a complete answer: after its
         # bytes are written); run cold they cost more than the rest of this step.
-        asyncio.get_running_loop().call_soon(self._observe_success, pool.model, deployment,
+        running_loop().call_soon(self._observe_success, pool.model, deployment,
                                              run.upstream_s)
         return Served(pool.model, pool.entry, result, run.calls, run.failures(), run.upstream_s,
                       provider=deployment.provider, deployment=deployment.name,

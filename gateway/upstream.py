@@ -6,7 +6,6 @@ itself in ``transports.py``.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
@@ -17,6 +16,7 @@ import httpx
 import orjson
 
 from .catalog import HOLYSHEEP, Catalog
+from .eventloop import Within
 from .failures import FailureKind, UpstreamFailure
 from .settings import Settings, read_environment
 from .sse import EventDecoder
@@ -126,7 +126,7 @@ class UpstreamClient:
     async def post_json(self, path: str, body: bytes, budget: float) -> UpstreamReply:
         """POST and return the parsed JSON answer; any failure raises UpstreamFailure."""
         try:
-            async with asyncio.timeout(budget):
+            async with Within(budget):
                 status, headers, content = await self._transport.post(
                     path, body, self._read_timeout(budget), self._trace_headers()
                 )
@@ -155,7 +155,7 @@ class UpstreamClient:
         """Send a streaming request and return once the upstream has answered with 200."""
         idle = self._settings.stream_idle_timeout_s
         try:
-            async with asyncio.timeout(budget):
+            async with Within(budget):
                 raw = await self._transport.open(
                     path, body, min(idle, budget), self._trace_headers()
                 )
@@ -165,7 +165,7 @@ class UpstreamClient:
             ) from None
         if raw.status >= 400:
             try:
-                async with asyncio.timeout(min(budget, 5.0)):
+                async with Within(min(budget, 5.0)):
                     content = await raw.read()
             except (TimeoutError, UpstreamFailure):
                 content = b""
@@ -246,7 +246,7 @@ class UpstreamStream:
         try:
             while True:
                 try:
-                    async with asyncio.timeout(self._idle_s):
+                    async with Within(self._idle_s):
                         data = await anext(raw_chunks)
                 except StopAsyncIteration:
                     break

@@ -34,6 +34,7 @@ from typing import Any
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import ErrorCode, GatewayError, body_too_large, error_response, overloaded
+from ..eventloop import current_task, running_loop
 from ..metrics import Metrics
 
 logger = logging.getLogger("gateway")
@@ -100,7 +101,7 @@ class Deadlines:
         self._watcher: asyncio.Task[None] | None = None
 
     def add(self, task: asyncio.Task[Any]) -> None:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         self._due[task] = loop.time() + self.timeout_s
         if self._watcher is None:
             self._watcher = loop.create_task(self._watch())
@@ -116,7 +117,7 @@ class Deadlines:
         return task.uncancel() == 0
 
     async def _watch(self) -> None:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         try:
             while self._due:
                 await asyncio.sleep(self.tick_s)
@@ -283,7 +284,7 @@ class Intake:
                 ErrorCode.GATEWAY_OVERLOADED,
                 "The gateway is reading as many request bodies as it allows; retry shortly.",
                 headers={"Retry-After": "1"}))
-        task = asyncio.current_task()
+        task = current_task()
         assert task is not None
         self.readers += 1
         self.deadlines.add(task)

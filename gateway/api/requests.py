@@ -12,6 +12,7 @@ from starlette.requests import Request
 from starlette.types import Receive
 
 from ..errors import ErrorCode, GatewayError, bad_request, body_too_large
+from ..eventloop import current_task, running_loop
 from .intake import EXCHANGE_KEY, Exchange
 
 T = TypeVar("T")
@@ -58,7 +59,7 @@ async def cancel_on_disconnect(request: Request, work: Awaitable[T]) -> T:
 
 async def cancel_when_gone(receive: Receive, work: Awaitable[T]) -> T:
     """``cancel_on_disconnect`` on a raw ASGI ``receive`` (for responses that stream)."""
-    task = asyncio.current_task()
+    task = current_task()
     assert task is not None
     gone = False
 
@@ -69,7 +70,7 @@ async def cancel_when_gone(receive: Receive, work: Awaitable[T]) -> T:
         gone = True
         task.cancel()
 
-    watcher = asyncio.ensure_future(watch())
+    watcher = running_loop().create_task(watch())
     try:
         return await work
     except asyncio.CancelledError:

@@ -15,13 +15,13 @@ stream closed, so a stalled reader holds neither an admission slot nor an upstre
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
 from ..errors import GatewayError
+from ..eventloop import Within
 from .intake import drop_stalled
 from .requests import cancel_when_gone
 
@@ -48,7 +48,7 @@ class EventStream(StreamingResponse):
 
         async def guarded(message: Message) -> None:
             try:
-                async with asyncio.timeout(stall_s):
+                async with Within(stall_s):
                     await send(message)
             except TimeoutError:
                 raise _Stalled from None
@@ -81,7 +81,7 @@ async def _disconnected(receive: Receive) -> None:
     """Wait (briefly) for the server to see the cut connection, so it does not report a
     response left incomplete."""
     try:
-        async with asyncio.timeout(1.0):
+        async with Within(1.0):
             while (await receive())["type"] != "http.disconnect":
                 pass
     except TimeoutError:

@@ -3,7 +3,6 @@ names the bad field as a dotted path, SSE framing, and reading a chat completion
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -11,6 +10,7 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
+from ..digest import sha256
 from ..errors import ErrorCode, GatewayError
 
 M = TypeVar("M", bound=BaseModel)
@@ -78,7 +78,7 @@ def sse(event: str, data: dict[str, Any]) -> bytes:
 def suffix(completion_id: Any) -> str:
     """A stable 24-hex-digit suffix from an upstream completion id (the same answer, replayed
     from the cache, keeps its id)."""
-    return hashlib.sha256(str(completion_id).encode()).hexdigest()[:24]
+    return sha256(str(completion_id).encode()).hexdigest()[:24]
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,12 +12,13 @@ B's answer serve A" must both hold for a paraphrase.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from ..eventloop import running_loop
 
 MODEL_PATH = Path(__file__).with_name("models") / "verifier-int8.onnx"
 MODEL_SHA256 = "af4eefe5a594ac781c90c0a94b89fb117ceabb827a68175494876ffea8687d3b"
@@ -79,7 +80,7 @@ class CrossEncoder:
 
     async def score(self, a: str, b: str) -> float:
         """In the verifier's own thread: the event loop never waits on the model."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         (probability,) = await loop.run_in_executor(self._executor, self.score_sync, [(a, b)])
         return float(probability)
 

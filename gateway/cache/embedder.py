@@ -10,7 +10,6 @@ within 0.007 of the PyTorch model; the PyTorch route costs 1.5 GB and ~10 s to l
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -18,6 +17,8 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+
+from ..eventloop import running_loop
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MAX_TOKENS = 256
@@ -83,7 +84,7 @@ class LocalMiniLM:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Runs in the embedder's own thread: the event loop never waits on the model."""
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self.embed_sync,
+        return await running_loop().run_in_executor(self._executor, self.embed_sync,
                                                                 texts)
 
     def close(self) -> None:

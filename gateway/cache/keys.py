@@ -9,10 +9,11 @@ so a semantic candidate always shares model, parameters, system prompt, tenant a
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any
 
 import orjson
+
+from ..digest import sha256
 
 NOT_PART_OF_THE_ANSWER = frozenset(
     {
@@ -28,7 +29,7 @@ NOT_PART_OF_THE_ANSWER = frozenset(
 
 
 def _digest(*parts: bytes) -> str:
-    h = hashlib.sha256()
+    h = sha256()
     for part in parts:
         h.update(len(part).to_bytes(8, "big"))
         h.update(part)

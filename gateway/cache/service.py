@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
+from ..eventloop import running_loop
 from ..metrics import Metrics
 from ..plan import ChatPlan
 from .entry import CachedAnswer
@@ -165,7 +166,7 @@ class Cache:
     def _count(self, outcome: CacheOutcome[T]) -> CacheOutcome[T]:
         assert outcome.result is not None
         # Metric writes wait until the request's task yields (see ``Router._served``).
-        asyncio.get_running_loop().call_soon(self._metrics.observe_cache_result,
+        running_loop().call_soon(self._metrics.observe_cache_result,
                                              outcome.result.metric)
         return outcome
 
@@ -173,7 +174,7 @@ class Cache:
         assert self._store is not None
         started = time.perf_counter()
         raw = await self._store.get(key)
-        asyncio.get_running_loop().call_soon(self._metrics.observe_cache_lookup,
+        running_loop().call_soon(self._metrics.observe_cache_lookup,
                                              time.perf_counter() - started)
         if raw is None:
             return None
@@ -213,7 +214,7 @@ class Cache:
         """Write in the background: the client never waits on the store."""
         if self._store is None or not self.storable(finish_reasons):
             return
-        task = asyncio.ensure_future(self._write(filing.key, answer))
+        task = running_loop().create_task(self._write(filing.key, answer))
         self._writes.add(task)
         task.add_done_callback(self._writes.discard)
         semantic = self._semantic
@@ -250,7 +251,7 @@ class Cache:
             if answer is None:
                 return await compute(), None
             return answer
-        future: asyncio.Future[CachedAnswer | None] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[CachedAnswer | None] = running_loop().create_future()
         self._inflight[key] = future
         try:
             result = await compute()

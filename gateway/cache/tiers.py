@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..eventloop import running_loop
 from ..metrics import Metrics
 from .index import RedisVectorLog, VectorIndex
 from .semantic import SemanticMatcher
@@ -58,7 +59,7 @@ class SemanticTier:
         expires = time.time() + self._ttl_s
         self._index.add(scope, key, vector, text, expires)
         if self._log is not None:
-            task = asyncio.ensure_future(self._log.append(scope, key, vector, text, expires))
+            task = running_loop().create_task(self._log.append(scope, key, vector, text, expires))
             self._writes.add(task)
             task.add_done_callback(self._writes.discard)
 

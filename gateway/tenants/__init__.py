@@ -22,6 +22,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from ..errors import ErrorCode, GatewayError, unauthorized
+from ..eventloop import running_loop
 from ..metrics import Metrics
 from ..pricing import to_micro
 from ..settings import Settings
@@ -234,7 +235,7 @@ class Tenants:
         """An admission's start, done before this returns: a model the key may not use is
         refused here, and the limits check is on its way to Redis (so an overlapped check
         leaves before the upstream call). The future holds the admission or its refusal."""
-        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[Admission] = running_loop().create_future()
         admission = Admission(tenant, model, estimated_tokens)
         if tenant.anonymous:
             future.set_result(admission)

@@ -22,6 +22,7 @@ from typing import Any
 import orjson
 
 from ..dashboard.traffic import RecentTraffic
+from ..eventloop import running_loop
 from ..pricing import format_usd
 
 logger = logging.getLogger("gateway.access")
@@ -73,7 +74,7 @@ class AccessLog:
         self._pending.append(orjson.dumps(entry))
         if self._flush_at is None:
             try:
-                loop = asyncio.get_running_loop()
+                loop = running_loop()
             except RuntimeError:
                 self.flush()
                 return

@@ -17,6 +17,8 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
+from ..eventloop import running_loop
+
 logger = logging.getLogger("gateway.tenants")
 
 K = TypeVar("K", bound=Hashable)
@@ -72,7 +74,7 @@ class MergeBuffer(Generic[K]):
                 cell[i] += value
         self._wake.set()
         if self._task is None and not self._closing:
-            self._task = asyncio.get_running_loop().create_task(self._run())
+            self._task = running_loop().create_task(self._run())
 
     def take(self) -> dict[K, list[int]]:
         """Everything pending, for a writer that carries it in a call of its own; hand it back

@@ -4,7 +4,6 @@ themselves, and the YAML key file (``GATEWAY_KEYS_FILE``) that declares keys up 
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 import unicodedata
 from datetime import UTC, datetime
@@ -15,6 +14,8 @@ from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..digest import sha256
 
 SECRET_PREFIX = "gk-"
 MICRO = Decimal("0.000001")
@@ -29,7 +30,7 @@ def new_secret() -> str:
 
 
 def hash_secret(secret: str) -> str:
-    return hashlib.sha256(secret.encode()).hexdigest()
+    return sha256(secret.encode()).hexdigest()
 
 
 def display_prefix(secret: str) -> str:

@@ -15,7 +15,6 @@ last one served; overshoot is bounded by what was already in flight when it cros
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from enum import StrEnum
 import orjson
 from redis.exceptions import ResponseError
 
+from ..eventloop import running_loop
 from .buffer import MergeBuffer
 from .scriptwire import ScriptWire
 from .store import REDIS_VERSION as KEY_VERSION  # bumped by the key store on every change
@@ -356,7 +356,7 @@ class RedisLimiter:
             try:
                 decided(outcome)
             except Exception as exc:  # one request's failure must not strand the others
-                asyncio.get_running_loop().call_exception_handler(
+                running_loop().call_exception_handler(
                     {"message": "a limits decision's handler failed", "exception": exc})
         if self._waiting:
             self._flush()

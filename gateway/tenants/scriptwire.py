@@ -33,6 +33,8 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from ..eventloop import Within, running_loop
+
 Arg = bytes | str | int
 Reply = bytes | BaseException  # what a call's ``done`` receives: the script's text, or the error
 Handler = Callable[[object], None]
@@ -95,7 +97,7 @@ def _hand(handler: Handler, value: object) -> None:
     try:
         handler(value)
     except Exception as exc:
-        asyncio.get_running_loop().call_exception_handler(
+        running_loop().call_exception_handler(
             {"message": "a Redis reply handler failed", "exception": exc})
 
 
@@ -151,7 +153,7 @@ class ScriptWire:
     def call(self, keys: list[Arg], args: list[Arg], done: Callable[[Reply], None]) -> None:
         """Run the script; ``done`` gets its text or a Redis error, once, never before this
         returns. Written now if the connection is up."""
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         call = _Call(done)
         call.timer = loop.call_later(self.timeout_s, self._expire, call)
         wire = self._wire
@@ -164,7 +166,7 @@ class ScriptWire:
 
     def submit(self, keys: list[Arg], args: list[Arg]) -> asyncio.Future[bytes]:
         """``call``, as a future of the script's text."""
-        future: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[bytes] = running_loop().create_future()
 
         def done(reply: Reply) -> None:
             if future.done():
@@ -214,10 +216,10 @@ class ScriptWire:
             self._wire = None
 
     async def _open(self) -> _Wire:
-        loop = asyncio.get_running_loop()
+        loop = running_loop()
         wire: _Wire | None = None
         try:
-            async with asyncio.timeout(self.timeout_s):
+            async with Within(self.timeout_s):
                 if self._path is not None:
                     _, wire = await loop.create_unix_connection(_Wire, self._path)
                 else:

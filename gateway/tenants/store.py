@@ -24,6 +24,7 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from ..eventloop import running_loop
 from .buffer import STORE_ERRORS, stop_asked
 from .keys import KeyRecord
 
@@ -200,7 +201,7 @@ class KeyStore:
         if found is not None or self.backend is None:
             return found
         if self._watcher is None:
-            self._watcher = asyncio.get_running_loop().create_task(self._watch(self.backend))
+            self._watcher = running_loop().create_task(self._watch(self.backend))
         now = time.monotonic()
         cached = self._cache.get(key_sha256)
         if cached is not None and (cached[0] > now or (
@@ -209,7 +210,7 @@ class KeyStore:
             return cached[1]
         finding = self._finding.get(key_sha256)
         if finding is None:  # one lookup per key at a time, however many requests wait on it
-            finding = self._finding[key_sha256] = asyncio.ensure_future(
+            finding = self._finding[key_sha256] = running_loop().create_task(
                 self.backend.find(key_sha256))
             finding.add_done_callback(lambda _: self._finding.pop(key_sha256, None))
         try:

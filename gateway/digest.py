@@ -1,0 +1,34 @@
+"""SHA-256 for the request path: CPython's own implementation, not OpenSSL's.
+
+``hashlib.sha256`` goes through OpenSSL 3's EVP layer: about 0.5 µs a call back to back, but
+about 44 µs run cold (after 10 ms asleep, as every request is at 100 req/s), against about 16 µs
+for CPython's built-in module, which a key check and a cache key each pay once per request. The
+digests are the same (checked here, at import); where the built-in module is missing, hashlib's
+is used.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from typing import Any
+
+
+def _builtin() -> Callable[..., Any] | None:
+    for module in ("_sha2", "_sha256"):  # CPython 3.12+, then 3.11
+        try:
+            return __import__(module).sha256  # type: ignore[no-any-return]
+        except (ImportError, AttributeError):
+            continue
+    return None
+
+
+def _chosen() -> Callable[..., Any]:
+    builtin = _builtin()
+    probe = b"gateway"
+    if builtin is not None and builtin(probe).hexdigest() == hashlib.sha256(probe).hexdigest():
+        return builtin
+    return hashlib.sha256
+
+
+sha256: Callable[..., Any] = _chosen()
