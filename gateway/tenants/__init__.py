@@ -341,8 +341,7 @@ class Tenants:
     def tenancy(self, route: str, headers: Mapping[str, str]) -> RequestTenancy:
         """A request's tenancy, opened before anything can fail so that every request, refused
         ones included, gets its access log line."""
-        request_id = headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
-        return RequestTenancy(self, ANONYMOUS, route, request_id, headers)
+        return RequestTenancy(self, ANONYMOUS, route, headers)
 
     # Limits
 
@@ -548,7 +547,6 @@ class RequestTenancy:
     tenants: Tenants
     tenant: Tenant
     route: str
-    request_id: str
     headers: Mapping[str, str]
     admission: Admission | None = None
     requested: str | None = None
@@ -558,6 +556,11 @@ class RequestTenancy:
     saved: Decimal = Decimal(0)
     cache: str | None = None
     attempts: int = 0
+
+    def request_id(self) -> str:
+        """The client's ``x-request-id``, or a new one: read for the access log line, after the
+        answer, not before it."""
+        return self.headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
 
     async def authenticate(self, known: Tenant | None = None) -> Tenant:
         self.tenant = await self.tenants.authenticate(self.headers, known)
@@ -587,6 +590,7 @@ class RequestTenancy:
     def _admitted(self, begun: asyncio.Future[Admission]) -> None:
         if not begun.cancelled() and begun.exception() is None:
             self.admission = begun.result()
+            self.admission.headers()  # now, while the upstream call is out, not after it
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache
@@ -607,7 +611,7 @@ class RequestTenancy:
                                 cost=self.cost or Decimal(0), saved=self.saved,
                                 error=status >= 400, model=served or None)
         self.tenants.access.record(
-            request_id=self.request_id, key_name=self.tenant.name, team=self.tenant.team,
+            request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
             route=self.route, requested_model=self.requested, served_model=served or None,
             status=status, error_code=error_code, latency_ms=latency_ms,
             upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,

@@ -43,12 +43,17 @@ class Admission:
     plan: LimitPlan | None = None
     decision: Decision | None = None
     settled: bool = field(default=False)
+    _headers: dict[str, str] | None = field(default=None, repr=False)
 
     def headers(self) -> dict[str, str]:
-        """OpenAI's x-ratelimit-* headers, for the tightest request and token windows."""
+        """OpenAI's x-ratelimit-* headers, for the tightest request and token windows; worked
+        out once per decision (an overlapped check's are worked out when its verdict arrives,
+        while the upstream call is still out). Callers copy them, never change them."""
         if self.decision is None:
             return {}
-        return rate_headers(self.decision.states)
+        if self._headers is None:
+            self._headers = rate_headers(self.decision.states)
+        return self._headers
 
 
 def rate_headers(states: list[WindowState]) -> dict[str, str]:
