@@ -1,8 +1,8 @@
 """SHA-256 for the request path: CPython's own implementation, not OpenSSL's.
 
-``hashlib.sha256`` goes through OpenSSL 3's EVP layer: about 0.5 µs a call back to back, but
-about 44 µs run cold (after 10 ms asleep, as every request is at 100 req/s), against about 16 µs
-for CPython's built-in module, which a key check and a cache key each pay once per request. The
+``hashlib.sha256`` goes through OpenSSL 3's EVP layer, which run cold (as every request is at
+100 req/s) costs several times what CPython's built-in module does (the README's *Teams, keys
+and budgets* has the figures); a key check and a cache key each pay it once per request. The
 digests are the same (checked here, at import); where the built-in module is missing, hashlib's
 is used.
 """

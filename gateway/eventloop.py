@@ -2,10 +2,10 @@
 
 Before CPython 3.12, ``asyncio.get_running_loop()`` and ``asyncio.current_task()`` (and so
 ``asyncio.timeout``, which makes three such calls) check ``getpid()`` on every call, to notice a
-fork (python/cpython#100363 dropped the check in 3.12). ``strace -c`` on a worker counted about
-thirty ``getpid`` system calls per chat request, half of them before its answer; run cold at
-100 req/s each costs a few microseconds. Here each thread keeps the loop it last found running,
-and uses it while that loop still runs (a loop runs in one thread; a fork forgets it).
+fork (python/cpython#100363 dropped the check in 3.12): a system call each, many per request,
+each dear when run cold (the README's *Teams, keys and budgets* has the counts). Here each thread
+keeps the loop it last found running, and uses it while that loop still runs (a loop runs in one
+thread; a fork forgets it).
 """
 
 from __future__ import annotations

@@ -688,8 +688,8 @@ def tenants(args: argparse.Namespace) -> None:
     Every configuration runs at once, and each round measures them all in turn (in reverse
     order on odd rounds), each right after a direct call of its own: this machine's speed
     drifts over a run by more than the differences measured, and with one configuration after
-    another the last ones (the keys) met a slower machine in every run (their direct calls
-    0.57-0.67 ms p50 against about 0.5 for the first ones)."""
+    another the last ones (the keys) met a slower machine in every run (the README's *Teams,
+    keys and budgets* has the direct calls' figures)."""
     bench = Bench(args.out)
     d = args.duration
     admin = "bench-admin-key"

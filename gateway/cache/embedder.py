@@ -84,8 +84,7 @@ class LocalMiniLM:
 
     async def embed(self, texts: list[str]) -> np.ndarray:
         """Runs in the embedder's own thread: the event loop never waits on the model."""
-        return await running_loop().run_in_executor(self._executor, self.embed_sync,
-                                                                texts)
+        return await running_loop().run_in_executor(self._executor, self.embed_sync, texts)
 
     def close(self) -> None:
         self._executor.shutdown(wait=False)
