@@ -114,6 +114,9 @@ def stream_response(exchange: Exchange, renderer: StreamRenderer) -> EventStream
     return EventStream(relay(exchange, renderer), exchange.headers(), on_close=exchange.release)
 
 
+JSON_CONTENT_TYPE = (b"content-type", b"application/json")
+
+
 class Answered(Response):
     """A complete JSON answer whose books (metrics, access log, ledger, the key's settlement)
     close once its bytes are written, so the client never waits for them; they close even if
@@ -123,7 +126,15 @@ class Answered(Response):
 
     def __init__(self, body: bytes | str, headers: dict[str, str],
                  account: RequestAccount) -> None:
-        super().__init__(body, headers=headers)
+        """Headers as Starlette's ``init_headers`` would make them, without its lower-casing
+        and scans (the gateway's names are lower-case already; uvicorn lower-cases the wire's
+        anyway), and with the length first, where ``onewrite`` looks for it."""
+        self.status_code = 200
+        self.background = None
+        self.body = body.encode() if isinstance(body, str) else body
+        self.raw_headers = [(b"content-length", b"%d" % len(self.body)), JSON_CONTENT_TYPE,
+                            *[(k.encode("latin-1"), v.encode("latin-1"))
+                              for k, v in headers.items()]]
         self.account = account
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -56,17 +56,28 @@ class Admission:
         return self._headers
 
 
+# Each kind's three header names, spelled out once: an enum's ``.value`` is a Python-level
+# property call in 3.11, and these are built for every limited answer.
+RATE_HEADER_NAMES = tuple((kind, f"x-ratelimit-limit-{kind.value}",
+                           f"x-ratelimit-remaining-{kind.value}",
+                           f"x-ratelimit-reset-{kind.value}") for kind in Kind)
+
+
 def rate_headers(states: list[WindowState]) -> dict[str, str]:
     headers: dict[str, str] = {}
-    for kind in Kind:
-        tight = [s for s in states if s.window.kind is kind]
-        if not tight:
+    for kind, limit_name, remaining_name, reset_name in RATE_HEADER_NAMES:
+        tight: WindowState | None = None
+        for state in states:
+            if state.window.kind is kind and (
+                    tight is None
+                    or state.window.limit - state.used < tight.window.limit - tight.used):
+                tight = state
+        if tight is None:
             continue
-        state = min(tight, key=lambda s: s.window.limit - s.used)
-        headers[f"x-ratelimit-limit-{kind.value}"] = str(state.window.limit)
-        headers[f"x-ratelimit-remaining-{kind.value}"] = str(max(0, state.window.limit
-                                                                  - state.used))
-        headers[f"x-ratelimit-reset-{kind.value}"] = format_reset(state.reset_s)
+        limit = tight.window.limit
+        headers[limit_name] = str(limit)
+        headers[remaining_name] = str(max(0, limit - tight.used))
+        headers[reset_name] = format_reset(tight.reset_s)
     return headers
 
 

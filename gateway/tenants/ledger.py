@@ -29,22 +29,24 @@ COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", 
 CELL = "gw:ledger:"
 WRITE_INTERVAL_S = 0.1  # the ledger is read by people, not by the next request
 
-# KEYS: (cell hash, its day's index set) per cell; ARGV: (team, index member, six counts) per
-# cell. One command for a whole batch of cells.
+# ARGV[1]: a JSON list of cells, each [cell hash, its day's index set, team, index member, six
+# counts]: one command for a whole batch, its arguments encoded in one ``orjson.dumps`` (redis-py
+# encodes each argument of a command in Python, ten per cell). The names are made here, in
+# Python, so the script cannot disagree with ``query`` about them.
 WRITE_LUA = """
 local fields = {'requests', 'errors', 'input_tokens', 'output_tokens', 'cost_micros',
                 'saved_micros'}
-local a = 1
-for i = 1, #KEYS, 2 do
-  redis.call('HSET', KEYS[i], 'team', ARGV[a])
-  redis.call('SADD', KEYS[i + 1], ARGV[a + 1])
+local cells = cjson.decode(ARGV[1])
+for i = 1, #cells do
+  local c = cells[i]
+  redis.call('HSET', c[1], 'team', c[3])
+  redis.call('SADD', c[2], c[4])
   for f = 1, 6 do
-    local v = tonumber(ARGV[a + 1 + f])
-    if v ~= 0 then redis.call('HINCRBY', KEYS[i], fields[f], v) end
+    local v = c[4 + f]
+    if v ~= 0 then redis.call('HINCRBY', c[1], fields[f], string.format('%d', v)) end
   end
-  a = a + 8
 end
-return #KEYS / 2
+return #cells
 """
 DAY_INDEX = "gw:ledger:days:"
 
@@ -124,12 +126,10 @@ class RedisLedger:
         self.buffer.add(cell, counts)
 
     async def _write(self, batch: dict[Cell, list[int]]) -> None:
-        keys: list[str] = []
-        args: list[str | bytes | int] = []
-        for (day, key, team, model), counts in batch.items():
-            keys += [f"{CELL}{day}:{key}:{model}", DAY_INDEX + day]
-            args += [team, orjson.dumps([key, model]), *counts]
-        await self._script(keys=keys, args=args)
+        cells = [[f"{CELL}{day}:{key}:{model}", DAY_INDEX + day, team,
+                  orjson.dumps([key, model]).decode(), *counts]
+                 for (day, key, team, model), counts in batch.items()]
+        await self._script(args=[orjson.dumps(cells)])
 
     async def query(self, query: UsageQuery) -> list[Row]:
         days = query.days()

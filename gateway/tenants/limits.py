@@ -272,7 +272,7 @@ return cjson.encode(out)
 
 
 def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
-    status, refused, retry_ms, second, day, month, version, parallel = (int(v) for v in raw[:8])
+    status, refused, retry_ms, second, day, month, version, parallel = map(int, raw[:8])
     states = [WindowState(w, int(raw[8 + 2 * i]), max(0, int(raw[9 + 2 * i])) / 1000)
               for i, w in enumerate(plan.windows)]
     budgets = {b.period: b for b in plan.budgets}

@@ -193,3 +193,23 @@ def test_access_log_off_writes_nothing_but_keeps_the_ring(
     assert capsys.readouterr().out == ""
     recent = log.snapshot()
     assert len(recent) == RING_SIZE and recent[-1]["key"] == f"k{RING_SIZE + 4}"
+
+
+async def test_redis_ledger_keeps_large_counts_and_any_text_exact(
+        redis_server: RedisServer) -> None:
+    """The batch travels as one JSON argument: big integers, non-ASCII text and quotes come
+    back as they went, under the names ``query`` reads."""
+    async with Redis.from_url(redis_server.url) as redis:
+        await redis.flushall()
+        ledger = RedisLedger(redis)
+        cell = (DAY1, "k\"3", "équipe ✓", "模型/v1")
+        ledger.add(cell, [3, 1, 2**40, 7, 9_000_000_000_000, 1])
+        ledger.add(cell, [1, 0, 1, 0, 1, 0])  # merged into the same cell before the write
+        await ledger.buffer.flush()
+        assert await redis.smembers(f"gw:ledger:days:{DAY1}") == {
+            b'["k\\"3","\xe6\xa8\xa1\xe5\x9e\x8b/v1"]'}
+        rows = await ledger.query(query(group_by=(GroupBy.KEY, GroupBy.TEAM, GroupBy.MODEL)))
+        assert rows == [{"key": "k\"3", "team": "équipe ✓", "model": "模型/v1", "requests": 4,
+                         "errors": 1, "input_tokens": 2**40 + 1, "output_tokens": 7,
+                         "cost_usd": "9000000.000001", "saved_usd": "0.000001"}]
+        await ledger.aclose()

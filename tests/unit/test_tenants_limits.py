@@ -17,8 +17,9 @@ from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.tenants import Tenants
-from gateway.tenants.admission import format_reset
+from gateway.tenants.admission import format_reset, rate_headers
 from gateway.tenants.keys import KeyLimits
+from gateway.tenants.limits import Kind, Window, WindowState
 from loadtest.harness import RedisServer
 
 ADMIN = "admin-secret-1"
@@ -383,3 +384,24 @@ async def test_a_check_overlaps_its_upstream_call_only_with_room_to_spare(
     await local.admit(tenant, "gpt-4.1", 1)
     assert not local.may_overlap(tenant, "gpt-4.1", 1)  # in process: no round trip to hide
     await local.aclose()
+
+
+def test_rate_headers_show_the_tightest_window_of_each_kind() -> None:
+    def state(kind: Kind, limit: int, used: int, reset_s: float, model: str | None = None
+              ) -> WindowState:
+        return WindowState(Window(f"w:{kind}:{model}", kind, limit, 1, model), used, reset_s)
+
+    headers = rate_headers([
+        state(Kind.REQUESTS, 100, 10, 30.0),             # the key's: 90 left
+        state(Kind.REQUESTS, 20, 15, 1.5, "gpt-4.1"),    # the model's: 5 left, the tightest
+        state(Kind.TOKENS, 1000, 1200, 0.02),            # over (a correction): 0 left, not -200
+    ])
+    assert headers == {
+        "x-ratelimit-limit-requests": "20", "x-ratelimit-remaining-requests": "5",
+        "x-ratelimit-reset-requests": "1.5s",
+        "x-ratelimit-limit-tokens": "1000", "x-ratelimit-remaining-tokens": "0",
+        "x-ratelimit-reset-tokens": "20ms",
+    }
+    assert rate_headers([]) == {}
+    equal = [state(Kind.REQUESTS, 10, 5, 2.0), state(Kind.REQUESTS, 10, 5, 9.0, "m")]
+    assert rate_headers(equal)["x-ratelimit-reset-requests"] == "2s"  # a tie: the first
