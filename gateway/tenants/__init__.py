@@ -53,6 +53,7 @@ from .limits import (
     WINDOW_S,
     Budget,
     Decision,
+    GiveBack,
     Kind,
     LimitPlan,
     MemoryLimiter,
@@ -314,17 +315,19 @@ class Tenants:
         tenant = admission.tenant
         micros = _micros(cost)
         plan, decision = admission.plan, admission.decision
+        returns: list[GiveBack] = []
         if plan is not None and decision is not None and decision.refusal is None:
             actual = prompt_tokens + completion_tokens
             for w in plan.windows:
                 if w.kind is Kind.TOKENS:
-                    self.limiter.give_back(w.key, str(decision.second), actual - w.cost,
-                                           WINDOW_S + 1)
+                    returns.append((w.key, str(decision.second), actual - w.cost, WINDOW_S + 1))
             if plan.parallel_key:
-                self.limiter.give_back(plan.parallel_key, None, -1, plan.parallel_ttl_s)
+                returns.append((plan.parallel_key, None, -1, plan.parallel_ttl_s))
         if not tenant.anonymous and micros:
             for budget in self._shape_for(tenant, admission.model).spend:
-                self.limiter.give_back(budget.key, None, micros, budget.ttl_s)
+                returns.append((budget.key, None, micros, budget.ttl_s))
+        if returns:
+            self.limiter.give_back_all(returns)
         day = ledger_day()
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
                         [1, int(error), prompt_tokens, completion_tokens, micros,

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Awaitable, Callable, Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
@@ -62,16 +62,22 @@ class MergeBuffer(Generic[K]):
 
     def add(self, key: K, values: Sequence[int]) -> None:
         """Never blocks and never raises: the caller is on a client's request path."""
-        cell = self._pending.get(key)
-        if cell is None:
-            if len(self._pending) >= self._max_cells:
-                if self._on_drop is not None:
-                    self._on_drop()
-                return
-            self._pending[key] = list(values)
-        else:
-            for i, value in enumerate(values):
-                cell[i] += value
+        self.add_all(((key, values),))
+
+    def add_all(self, increments: Iterable[tuple[K, Sequence[int]]]) -> None:
+        """``add`` for several cells, with one wake-up of the writer."""
+        pending = self._pending
+        for key, values in increments:
+            cell = pending.get(key)
+            if cell is None:
+                if len(pending) >= self._max_cells:
+                    if self._on_drop is not None:
+                        self._on_drop()
+                    continue
+                pending[key] = list(values)
+            else:
+                for i, value in enumerate(values):
+                    cell[i] += value
         self._wake.set()
         if self._task is None and not self._closing:
             self._task = running_loop().create_task(self._run())

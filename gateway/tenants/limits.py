@@ -304,6 +304,7 @@ def _request(plan: LimitPlan) -> list[object]:
 
 
 Return = tuple[str, str | None, int]
+GiveBack = tuple[str, str | None, int, int]  # (key, field or None, delta, TTL in seconds)
 
 
 Decided = Callable[[Decision | BaseException], None]
@@ -362,8 +363,12 @@ class RedisLimiter:
             self._flush()
 
     def give_back(self, key: str, field_: str | None, delta: int, ttl_s: int) -> None:
-        if delta:
-            self.returns.add((key, field_, ttl_s), (delta,))
+        self.give_back_all([(key, field_, delta, ttl_s)])
+
+    def give_back_all(self, returns: list[GiveBack]) -> None:
+        """What a request returns when it ends, merged in one go (see ``give_back``)."""
+        self.returns.add_all([((key, field_, ttl_s), (delta,))
+                              for key, field_, delta, ttl_s in returns if delta])
 
     async def _write(self, batch: dict[Return, list[int]]) -> None:
         await self._wire.submit([KEY_VERSION], [_payload(batch, []), WINDOW_S])
@@ -429,6 +434,10 @@ class MemoryLimiter:
         for total, newest in totals:
             raw += [total, int((newest + WINDOW_S - now) * 1000) if newest else 0]
         return _decision(plan, raw)
+
+    def give_back_all(self, returns: list[GiveBack]) -> None:
+        for key, field_, delta, ttl_s in returns:
+            self.give_back(key, field_, delta, ttl_s)
 
     def give_back(self, key: str, field_: str | None, delta: int, ttl_s: int) -> None:
         if field_ is None:
