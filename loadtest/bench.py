@@ -32,7 +32,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import httpx
 import psutil
@@ -708,16 +708,18 @@ def tenants(args: argparse.Namespace) -> None:
             direct = f"{fake.base_url}/chat/completions"
             passthrough = PassThroughServer(bench.logs, fake.base_url)
             alive.callback(passthrough.stop)
-            targets: list[tuple[str, str, list[str], str | None]] = [
-                ("direct", direct, [UPSTREAM_KEY], None),
-                ("pass-through (no gateway work: the floor)",
-                 f"{passthrough.v1}/chat/completions", [UPSTREAM_KEY], direct),
+            targets: list[Target] = [
+                Target("direct", direct, [UPSTREAM_KEY], None, fake.process.proc.pid),
+                Target("pass-through (no gateway work: the floor)",
+                       f"{passthrough.v1}/chat/completions", [UPSTREAM_KEY], direct,
+                       passthrough.process.proc.pid),
             ]
             for label, env in configs:
                 gw = alive.enter_context(bench.gateway(fake, **env))
                 keys = _bench_keys(gw, admin, args.keys) if "GATEWAY_ADMIN_KEY" in env \
                     else [CLIENT_KEY]
-                targets.append((label, f"{gw.v1}/chat/completions", keys, direct))
+                targets.append(Target(label, f"{gw.v1}/chat/completions", keys, direct,
+                                      gw.process.proc.pid))
             _tenant_runs(bench, stats, targets, d, args.rounds)
     finally:
         redis.stop()
@@ -739,6 +741,7 @@ def tenants(args: argparse.Namespace) -> None:
                 label,
                 f"{med(label, 'p50'):.2f} / {med(label, 'p99'):.2f}{added}",
                 f"{med(label, 'rps'):.0f}",
+                f"{med(label, 'cpu_us'):.0f}",
                 f"{max(s['failed'] for s in runs):.2%}",
             ]
         )
@@ -746,7 +749,7 @@ def tenants(args: argparse.Namespace) -> None:
         f"Tenants: non-streaming completions, {args.rounds} round(s) of {d} s, medians",
         rows,
         header=["path", "p50 / p99 ms at 100 req/s (added vs direct, same rounds)",
-                "req/s at 50 VUs", "errors"],
+                "req/s at 50 VUs", "server CPU µs/request at 50 VUs", "errors"],
     )
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
@@ -865,21 +868,43 @@ def _bench_keys(gw: GatewayServer, admin: str, count: int) -> list[str]:
     return keys
 
 
+class Target(NamedTuple):
+    """A server under test: its URL and keys, the direct call it is compared with (if any), and
+    the process whose tree (its workers) does its work."""
+
+    label: str
+    url: str
+    keys: list[str]
+    direct: str | None
+    pid: int
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds used so far by ``pid`` and its children (a BentoML server's workers)."""
+    root = psutil.Process(pid)
+    total = 0.0
+    for proc in (root, *root.children(recursive=True)):
+        with contextlib.suppress(psutil.NoSuchProcess):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
+
+
 def _tenant_runs(
     bench: Bench,
     stats: dict[str, list[dict[str, float]]],
-    targets: list[tuple[str, str, list[str], str | None]],
+    targets: list[Target],
     d: int,
     rounds: int,
 ) -> None:
-    """For every ``(label, url, keys, direct)`` target: a warm-up, then ``rounds`` of: the
-    direct call at 100 req/s (when ``direct`` is given), the target at 100 req/s, the target at
-    50 VUs; the targets in turn within a round, in reverse order on odd rounds."""
-    for label, url, keys, _ in targets:
+    """For every target: a warm-up, then ``rounds`` of: the direct call at 100 req/s (when the
+    target has one), the target at 100 req/s, the target at 50 VUs (and its server's CPU time
+    per request there); the targets in turn within a round, in reverse order on odd rounds."""
+    for label, url, keys, _, _ in targets:
         # Steady state, not start-up: caches, connection pools and lazy imports warm first.
         bench.k6(f"{_slug(label)}-warm", url, CHAT, vus=50, duration=3, keys=keys, unique=True)
     for r in range(rounds):
-        for label, url, keys, direct in targets if r % 2 == 0 else targets[::-1]:
+        for label, url, keys, direct, pid in targets if r % 2 == 0 else targets[::-1]:
             slug = _slug(label)
             row: dict[str, float] = {}
             if direct is not None:
@@ -889,13 +914,16 @@ def _tenant_runs(
                         "direct_p99": trend(base, "http_req_duration", "p(99)")}
             m = bench.k6(f"{slug}-{r}-rate", url, CHAT, rate=100, duration=d, keys=keys,
                          unique=True)
+            cpu_before = _cpu_s(pid)
             v = bench.k6(f"{slug}-{r}-vus", url, CHAT, vus=50, duration=d, keys=keys,
                          unique=True)
+            served = float(v["http_reqs"]["values"]["count"]) * (1 - failed(v))
             stats.setdefault(label, []).append(
                 row | {
                     "p50": trend(m, "http_req_duration", "med"),
                     "p99": trend(m, "http_req_duration", "p(99)"),
                     "rps": rate(v),
+                    "cpu_us": (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6,
                     "failed": max(failed(m), failed(v)),
                 }
             )
