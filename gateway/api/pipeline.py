@@ -7,7 +7,6 @@ hand ``start_exchange`` a parser that turns their body into a ``ChatPlan``, and 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -27,7 +26,6 @@ from ..plan import ChatPlan
 from ..pricing import format_usd, read_usage
 from ..router import Served
 from ..runtime import Gateway
-from ..tenants import Admission
 from ..upstream import UpstreamFailure, UpstreamReply
 from .intake import TENANT_KEY
 from .requests import cancel_on_disconnect, read_json
@@ -224,11 +222,11 @@ async def start_exchange(request: Request, endpoint: str,
             exchange = await cancel_on_disconnect(
                 request, answer(gateway, account, plan, tenant, directives, deadline))
         except GatewayError:
-            refusal = await _verdict(pending)
+            refusal = await tenancy.verdict(pending)
             if refusal is not None:
                 raise refusal from None
             raise
-        refusal = await _verdict(pending)
+        refusal = await tenancy.verdict(pending)
         if refusal is not None:
             await exchange.discard()
             raise refusal
@@ -237,17 +235,6 @@ async def start_exchange(request: Request, endpoint: str,
         error.headers.update(tenancy.rate_headers())
         account.close(error=error)
         raise
-
-
-async def _verdict(pending: asyncio.Future[Admission] | None) -> GatewayError | None:
-    """An overlapped admission's refusal, if it refused (awaited before anything is sent)."""
-    if pending is None:
-        return None
-    try:
-        await pending
-    except GatewayError as refusal:
-        return refusal
-    return None
 
 
 async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[bytes]:

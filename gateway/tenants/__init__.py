@@ -587,13 +587,29 @@ class RequestTenancy:
             return None
         self.requested = model
         begun = self.tenants.begin(self.tenant, model, estimated)
-        begun.add_done_callback(self._admitted)  # runs before the awaiting request resumes
+        begun.add_done_callback(self._admitted)
         return begun
 
     def _admitted(self, begun: asyncio.Future[Admission]) -> None:
+        """The verdict as it arrives, even if the request never awaits it (so a request that
+        ends early still settles); its headers are worked out now, while the upstream call is
+        out. A callback runs on a later turn of the loop than the verdict, so ``verdict``
+        takes the admission itself too."""
         if not begun.cancelled() and begun.exception() is None:
             self.admission = begun.result()
-            self.admission.headers()  # now, while the upstream call is out, not after it
+            self.admission.headers()
+
+    async def verdict(self, pending: asyncio.Future[Admission] | None) -> GatewayError | None:
+        """An overlapped admission's refusal, if it refused (awaited before anything is sent).
+        A verdict that arrived in the same turn as the answer is read here: awaiting a done
+        future does not yield, so ``_admitted`` may not have run yet."""
+        if pending is None:
+            return None
+        try:
+            self.admission = await pending
+        except GatewayError as refusal:
+            return refusal
+        return None
 
     def answered(self, attempts: int, cache: str | None) -> None:
         self.attempts, self.cache = attempts, cache

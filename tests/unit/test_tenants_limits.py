@@ -386,6 +386,33 @@ async def test_a_check_overlaps_its_upstream_call_only_with_room_to_spare(
     await local.aclose()
 
 
+async def test_an_overlapped_verdict_that_arrives_with_the_answer_still_gives_its_headers(
+        pair: tuple[Tenants, Tenants]) -> None:
+    """A verdict and the upstream's answer read in one turn of the loop: the request awaits a
+    future already done (which does not yield) before the future's callbacks have run; the
+    admission must be taken from the verdict itself, or the answer goes out without its
+    x-ratelimit-* headers (seen in CI across two replicas)."""
+    a, _ = pair
+    _, secret = await make_key(a, rpm=100)
+    tenancy = a.tenancy("/v1/chat/completions", bearer(secret))
+    await tenancy.authenticate()
+    await tenancy.admit("gpt-4.1", {"messages": [{"role": "user", "content": "hi"}]})
+    tenancy.admission = None
+    begun = await tenancy.admit_or_overlap("gpt-4.1",
+                                           {"messages": [{"role": "user", "content": "hi"}]})
+    assert begun is not None  # room to spare after the first decision: overlapped
+    decided = asyncio.get_running_loop().create_future()
+    begun.add_done_callback(lambda f: decided.set_result(f.result()))
+    admission = await decided  # the verdict is in; the request has not looked yet
+    late = asyncio.get_running_loop().create_future()
+    late.add_done_callback(tenancy._admitted)
+    tenancy.admission = None
+    late.set_result(admission)  # done, its callback only queued: the same turn as the answer
+    assert await tenancy.verdict(late) is None
+    assert tenancy.admission is admission
+    assert tenancy.rate_headers()["x-ratelimit-remaining-requests"] == "98"
+
+
 def test_rate_headers_show_the_tightest_window_of_each_kind() -> None:
     def state(kind: Kind, limit: int, used: int, reset_s: float, model: str | None = None
               ) -> WindowState:
