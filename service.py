@@ -6,15 +6,16 @@ import logging
 
 import bentoml
 
-from gateway import bentoml_fixes, fastpath, headerguard, onewrite, tracing
 from gateway.api.app import create_app
+from gateway.assembly import Gateway
 from gateway.catalog import load_catalog
-from gateway.gcwatch import GcWatch
-from gateway.metrics import Metrics
-from gateway.runtime import Gateway
+from gateway.observability import tracing
+from gateway.observability.gcwatch import GcWatch
+from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import UpstreamSpans
+from gateway.server import bentoml_fixes, fastpath, headerguard, onewrite
 from gateway.settings import Settings
 from gateway.tenants.keys import load_key_file
-from gateway.tracing import UpstreamSpans
 
 logger = logging.getLogger("gateway")
 

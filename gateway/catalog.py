@@ -28,8 +28,8 @@ from pydantic import (
     model_validator,
 )
 
-from .balancer import Strategy
-from .settings import read_environment
+from gateway.routing.balancer import Strategy
+from gateway.settings import read_environment
 
 DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
 HOLYSHEEP = "holysheep"

@@ -625,12 +625,12 @@ async def _routing(requests: int) -> float:
     from prometheus_client import CollectorRegistry
 
     from gateway.catalog import load_catalog
-    from gateway.deadline import Deadline
-    from gateway.health import ServiceStats
-    from gateway.metrics import Metrics
-    from gateway.router import Router
+    from gateway.observability.health import ServiceStats
+    from gateway.observability.metrics import Metrics
+    from gateway.routing.deadline import Deadline
+    from gateway.routing.router import Router
     from gateway.settings import Settings
-    from gateway.upstream import Upstreams
+    from gateway.upstream.client import Upstreams
 
     body = json.dumps({"id": "c", "model": "gpt-4.1", "choices": [], "usage": {}}).encode()
     transport = httpx.MockTransport(lambda request: httpx.Response(200, content=body))
@@ -764,7 +764,7 @@ def tenants_layer(args: argparse.Namespace) -> None:
 
     from prometheus_client import CollectorRegistry
 
-    from gateway.metrics import Metrics
+    from gateway.observability.metrics import Metrics
     from gateway.settings import Settings
     from gateway.tenants import Tenants
     from gateway.tenants.keys import KeyLimits

@@ -14,8 +14,8 @@ import argparse
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.http1 import Http1Pool
-from gateway.transports import default_headers
+from gateway.upstream.http1 import Http1Pool
+from gateway.upstream.transports import default_headers
 
 
 class PassThrough:

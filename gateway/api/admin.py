@@ -15,12 +15,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import ErrorCode, GatewayError, bad_request, unauthorized
-from ..tenants import Tenants
-from ..tenants.keys import KeyLimits, ModelLimit
-from ..tenants.ledger import GroupBy, UsageQuery, to_csv
-from .pipeline import gateway_of
-from .requests import read_json
+from gateway.api.pipeline import gateway_of
+from gateway.errors import ErrorCode, GatewayError, bad_request, unauthorized
+from gateway.server.requests import read_json
+from gateway.tenants import Tenants
+from gateway.tenants.keys import KeyLimits, ModelLimit
+from gateway.tenants.ledger import GroupBy, UsageQuery, to_csv
 
 MAX_DAYS = 366
 

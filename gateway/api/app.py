@@ -18,14 +18,14 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from ..accounting import RequestAccount
-from ..errors import ErrorCode, GatewayError, error_response
-from ..metrics import Metrics
-from ..settings import Settings
-from ..tenants import Tenant
-from . import admin, batch, bridged, dashboard, models, openai, simple
-from .dispatch import DirectRoutes, direct_table
-from .intake import Intake, IntakeLimits
+from gateway.api import admin, batch, bridged, dashboard, models, openai, simple
+from gateway.books.accounting import RequestAccount
+from gateway.errors import ErrorCode, GatewayError, error_response
+from gateway.observability.metrics import Metrics
+from gateway.server.dispatch import DirectRoutes, direct_table
+from gateway.server.intake import Intake, IntakeLimits
+from gateway.settings import Settings
+from gateway.tenants import Tenant
 
 logger = logging.getLogger("gateway")
 

@@ -18,18 +18,18 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import RequestAccount
-from ..cache.service import Directives
-from ..deadline import Deadline
-from ..errors import ErrorCode, GatewayError, bad_request
-from ..plan import plan_chat
-from ..pricing import to_micro
-from ..runtime import Gateway
-from ..tenants import Tenant
-from .intake import TENANT_KEY
-from .pipeline import answer, gateway_of
-from .requests import cancel_on_disconnect, read_json
-from .simple import simplify
+from gateway.api.pipeline import answer, gateway_of
+from gateway.api.simple import simplify
+from gateway.assembly import Gateway
+from gateway.books.accounting import RequestAccount
+from gateway.cache.service import Directives
+from gateway.errors import ErrorCode, GatewayError, bad_request
+from gateway.plan.chat import plan_chat
+from gateway.pricing import to_micro
+from gateway.routing.deadline import Deadline
+from gateway.server.intake import TENANT_KEY
+from gateway.server.requests import cancel_on_disconnect, read_json
+from gateway.tenants import Tenant
 
 
 async def _run_item(gateway: Gateway, request: Request, index: int, item: Any,

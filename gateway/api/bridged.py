@@ -18,15 +18,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import Charge
-from ..bridges import anthropic, completions, responses
-from ..errors import GatewayError
-from ..plan import ChatPlan, plan_chat, without_nulls
-from ..runtime import Gateway
-from .intake import TENANT_KEY
-from .openai import relayed
-from .pipeline import Answered, Exchange, cost_headers, gateway_of, start_exchange, stream_response
-from .requests import read_json
+from gateway.api.openai import relayed
+from gateway.api.pipeline import (
+    Answered,
+    Exchange,
+    cost_headers,
+    gateway_of,
+    start_exchange,
+    stream_response,
+)
+from gateway.assembly import Gateway
+from gateway.books.accounting import Charge
+from gateway.bridges import anthropic, completions, responses
+from gateway.errors import GatewayError
+from gateway.plan.chat import ChatPlan, plan_chat, without_nulls
+from gateway.server.intake import TENANT_KEY
+from gateway.server.requests import read_json
 
 DONE = b"data: [DONE]\n\n"
 

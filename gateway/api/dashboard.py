@@ -16,11 +16,11 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..dashboard import data
-from ..dashboard.sessions import COOKIE, PATH, Sessions
-from ..errors import ErrorCode, GatewayError, body_too_large
-from ..runtime import Gateway
-from .pipeline import gateway_of
+from gateway.api.pipeline import gateway_of
+from gateway.assembly import Gateway
+from gateway.dashboard import data
+from gateway.dashboard.sessions import COOKIE, PATH, Sessions
+from gateway.errors import ErrorCode, GatewayError, body_too_large
 
 STATIC = files("gateway.dashboard") / "static"
 # Three small files, read once at import: serving them never touches the disk.

@@ -8,8 +8,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..errors import model_not_found
-from .pipeline import gateway_of
+from gateway.api.pipeline import gateway_of
+from gateway.errors import model_not_found
 
 
 async def retrieve_model(request: Request) -> Response:

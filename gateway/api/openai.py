@@ -15,15 +15,22 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import Charge, RequestAccount
-from ..errors import GatewayError
-from ..plan import ChatPlan, plan_chat
-from ..pricing import to_micro
-from ..runtime import Gateway
-from ..sse import encode
-from .intake import TENANT_KEY
-from .pipeline import Answered, Exchange, cost_headers, gateway_of, start_exchange, stream_response
-from .requests import cancel_on_disconnect, read_json
+from gateway.api.pipeline import (
+    Answered,
+    Exchange,
+    cost_headers,
+    gateway_of,
+    start_exchange,
+    stream_response,
+)
+from gateway.assembly import Gateway
+from gateway.books.accounting import Charge, RequestAccount
+from gateway.errors import GatewayError
+from gateway.plan.chat import ChatPlan, plan_chat
+from gateway.pricing import to_micro
+from gateway.server.intake import TENANT_KEY
+from gateway.server.requests import cancel_on_disconnect, read_json
+from gateway.upstream.sse import encode
 
 DONE = b"data: [DONE]\n\n"
 

@@ -16,20 +16,20 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from ..accounting import Charge, RequestAccount
-from ..cache.entry import CachedAnswer
-from ..cache.replay import Assembler, ReplayStream
-from ..cache.service import CacheOutcome, Directives
-from ..deadline import Deadline
-from ..errors import ErrorCode, GatewayError
-from ..plan import ChatPlan
-from ..pricing import format_usd, read_usage
-from ..router import Served
-from ..runtime import Gateway
-from ..upstream import UpstreamFailure, UpstreamReply
-from .intake import TENANT_KEY
-from .requests import cancel_on_disconnect, read_json
-from .streaming import EventStream
+from gateway.assembly import Gateway
+from gateway.books.accounting import Charge, RequestAccount
+from gateway.cache.entry import CachedAnswer
+from gateway.cache.replay import Assembler, ReplayStream
+from gateway.cache.service import CacheOutcome, Directives
+from gateway.errors import ErrorCode, GatewayError
+from gateway.plan.chat import ChatPlan
+from gateway.pricing import format_usd, read_usage
+from gateway.routing.deadline import Deadline
+from gateway.routing.router import Served
+from gateway.server.intake import TENANT_KEY
+from gateway.server.requests import cancel_on_disconnect, read_json
+from gateway.server.streaming import EventStream
+from gateway.upstream.client import UpstreamFailure, UpstreamReply
 
 
 class ChunkStream(Protocol):

@@ -12,14 +12,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..accounting import Charge
-from ..errors import GatewayError
-from ..plan import ChatPlan, plan_chat
-from ..pricing import to_micro
-from ..runtime import Gateway
-from ..schemas import CallResponse, Usage
-from ..sse import encode
-from .pipeline import Answered, Exchange, gateway_of, start_exchange, stream_response
+from gateway.api.pipeline import Answered, Exchange, gateway_of, start_exchange, stream_response
+from gateway.assembly import Gateway
+from gateway.books.accounting import Charge
+from gateway.errors import GatewayError
+from gateway.plan.chat import ChatPlan, plan_chat
+from gateway.plan.schemas import CallResponse, Usage
+from gateway.pricing import to_micro
+from gateway.upstream.sse import encode
 
 
 def _dollars(amount: Decimal | None) -> float | None:

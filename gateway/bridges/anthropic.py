@@ -40,8 +40,7 @@ from typing import Annotated, Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from ..errors import ErrorCode, GatewayError
-from .common import (
+from gateway.bridges.common import (
     CallPositions,
     ChatUsage,
     first_choice,
@@ -52,6 +51,7 @@ from .common import (
     unsupported,
     validate,
 )
+from gateway.errors import ErrorCode, GatewayError
 
 _STRICT = ConfigDict(extra="forbid")
 # Content blocks ignore fields they do not know: clients send the SDK's response blocks back as

@@ -10,8 +10,8 @@ from typing import Any, TypeVar
 import orjson
 from pydantic import BaseModel, ValidationError
 
-from ..digest import sha256
-from ..errors import ErrorCode, GatewayError
+from gateway.digest import sha256
+from gateway.errors import ErrorCode, GatewayError
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -23,8 +23,8 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ErrorCode, GatewayError
-from .common import ChatUsage, suffix, unsupported, validate
+from gateway.bridges.common import ChatUsage, suffix, unsupported, validate
+from gateway.errors import ErrorCode, GatewayError
 
 
 class StreamOptions(BaseModel):

@@ -36,8 +36,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag
 
-from ..errors import GatewayError
-from .common import (
+from gateway.bridges.common import (
     CallPositions,
     ChatUsage,
     first_choice,
@@ -47,6 +46,7 @@ from .common import (
     unsupported,
     validate,
 )
+from gateway.errors import GatewayError
 
 _STRICT = ConfigDict(extra="forbid")
 _ITEM = ConfigDict(extra="ignore")  # items echoed from an earlier response carry id, status...

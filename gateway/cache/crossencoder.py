@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..eventloop import running_loop
+from gateway.eventloop import running_loop
 
 MODEL_PATH = Path(__file__).with_name("models") / "verifier-int8.onnx"
 MODEL_SHA256 = "af4eefe5a594ac781c90c0a94b89fb117ceabb827a68175494876ffea8687d3b"

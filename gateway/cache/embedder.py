@@ -18,7 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
-from ..eventloop import running_loop
+from gateway.eventloop import running_loop
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 MAX_TOKENS = 256

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from ..digest import sha256
+from gateway.digest import sha256
 
 NOT_PART_OF_THE_ANSWER = frozenset(
     {

@@ -10,7 +10,7 @@ from typing import Any
 
 import orjson
 
-from .entry import CachedAnswer
+from gateway.cache.entry import CachedAnswer
 
 TEXT_FIELDS = ("content", "refusal", "reasoning_content")
 

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .crossencoder import CrossEncoder
-from .verify import KEPT_RULES, Rule, covered_language
+from gateway.cache.crossencoder import CrossEncoder
+from gateway.cache.verify import KEPT_RULES, Rule, covered_language
 
 # Chosen on loadtest/semantic_tune.jsonl only, by `python -m loadtest.semantic_eval --choose`:
 # the operating point with the most right hits and no wrong hit there (a lower threshold lets

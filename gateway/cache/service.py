@@ -18,14 +18,14 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Generic, Protocol, TypeVar
 
-from ..eventloop import running_loop
-from ..metrics import Metrics
-from ..plan import ChatPlan
-from .entry import CachedAnswer
-from .keys import exact_key, semantic_scope
-from .semantic import conversation_text
-from .tiers import SemanticTier
-from .verify import covered_language
+from gateway.cache.entry import CachedAnswer
+from gateway.cache.keys import exact_key, semantic_scope
+from gateway.cache.semantic import conversation_text
+from gateway.cache.tiers import SemanticTier
+from gateway.cache.verify import covered_language
+from gateway.eventloop import running_loop
+from gateway.observability.metrics import Metrics
+from gateway.plan.chat import ChatPlan
 
 T = TypeVar("T")
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..eventloop import running_loop
-from ..metrics import Metrics
-from .index import RedisVectorLog, VectorIndex
-from .semantic import SemanticMatcher
+from gateway.cache.index import RedisVectorLog, VectorIndex
+from gateway.cache.semantic import SemanticMatcher
+from gateway.eventloop import running_loop
+from gateway.observability.metrics import Metrics
 
 
 @dataclass(slots=True)

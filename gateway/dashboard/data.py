@@ -14,13 +14,13 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from ..router import Router
-from ..tenants.ledger import COUNTS, GroupBy, Row, UsageQuery
-from .traffic import Minute, quantiles
+from gateway.observability.traffic import Minute, quantiles
+from gateway.routing.router import Router
+from gateway.tenants.ledger import COUNTS, GroupBy, Row, UsageQuery
 
 if TYPE_CHECKING:
-    from ..tenants import Tenants
-    from ..tenants.keys import KeyRecord
+    from gateway.tenants import Tenants
+    from gateway.tenants.keys import KeyRecord
 
 SPEND_DAYS = 30
 LEDGER_MEMO_S = 2.0

@@ -21,13 +21,13 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from ..errors import ErrorCode, GatewayError, unauthorized
-from ..eventloop import running_loop
-from ..metrics import Metrics
-from ..pricing import to_micro
-from ..settings import Settings
-from .accesslog import AccessLog
-from .admission import (
+from gateway.errors import ErrorCode, GatewayError, unauthorized
+from gateway.eventloop import running_loop
+from gateway.observability.accesslog import AccessLog
+from gateway.observability.metrics import Metrics
+from gateway.pricing import to_micro
+from gateway.settings import Settings
+from gateway.tenants.admission import (
     ANONYMOUS,
     Admission,
     Tenant,
@@ -35,8 +35,8 @@ from .admission import (
     rate_headers,
     retry_after,
 )
-from .buffer import STORE_ERRORS
-from .keys import (
+from gateway.tenants.buffer import STORE_ERRORS
+from gateway.tenants.keys import (
     KeyLimits,
     KeyRecord,
     display_prefix,
@@ -46,8 +46,8 @@ from .keys import (
     new_key_id,
     new_secret,
 )
-from .ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
-from .limits import (
+from gateway.tenants.ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
+from gateway.tenants.limits import (
     LUA,
     PREFIX,
     WINDOW_S,
@@ -64,8 +64,8 @@ from .limits import (
     ledger_day,
     window_key,
 )
-from .scriptwire import ScriptWire
-from .store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+from gateway.tenants.scriptwire import ScriptWire
+from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 

@@ -8,8 +8,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from .keys import KeyLimits, KeyRecord
-from .limits import Decision, Kind, LimitPlan, WindowState
+from gateway.tenants.keys import KeyLimits, KeyRecord
+from gateway.tenants.limits import Decision, Kind, LimitPlan, WindowState
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,7 +17,7 @@ from typing import Generic, TypeVar
 
 from redis.exceptions import RedisError
 
-from ..eventloop import running_loop
+from gateway.eventloop import running_loop
 
 logger = logging.getLogger("gateway.tenants")
 

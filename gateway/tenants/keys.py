@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from ..digest import sha256
+from gateway.digest import sha256
 
 SECRET_PREFIX = "gk-"
 MICRO = Decimal("0.000001")

@@ -23,7 +23,7 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from .buffer import MergeBuffer
+from gateway.tenants.buffer import MergeBuffer
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
 CELL = "gw:ledger:"

@@ -25,10 +25,10 @@ from enum import StrEnum
 import orjson
 from redis.exceptions import ResponseError
 
-from ..eventloop import running_loop
-from .buffer import MergeBuffer
-from .scriptwire import ScriptWire
-from .store import REDIS_VERSION as KEY_VERSION  # bumped by the key store on every change
+from gateway.eventloop import running_loop
+from gateway.tenants.buffer import MergeBuffer
+from gateway.tenants.scriptwire import ScriptWire
+from gateway.tenants.store import REDIS_VERSION as KEY_VERSION
 
 WINDOW_S = 60
 PREFIX = "gw:tenant:"

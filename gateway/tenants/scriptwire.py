@@ -33,7 +33,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from ..eventloop import Within, running_loop
+from gateway.eventloop import Within, running_loop
 
 Arg = bytes | str | int
 Reply = bytes | BaseException  # what a call's ``done`` receives: the script's text, or the error

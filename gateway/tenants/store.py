@@ -24,9 +24,9 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
-from ..eventloop import running_loop
-from .buffer import STORE_ERRORS, stop_asked
-from .keys import KeyRecord
+from gateway.eventloop import running_loop
+from gateway.tenants.buffer import STORE_ERRORS, stop_asked
+from gateway.tenants.keys import KeyRecord
 
 CACHE_TTL_S = 0.5
 REDIS_KEY = "gw:tenant:key:"

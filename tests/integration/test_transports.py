@@ -12,7 +12,7 @@ import openai
 import pytest
 
 from gateway.settings import Settings
-from gateway.transports import make_transport
+from gateway.upstream.transports import make_transport
 from loadtest.harness import CLIENT_KEY, UPSTREAM_KEY, FakeProvider, GatewayServer
 
 MESSAGES = [{"role": "user", "content": "over another transport"}]

@@ -14,9 +14,9 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from gateway.api.app import create_app
+from gateway.assembly import Gateway
 from gateway.catalog import load_catalog
-from gateway.metrics import Metrics
-from gateway.runtime import Gateway
+from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
 from loadtest.fake_provider import FakeConfig, FakeProvider
 from loadtest.fake_provider import create_app as create_fake

@@ -9,7 +9,7 @@ import logging
 import orjson
 import pytest
 
-from gateway.tenants.accesslog import FLUSH_S, AccessLog
+from gateway.observability.accesslog import FLUSH_S, AccessLog
 
 
 def record(log: AccessLog, i: int) -> None:

@@ -8,8 +8,8 @@ import pytest
 from starlette.responses import Response
 from starlette.types import Message
 
-from gateway.accounting import RequestAccount
 from gateway.api.pipeline import Answered
+from gateway.books.accounting import RequestAccount
 
 from .inprocess import in_process
 

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from gateway.batching import Batcher
+from gateway.embeddings.batcher import Batcher
 
 
 class Recorder:
@@ -106,7 +106,7 @@ async def test_a_wrong_number_of_outputs_is_an_error_for_everyone() -> None:
 def test_token_shares_of_a_merged_call_add_up_exactly(
     total: int, weights: list[int], expected: list[int]
 ) -> None:
-    from gateway.embeddings import split_tokens
+    from gateway.embeddings.service import split_tokens
 
     shares = split_tokens(total, weights)
     assert shares == expected

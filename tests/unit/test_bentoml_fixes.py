@@ -8,7 +8,7 @@ from typing import Any
 
 from bentoml._internal.server.http.traffic import TimeoutMiddleware
 
-from gateway import bentoml_fixes
+from gateway.server import bentoml_fixes
 
 bentoml_fixes.apply()
 

@@ -19,7 +19,7 @@ import pytest
 from gateway.bridges import anthropic as messages_bridge
 from gateway.bridges import completions as completions_bridge
 from gateway.bridges import responses as responses_bridge
-from gateway.sse import EventDecoder
+from gateway.upstream.sse import EventDecoder
 from loadtest.fake_provider import FakeConfig
 from loadtest.fake_provider import create_app as create_fake
 
@@ -221,7 +221,7 @@ def test_every_bridge_payload_passes_the_core_planner() -> None:
     """What the routes will hand the core: the chat payloads plan_chat must accept as they are
     (tool messages, null assistant content, image parts, stream options included)."""
     from gateway.catalog import load_catalog
-    from gateway.plan import plan_chat
+    from gateway.plan.chat import plan_chat
 
     catalog = load_catalog()
     image = {"type": "image", "source": {"type": "url", "url": "https://x/y.png"}}

@@ -14,7 +14,7 @@ from gateway.cache.keys import exact_key, semantic_scope
 from gateway.cache.memory import MemoryStore
 from gateway.cache.replay import Assembler, ReplayStream
 from gateway.cache.service import Cache, Directives
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 
 BASE = {
     "messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "q"}],

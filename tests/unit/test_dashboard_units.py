@@ -9,8 +9,8 @@ from prometheus_client import CollectorRegistry
 
 from gateway.dashboard.data import breaker_view
 from gateway.dashboard.sessions import Sessions
-from gateway.dashboard.traffic import BOUNDS, MAX_MODELS, RecentTraffic, quantile
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
+from gateway.observability.traffic import BOUNDS, MAX_MODELS, RecentTraffic, quantile
 
 
 class Clock:
@@ -118,10 +118,10 @@ def test_a_session_cookie_is_signed_expires_and_can_be_revoked() -> None:
 
 def test_breaker_states_come_from_the_routers_deployment_view() -> None:
     from gateway.catalog import load_catalog
-    from gateway.health import ServiceStats
-    from gateway.router import Router
+    from gateway.observability.health import ServiceStats
+    from gateway.routing.router import Router
     from gateway.settings import Settings
-    from gateway.upstream import Upstreams
+    from gateway.upstream.client import Upstreams
 
     settings = Settings(HOLYSHEEP_BASE_URL="http://up.test/v1")  # type: ignore[call-arg]
     catalog = load_catalog()

@@ -21,16 +21,16 @@ import respx
 import yaml
 from prometheus_client import CollectorRegistry
 
-from gateway.breaker import State
 from gateway.catalog import Catalog, load_catalog
-from gateway.deadline import Deadline
 from gateway.errors import GatewayError
-from gateway.failures import Attempt, FailureKind
-from gateway.health import ServiceStats
-from gateway.metrics import Metrics
-from gateway.router import Router
+from gateway.observability.health import ServiceStats
+from gateway.observability.metrics import Metrics
+from gateway.routing.breaker import State
+from gateway.routing.deadline import Deadline
+from gateway.routing.router import Router
 from gateway.settings import Settings
-from gateway.upstream import Upstreams
+from gateway.upstream.client import Upstreams
+from gateway.upstream.failures import Attempt, FailureKind
 
 KEYS = {"HOLYSHEEP_API_KEY": "sk-holy-1111", "ALPHA_KEY": "sk-alpha-2222",
         "BETA_KEY": "sk-beta-3333"}

@@ -14,7 +14,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Mount, Route
 
-from gateway.fastpath import FastPath
+from gateway.server.fastpath import FastPath
 
 
 def answer(text: str) -> Any:

@@ -10,8 +10,8 @@ from collections.abc import Iterator
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.gcwatch import GcWatch
-from gateway.metrics import Metrics
+from gateway.observability.gcwatch import GcWatch
+from gateway.observability.metrics import Metrics
 
 
 @pytest.fixture

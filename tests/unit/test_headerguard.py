@@ -11,8 +11,8 @@ import orjson
 import pytest
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from gateway import headerguard
-from gateway.headerguard import WRAPPED
+from gateway.server import headerguard
+from gateway.server.headerguard import WRAPPED
 
 from . import httptools_wire
 from .httptools_wire import Transport

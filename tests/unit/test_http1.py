@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 import pytest
 import trustme
 
-from gateway import http1
-from gateway.failures import FailureKind, UpstreamFailure
-from gateway.http1 import Http1Pool
+from gateway.upstream import http1
+from gateway.upstream.failures import FailureKind, UpstreamFailure
+from gateway.upstream.http1 import Http1Pool
 
 Handler = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
 OK = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 11\r\n\r\n{\"ok\":true}"

@@ -11,10 +11,10 @@ import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
-from gateway.api.intake import EXCHANGE_KEY, TRANSPORT_KEY, Intake, IntakeLimits
-from gateway.api.streaming import EventStream
 from gateway.errors import unauthorized
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
+from gateway.server.intake import EXCHANGE_KEY, TRANSPORT_KEY, Intake, IntakeLimits
+from gateway.server.streaming import EventStream
 
 Message = dict[str, Any]
 

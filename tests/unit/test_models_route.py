@@ -11,9 +11,9 @@ from starlette.applications import Starlette
 
 from gateway.api import models
 from gateway.api.app import create_app
+from gateway.assembly import Gateway
 from gateway.catalog import Catalog
-from gateway.metrics import Metrics
-from gateway.runtime import Gateway
+from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
 
 CATALOG = Catalog.model_validate({

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
 
-from gateway import onewrite
+from gateway.server import onewrite
 
 from .httptools_wire import Transport, connect
 

@@ -8,7 +8,7 @@ import pytest
 
 from gateway.catalog import load_catalog
 from gateway.errors import GatewayError
-from gateway.plan import plan_chat
+from gateway.plan.chat import plan_chat
 
 CATALOG = load_catalog()
 MESSAGES = [{"role": "user", "content": "hi"}]

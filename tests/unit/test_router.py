@@ -12,16 +12,16 @@ import pytest
 import respx
 from prometheus_client import CollectorRegistry
 
-from gateway.breaker import State
 from gateway.catalog import load_catalog
-from gateway.deadline import Deadline
 from gateway.errors import GatewayError
-from gateway.failures import Attempt, FailureKind, UpstreamFailure
-from gateway.health import ServiceStats
-from gateway.metrics import Metrics
-from gateway.router import Router, Served
+from gateway.observability.health import ServiceStats
+from gateway.observability.metrics import Metrics
+from gateway.routing.breaker import State
+from gateway.routing.deadline import Deadline
+from gateway.routing.router import Router, Served
 from gateway.settings import Settings
-from gateway.upstream import UpstreamClient
+from gateway.upstream.client import UpstreamClient
+from gateway.upstream.failures import Attempt, FailureKind, UpstreamFailure
 
 BASE = "http://up.test/v1"
 URL = f"{BASE}/chat/completions"

@@ -10,7 +10,7 @@ import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
-from gateway import bentoml_fixes, fastpath, seams
+from gateway.server import bentoml_fixes, fastpath, seams
 
 
 class Target:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.sse import DONE, Event, EventDecoder, encode
+from gateway.upstream.sse import DONE, Event, EventDecoder, encode
 
 STREAM = (b'data: {"n": 1}\n\n'
           b": keep-alive\n\n"

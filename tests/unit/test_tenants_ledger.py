@@ -12,7 +12,7 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from gateway.tenants.accesslog import RING_SIZE, AccessLog
+from gateway.observability.accesslog import RING_SIZE, AccessLog
 from gateway.tenants.buffer import MergeBuffer
 from gateway.tenants.keys import KeyFileError, hash_secret, load_key_file
 from gateway.tenants.ledger import GroupBy, RedisLedger, SqliteLedger, UsageQuery, to_csv

@@ -14,7 +14,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from gateway.errors import GatewayError
-from gateway.metrics import Metrics
+from gateway.observability.metrics import Metrics
 from gateway.settings import Settings
 from gateway.tenants import Tenants
 from gateway.tenants.admission import format_reset, rate_headers

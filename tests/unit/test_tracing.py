@@ -10,9 +10,9 @@ from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
 from gateway.errors import ErrorCode, GatewayError
-from gateway.failures import FailureKind, UpstreamFailure
+from gateway.observability.tracing import UpstreamSpans, service_tracing
 from gateway.settings import Settings
-from gateway.tracing import UpstreamSpans, service_tracing
+from gateway.upstream.failures import FailureKind, UpstreamFailure
 
 
 def settings(**env: str) -> Settings:

@@ -16,11 +16,11 @@ import respx
 import yaml
 
 from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog
-from gateway.failures import UpstreamFailure
-from gateway.http1 import Http1Pool
 from gateway.settings import Settings
-from gateway.transports import AiohttpTransport, HttpxTransport
-from gateway.upstream import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
+from gateway.upstream.client import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
+from gateway.upstream.failures import UpstreamFailure
+from gateway.upstream.http1 import Http1Pool
+from gateway.upstream.transports import AiohttpTransport, HttpxTransport
 
 BASE = "http://up.test/v1"
 URL = f"{BASE}/chat/completions"
@@ -184,7 +184,7 @@ async def test_a_503_is_retryable_with_retry_after_as_an_http_date(
     mock: respx.MockRouter, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     now = 1_700_000_000.0
-    monkeypatch.setattr("gateway.upstream.time", types.SimpleNamespace(time=lambda: now))
+    monkeypatch.setattr("gateway.upstream.client.time", types.SimpleNamespace(time=lambda: now))
     mock.post(URL).respond(503, headers={"Retry-After": formatdate(now + 120, usegmt=True)})
     failure = await failure_of(client_for(mock).post_json("/chat/completions", b"{}", 5))
     assert (failure.status, failure.retryable, failure.retry_after) == (503, True, 120.0)
@@ -265,7 +265,7 @@ def test_retry_after_in_seconds(value: str, seconds: float) -> None:
 
 def test_retry_after_as_an_http_date_is_seconds_from_now(monkeypatch: pytest.MonkeyPatch) -> None:
     now = 1_700_000_000.0
-    monkeypatch.setattr("gateway.upstream.time", types.SimpleNamespace(time=lambda: now))
+    monkeypatch.setattr("gateway.upstream.client.time", types.SimpleNamespace(time=lambda: now))
     assert parse_retry_after(formatdate(now + 30, usegmt=True)) == 30.0
     assert parse_retry_after("Tue, 14 Nov 2023 22:13:50 GMT") == 30.0
     assert parse_retry_after(formatdate(now - 60, usegmt=True)) == 0.0  # in the past: now

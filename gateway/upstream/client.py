@@ -15,12 +15,12 @@ from typing import Any
 import httpx
 import orjson
 
-from .catalog import HOLYSHEEP, Catalog
-from .eventloop import Within
-from .failures import FailureKind, UpstreamFailure
-from .settings import Settings, read_environment
-from .sse import EventDecoder
-from .transports import RawStream, Wire, default_headers, make_transport
+from gateway.catalog import HOLYSHEEP, Catalog
+from gateway.eventloop import Within
+from gateway.settings import Settings, read_environment
+from gateway.upstream.failures import FailureKind, UpstreamFailure
+from gateway.upstream.sse import EventDecoder
+from gateway.upstream.transports import RawStream, Wire, default_headers, make_transport
 
 __all__ = [
     "Provider",

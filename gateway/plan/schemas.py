@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import ErrorCode, GatewayError, bad_request
+from gateway.errors import ErrorCode, GatewayError, bad_request
 
 
 class Message(BaseModel):

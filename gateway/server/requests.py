@@ -11,9 +11,9 @@ import orjson
 from starlette.requests import Request
 from starlette.types import Receive
 
-from ..errors import ErrorCode, GatewayError, bad_request, body_too_large
-from ..eventloop import current_task, running_loop
-from .intake import EXCHANGE_KEY, Exchange
+from gateway.errors import ErrorCode, GatewayError, bad_request, body_too_large
+from gateway.eventloop import current_task, running_loop
+from gateway.server.intake import EXCHANGE_KEY, Exchange
 
 T = TypeVar("T")
 

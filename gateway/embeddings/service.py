@@ -2,7 +2,7 @@
 share one upstream call, and each caller gets exactly its own vectors, in its own order, with
 its own share of the usage and cost.
 
-Pricing is the accounting's (``gateway/accounting.py``): this module only counts tokens.
+Pricing is the accounting's (``gateway/books/accounting.py``): this module only counts tokens.
 The upstream reports usage for a whole call only, so a caller's share of a merged call is the
 call's tokens split in proportion to the length of each input (largest remainder, so the shares
 add up to exactly what the upstream billed). A request that went up alone is billed exactly.
@@ -17,14 +17,14 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .batching import Batcher
-from .catalog import Catalog, ModelEntry
-from .deadline import Deadline
-from .errors import ErrorCode, GatewayError, bad_request, model_not_found
-from .metrics import Metrics
-from .pricing import Price
-from .router import Router
-from .settings import Settings
+from gateway.catalog import Catalog, ModelEntry
+from gateway.embeddings.batcher import Batcher
+from gateway.errors import ErrorCode, GatewayError, bad_request, model_not_found
+from gateway.observability.metrics import Metrics
+from gateway.pricing import Price
+from gateway.routing.deadline import Deadline
+from gateway.routing.router import Router
+from gateway.settings import Settings
 
 EmbeddingInput = str | list[int]
 

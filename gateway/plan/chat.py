@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .catalog import Catalog, ModelEntry
-from .errors import ErrorCode, bad_request, model_not_found
-from .schemas import validate_chat
+from gateway.catalog import Catalog, ModelEntry
+from gateway.errors import ErrorCode, bad_request, model_not_found
+from gateway.plan.schemas import validate_chat
 
 
 @dataclass(slots=True)

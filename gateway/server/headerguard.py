@@ -23,7 +23,7 @@ from typing import Any
 
 import orjson
 
-from .errors import ErrorCode, GatewayError
+from gateway.errors import ErrorCode, GatewayError
 
 logger = logging.getLogger("gateway")
 

@@ -33,9 +33,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..errors import ErrorCode, GatewayError, body_too_large, error_response, overloaded
-from ..eventloop import current_task, running_loop
-from ..metrics import Metrics
+from gateway.errors import ErrorCode, GatewayError, body_too_large, error_response, overloaded
+from gateway.eventloop import current_task, running_loop
+from gateway.observability.metrics import Metrics
 
 logger = logging.getLogger("gateway")
 

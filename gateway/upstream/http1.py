@@ -31,8 +31,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from .eventloop import Within, running_loop
-from .failures import FailureKind, UpstreamFailure
+from gateway.eventloop import Within, running_loop
+from gateway.upstream.failures import FailureKind, UpstreamFailure
 
 MAX_HEAD_BYTES = 64 * 1024  # an upstream's status line and headers, at most
 HIGH_WATER = 1 << 20  # a stream's unread bytes before the socket stops being read

@@ -27,20 +27,20 @@ from typing import Any, TypeVar
 import backoff
 import orjson
 
-from .balancer import PICKERS, Strategy
-from .breaker import CircuitBreaker, State
-from .catalog import Catalog, Deployment, ModelEntry
-from .catalog import Price as DeploymentPrice
-from .deadline import Deadline
-from .errors import ErrorCode, GatewayError
-from .eventloop import running_loop
-from .failures import Attempt, FailureKind, UpstreamFailure
-from .health import ServiceStats
-from .metrics import Metrics
-from .pricing import Price
-from .settings import Settings
-from .tracing import UpstreamSpans
-from .upstream import UpstreamClient, UpstreamReply, Upstreams, UpstreamStream
+from gateway.catalog import Catalog, Deployment, ModelEntry
+from gateway.catalog import Price as DeploymentPrice
+from gateway.errors import ErrorCode, GatewayError
+from gateway.eventloop import running_loop
+from gateway.observability.health import ServiceStats
+from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import UpstreamSpans
+from gateway.pricing import Price
+from gateway.routing.balancer import PICKERS, Strategy
+from gateway.routing.breaker import CircuitBreaker, State
+from gateway.routing.deadline import Deadline
+from gateway.settings import Settings
+from gateway.upstream.client import UpstreamClient, UpstreamReply, Upstreams, UpstreamStream
+from gateway.upstream.failures import Attempt, FailureKind, UpstreamFailure
 
 T = TypeVar("T")
 Call = Callable[[Deployment, UpstreamClient, float], Awaitable[T]]

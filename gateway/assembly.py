@@ -8,20 +8,20 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from .cache.memory import MemoryStore
-from .cache.redis import RedisStore
-from .cache.service import Cache, Store
-from .cache.tiers import SemanticTier
-from .catalog import Catalog
-from .deadline import Deadline
-from .embeddings import Embeddings
-from .health import ServiceStats
-from .metrics import Metrics
-from .router import Router
-from .settings import Settings
-from .tenants import Tenants
-from .tracing import UpstreamSpans
-from .upstream import Upstreams
+from gateway.cache.memory import MemoryStore
+from gateway.cache.redis import RedisStore
+from gateway.cache.service import Cache, Store
+from gateway.cache.tiers import SemanticTier
+from gateway.catalog import Catalog
+from gateway.embeddings.service import Embeddings
+from gateway.observability.health import ServiceStats
+from gateway.observability.metrics import Metrics
+from gateway.observability.tracing import UpstreamSpans
+from gateway.routing.deadline import Deadline
+from gateway.routing.router import Router
+from gateway.settings import Settings
+from gateway.tenants import Tenants
+from gateway.upstream.client import Upstreams
 
 
 @dataclass(slots=True)
@@ -89,11 +89,11 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics,
         return None
     import numpy as np
 
-    from .batching import Batcher
-    from .cache.crossencoder import CrossEncoder
-    from .cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
-    from .cache.index import RedisVectorLog, VectorIndex
-    from .cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
+    from gateway.cache.crossencoder import CrossEncoder
+    from gateway.cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
+    from gateway.cache.index import RedisVectorLog, VectorIndex
+    from gateway.cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
+    from gateway.embeddings.batcher import Batcher
 
     embedder: Embedder
     if settings.semantic_embedder == "local":

@@ -24,9 +24,9 @@ from starlette.applications import Starlette
 from starlette.routing import Mount, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .api.intake import TRANSPORT_KEY, remember_transport
-from .bentoml_fixes import RequestTimeout
-from .seams import Patch, replace
+from gateway.server.bentoml_fixes import RequestTimeout
+from gateway.server.intake import TRANSPORT_KEY, remember_transport
+from gateway.server.seams import Patch, replace
 
 logger = logging.getLogger("gateway")
 

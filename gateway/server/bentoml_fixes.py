@@ -15,9 +15,9 @@ import asyncio
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import ErrorCode, GatewayError
-from .eventloop import current_task, running_loop
-from .seams import Patch, check, replace
+from gateway.errors import ErrorCode, GatewayError
+from gateway.eventloop import current_task, running_loop
+from gateway.server.seams import Patch, check, replace
 
 
 class RequestTimeout:

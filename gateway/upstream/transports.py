@@ -1,6 +1,6 @@
 """How bytes reach the upstream: three interchangeable HTTP transports behind one small interface.
 
-``http1`` (the default, ``gateway/http1.py``) is httptools' parser on asyncio's transports;
+``http1`` (the default, ``gateway/upstream/http1.py``) is httptools' parser on asyncio's transports;
 ``aiohttp`` talks to aiohttp's connection pool directly; ``httpx`` uses an ``httpx.AsyncClient``
 (and is what the respx unit tests drive). Measured on the 2-core machine through the whole
 gateway (50 VUs, instant fake provider, one worker): ~1,270 req/s on aiohttp, ~880 on httpx's
@@ -19,9 +19,9 @@ from typing import Protocol
 import aiohttp
 import httpx
 
-from .failures import FailureKind, UpstreamFailure
-from .http1 import Http1Pool
-from .settings import Settings
+from gateway.settings import Settings
+from gateway.upstream.failures import FailureKind, UpstreamFailure
+from gateway.upstream.http1 import Http1Pool
 
 
 class RawStream(Protocol):

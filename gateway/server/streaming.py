@@ -20,10 +20,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from starlette.responses import StreamingResponse
 from starlette.types import Message, Receive, Scope, Send
 
-from ..errors import GatewayError
-from ..eventloop import Within
-from .intake import drop_stalled
-from .requests import cancel_when_gone
+from gateway.errors import GatewayError
+from gateway.eventloop import Within
+from gateway.server.intake import drop_stalled
+from gateway.server.requests import cancel_when_gone
 
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 

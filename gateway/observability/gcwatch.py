@@ -19,8 +19,8 @@ import time
 from collections import deque
 from typing import Any
 
-from .eventloop import running_loop
-from .metrics import Metrics
+from gateway.eventloop import running_loop
+from gateway.observability.metrics import Metrics
 
 FLUSH_INTERVAL_S = 1.0
 

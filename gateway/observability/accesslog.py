@@ -21,9 +21,9 @@ from typing import Any
 
 import orjson
 
-from ..dashboard.traffic import RecentTraffic
-from ..eventloop import running_loop
-from ..pricing import format_usd
+from gateway.eventloop import running_loop
+from gateway.observability.traffic import RecentTraffic
+from gateway.pricing import format_usd
 
 logger = logging.getLogger("gateway.access")
 

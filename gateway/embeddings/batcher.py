@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
-from .eventloop import running_loop
+from gateway.eventloop import running_loop
 
 In = TypeVar("In")
 Out = TypeVar("Out")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from .breaker import State
+from gateway.routing.breaker import State
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

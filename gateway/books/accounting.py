@@ -13,12 +13,12 @@ import time
 from dataclasses import dataclass
 from decimal import Decimal
 
-from .errors import GatewayError
-from .health import ServiceStats
-from .metrics import Metrics
-from .pricing import Price, cost_usd, read_usage
-from .schemas import Usage
-from .tenants import RequestTenancy
+from gateway.errors import GatewayError
+from gateway.observability.health import ServiceStats
+from gateway.observability.metrics import Metrics
+from gateway.plan.schemas import Usage
+from gateway.pricing import Price, cost_usd, read_usage
+from gateway.tenants import RequestTenancy
 
 ZERO = Decimal(0)
 

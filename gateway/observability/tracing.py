@@ -15,9 +15,9 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .errors import GatewayError
-from .failures import UpstreamFailure
-from .settings import Settings
+from gateway.errors import GatewayError
+from gateway.settings import Settings
+from gateway.upstream.failures import UpstreamFailure
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Span, Tracer
@@ -40,7 +40,7 @@ def configured_tracer() -> Tracer | None:
     """BentoML's tracer when its tracing exports and samples; call it inside a worker."""
     from bentoml._internal.configuration.containers import BentoMLContainer
 
-    from .seams import EXPECTED_BENTOML, SeamError, bentoml_version
+    from gateway.server.seams import EXPECTED_BENTOML, SeamError, bentoml_version
 
     if not all(hasattr(BentoMLContainer, name) for name in ("tracing", "tracer_provider")):
         raise SeamError(f"tracing: BentoMLContainer has no tracing/tracer_provider in BentoML "

@@ -1,0 +1,1 @@
+"""The embeddings path: batching inputs into shared upstream calls."""

@@ -1,0 +1,1 @@
+"""Metrics, tracing, health, GC watch, recent traffic and the access log: declared once."""

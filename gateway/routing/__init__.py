@@ -1,0 +1,1 @@
+"""The routing stage: fallback chain, deployments, balancer, breaker, retries and deadline."""

@@ -1,0 +1,1 @@
+"""Between uvicorn/BentoML and the edges: intake, dispatch, every patched third-party internal."""

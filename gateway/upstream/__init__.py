@@ -1,0 +1,1 @@
+"""The upstream stage: the provider client, its transports, SSE and failure kinds."""
