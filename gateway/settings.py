@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     # Upstream
     upstream_api_key: SecretStr | None = Field(None, validation_alias="HOLYSHEEP_API_KEY")
     upstream_base_url: str = Field(DEFAULT_BASE_URL, validation_alias="HOLYSHEEP_BASE_URL")
-    http_client: str = Field("http1", validation_alias="GATEWAY_HTTP_CLIENT")
+    http_client: str = Field("pyreqwest", validation_alias="GATEWAY_HTTP_CLIENT")
     max_connections: int = Field(100, ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS")
     max_keepalive: int = Field(20, ge=0, validation_alias="GATEWAY_MAX_KEEPALIVE")
     upstream_timeout_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_UPSTREAM_TIMEOUT")
@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     stream_idle_timeout_s: float = Field(
         30.0, gt=0, validation_alias="GATEWAY_STREAM_IDLE_TIMEOUT"
     )
+
+    # Egress: proxies, trust, HTTP/2 (docs/connections.md); a catalog provider may override each
+    https_proxy: str | None = Field(None, validation_alias="HTTPS_PROXY")
+    http_proxy: str | None = Field(None, validation_alias="HTTP_PROXY")
+    no_proxy: str | None = Field(None, validation_alias="NO_PROXY")
+    ca_bundle: Path | None = Field(None, validation_alias="GATEWAY_CA_BUNDLE")
+    http2: bool = Field(False, validation_alias="GATEWAY_HTTP2")
 
     balancer: Literal["weighted", "least_in_flight"] = Field(
         "least_in_flight", validation_alias="GATEWAY_BALANCER")
@@ -145,8 +152,8 @@ class Settings(BaseSettings):
     @field_validator("http_client")
     @classmethod
     def _known_client(cls, value: str) -> str:
-        if value not in ("http1", "aiohttp", "httpx"):
-            raise ValueError("must be 'http1', 'aiohttp' or 'httpx'")
+        if value not in ("pyreqwest", "aiohttp", "httpx"):
+            raise ValueError("must be 'pyreqwest', 'aiohttp' or 'httpx'")
         return value
 
     @cached_property

@@ -12,6 +12,8 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
     python -m loadtest.bench tenants-layer [--keys 100]               # the same, in process only
     python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
+    python -m loadtest.bench transports [--reference REV]             # upstream HTTP clients
+    python -m loadtest.bench limits-clients                           # Redis clients, limits
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
 """
@@ -896,6 +898,8 @@ def _tenant_runs(
     targets: list[Target],
     d: int,
     rounds: int,
+    *,
+    stream: bool = False,
 ) -> None:
     """For every target: a warm-up, then ``rounds`` of: the direct call at 100 req/s (when the
     target has one), the target at 100 req/s, the target at 50 VUs (and its server's CPU time
@@ -918,15 +922,80 @@ def _tenant_runs(
             v = bench.k6(f"{slug}-{r}-vus", url, CHAT, vus=50, duration=d, keys=keys,
                          unique=True)
             served = float(v["http_reqs"]["values"]["count"]) * (1 - failed(v))
+            cpu_us = (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6
+            if stream and direct is not None:
+                body = {**CHAT, "stream": True}
+                base = bench.k6(f"{slug}-{r}-sdirect", direct, body, rate=25, duration=d,
+                                key=UPSTREAM_KEY, unique=True)
+                s = bench.k6(f"{slug}-{r}-stream", url, body, rate=25, duration=d, keys=keys,
+                             unique=True)
+                row |= {"direct_ttfb_p50": trend(base, "http_req_waiting", "med"),
+                        "direct_ttfb_p99": trend(base, "http_req_waiting", "p(99)"),
+                        "ttfb_p50": trend(s, "http_req_waiting", "med"),
+                        "ttfb_p99": trend(s, "http_req_waiting", "p(99)")}
+                row["stream_failed"] = failed(s)
             stats.setdefault(label, []).append(
                 row | {
                     "p50": trend(m, "http_req_duration", "med"),
                     "p99": trend(m, "http_req_duration", "p(99)"),
                     "rps": rate(v),
-                    "cpu_us": (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6,
-                    "failed": max(failed(m), failed(v)),
+                    "cpu_us": cpu_us,
+                    "failed": max(failed(m), failed(v), row.pop("stream_failed", 0.0)),
                 }
             )
+
+
+def transports(args: argparse.Namespace) -> None:
+    """The upstream leg on each maintained HTTP client (``GATEWAY_HTTP_CLIENT``), and, with
+    ``--reference REV``, the gateway as it was at REV (its default client) served from a copy
+    of that tree: one gateway per client, all up at once, measured in interleaved rounds (see
+    ``_tenant_runs``), each figure beside a direct call to the fake provider made just before
+    it. Adds, per client, streaming time to first byte at 25 req/s (added vs direct)."""
+    bench = Bench(args.out)
+    d = args.duration
+    stats: dict[str, list[dict[str, float]]] = {}
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, contextlib.ExitStack() as alive:
+        direct = f"{fake.base_url}/chat/completions"
+        targets: list[Target] = []
+        if args.reference:
+            tree = Path(tempfile.mkdtemp(prefix="bench-reference-"))
+            alive.callback(shutil.rmtree, tree, True)
+            archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.reference],
+                                     check=True, capture_output=True).stdout
+            subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
+            gw = GatewayServer(bench.logs, fake.base_url, cwd=tree)
+            alive.callback(gw.stop)
+            targets.append(Target(f"reference ({args.reference})", f"{gw.v1}/chat/completions",
+                                  [CLIENT_KEY], direct, gw.process.proc.pid))
+        for client in args.clients.split(","):
+            gw = alive.enter_context(bench.gateway(fake, GATEWAY_HTTP_CLIENT=client))
+            targets.append(Target(client, f"{gw.v1}/chat/completions", [CLIENT_KEY], direct,
+                                  gw.process.proc.pid))
+        _tenant_runs(bench, stats, targets, d, args.rounds, stream=True)
+
+    def med(label: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[label])
+
+    rows = []
+    for label, runs in stats.items():
+        rows.append([
+            label,
+            "/".join(f"{med(label, p) - med(label, 'direct_' + p):+.2f}" for p in ("p50", "p99")),
+            f"{med(label, 'rps'):.0f}",
+            f"{med(label, 'cpu_us'):.0f}",
+            "/".join(f"{med(label, 'ttfb_' + p) - med(label, 'direct_ttfb_' + p):+.2f}"
+                     for p in ("p50", "p99")),
+            f"{max(s['failed'] for s in runs):.2%}",
+        ])
+    print_table(
+        f"Upstream clients: {args.rounds} interleaved round(s) of {d} s, medians",
+        rows,
+        header=["client", "added p50/p99 ms at 100 req/s", "req/s at 50 VUs",
+                "worker CPU µs/request at 50 VUs", "stream: added TTFB p50/p99 ms at 25 req/s",
+                "errors"],
+    )
+    (args.out / "transports.json").write_text(json.dumps({"stats": stats, "rows": rows},
+                                                         indent=1))
 
 
 def _slug(label: str) -> str:
@@ -1101,6 +1170,15 @@ def main() -> None:
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--requests", type=int, default=5000)
     p.set_defaults(run=tenants_layer)
+    p = sub.add_parser("transports")
+    p.add_argument("--clients", default="pyreqwest,aiohttp,httpx",
+                   help="GATEWAY_HTTP_CLIENT values, comma-separated")
+    p.add_argument("--reference", default=None,
+                   help="a git revision to serve as well, as it was (say, the commit before "
+                        "a change of client)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=5)
+    p.set_defaults(run=transports)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
     p.set_defaults(run=seed)

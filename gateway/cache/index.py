@@ -15,8 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from gateway.redis_client import open_redis
 
 STREAM = "gw:semantic"
 
@@ -95,8 +96,7 @@ class RedisVectorLog:
 
     def __init__(self, url: str, max_entries: int, *, timeout_s: float = 0.1,
                  on_error: Callable[[], None] | None = None, pull_every_s: float = 0.1) -> None:
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s)
+        self._redis = open_redis(url, timeout_s)
         self._max_entries = max_entries
         self._on_error = on_error
         self._pull_every_s = pull_every_s

@@ -13,8 +13,9 @@ import logging
 import time
 from collections.abc import Callable
 
-from redis.asyncio import Redis
 from redis.exceptions import RedisError
+
+from gateway.redis_client import open_redis
 
 logger = logging.getLogger("gateway.cache")
 
@@ -32,8 +33,7 @@ class RedisStore:
         log_every_s: float = 30.0,
         on_error: Callable[[], None] | None = None,
     ) -> None:
-        self._redis = Redis.from_url(url, socket_timeout=timeout_s,
-                                     socket_connect_timeout=timeout_s, retry_on_timeout=False)
+        self._redis = open_redis(url, timeout_s)
         self._ttl_ms = int(ttl_s * 1000)
         self._retry_s = retry_s
         self._log_every_s = log_every_s

@@ -26,6 +26,7 @@ from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
 from gateway.pricing import to_micro
+from gateway.redis_client import open_redis
 from gateway.settings import Settings
 from gateway.tenants.admission import (
     ANONYMOUS,
@@ -56,6 +57,7 @@ from gateway.tenants.limits import (
     GiveBack,
     Kind,
     LimitPlan,
+    LimitsScript,
     MemoryLimiter,
     RedisLimiter,
     Refusal,
@@ -64,7 +66,6 @@ from gateway.tenants.limits import (
     ledger_day,
     window_key,
 )
-from gateway.tenants.scriptwire import ScriptWire
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
@@ -185,11 +186,9 @@ class Tenants:
         ledger: Ledger
         if settings.redis_url:
             timeout = settings.limits_redis_timeout_s
-            redis = Redis.from_url(settings.redis_url, socket_timeout=timeout,
-                                   socket_connect_timeout=timeout, retry_on_timeout=False)
+            redis = open_redis(settings.redis_url, timeout)
             store = KeyStore(static, RedisKeys(redis))
-            limiter = RedisLimiter(ScriptWire(settings.redis_url, LUA, timeout),
-                                   on_drop=drop_limits)
+            limiter = RedisLimiter(LimitsScript(redis, LUA), on_drop=drop_limits)
             ledger = RedisLedger(redis, on_drop=drop_ledger)
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))

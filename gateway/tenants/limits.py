@@ -15,6 +15,7 @@ last one served; overshoot is bounded by what was already in flight when it cros
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import time
 from collections.abc import Callable
@@ -23,11 +24,11 @@ from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
 import orjson
+from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from gateway.eventloop import running_loop
 from gateway.tenants.buffer import MergeBuffer
-from gateway.tenants.scriptwire import ScriptWire
 from gateway.tenants.store import REDIS_VERSION as KEY_VERSION
 
 WINDOW_S = 60
@@ -310,6 +311,43 @@ GiveBack = tuple[str, str | None, int, int]  # (key, field or None, delta, TTL i
 Decided = Callable[[Decision | BaseException], None]
 
 
+class LimitsScript:
+    """The limits script on the gateway's one Redis client (redis-py, hiredis parsing): EVALSHA,
+    and the script itself once when Redis answers ``NOSCRIPT`` (redis-py's ``Script`` does
+    that). Failures are redis-py's own exceptions; the client's socket timeout bounds a call."""
+
+    def __init__(self, redis: Redis, script: str) -> None:
+        self._script = redis.register_script(script)
+        self._running: set[asyncio.Task[bytes]] = set()
+
+    def submit(self, keys: list[object], args: list[object]) -> asyncio.Task[bytes]:
+        """The script's text, as a task: written to Redis on the loop's next turn."""
+        task: asyncio.Task[bytes] = running_loop().create_task(
+            self._script(keys=keys, args=args))  # type: ignore[arg-type]
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    def call(self, keys: list[object], args: list[object],
+             done: Callable[[bytes | BaseException], None]) -> None:
+        """``done`` gets the script's text or the Redis error, once, after this returns."""
+        self.submit(keys, args).add_done_callback(functools.partial(_deliver, done))
+
+    async def aclose(self) -> None:
+        """The client is shared and closed by its owner; calls still out are let finish."""
+        if self._running:
+            await asyncio.wait(self._running)
+
+
+def _deliver(done: Callable[[bytes | BaseException], None], task: asyncio.Task[bytes]) -> None:
+    if task.cancelled():
+        done(ResponseError("the limits call was cancelled"))
+    elif (error := task.exception()) is not None:
+        done(error)
+    else:
+        done(task.result())
+
+
 class RedisLimiter:
     """Checks and takes every limit of a request in one script call, and batches: the checks
     that arrive while a call is out (and what ended requests give back, kept in a MergeBuffer)
@@ -317,7 +355,7 @@ class RedisLimiter:
     requests. With nothing out, a check is written to Redis the moment it is submitted, and
     its decision reaches ``decided`` straight from the socket's read."""
 
-    def __init__(self, wire: ScriptWire, *, on_drop: object = None) -> None:
+    def __init__(self, wire: LimitsScript, *, on_drop: object = None) -> None:
         self._wire = wire
         self.returns: MergeBuffer[Return] = MergeBuffer(
             self._write, name="limits", on_drop=on_drop)  # type: ignore[arg-type]

@@ -1,27 +1,51 @@
-"""How bytes reach the upstream: three interchangeable HTTP transports behind one small interface.
+"""How bytes reach the upstream: interchangeable HTTP transports behind one small interface,
+each a maintained library.
 
-``http1`` (the default, ``gateway/upstream/http1.py``) is httptools' parser on asyncio's transports;
-``aiohttp`` talks to aiohttp's connection pool directly; ``httpx`` uses an ``httpx.AsyncClient``
-(and is what the respx unit tests drive). Measured on the 2-core machine through the whole
-gateway (50 VUs, instant fake provider, one worker): ~1,270 req/s on aiohttp, ~880 on httpx's
-API over aiohttp's pool (httpx-aiohttp), ~390 on httpx's own transport; README, *Performance*,
-for http1 against aiohttp. All map their errors to the same ``UpstreamFailure`` kinds, so
-nothing above this module knows which one runs.
+``pyreqwest`` (the default) is Rust's reqwest (hyper, rustls) behind a Python API: HTTP/2,
+proxies, gzip/brotli/zstd decoding, the system's trust store. ``aiohttp`` talks to aiohttp's
+connection pool directly; ``httpx`` uses an ``httpx.AsyncClient`` (and is what the respx unit
+tests drive). docs/connections.md has the benchmark that chose the default.
+
+Whatever the transport: the proxy is the one ``Wire`` resolved (a provider's own, else
+``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` names the host), TLS is verified (plus a CA
+bundle where one is set), compressed answers are decoded, and a POST is sent once per attempt:
+a connection that closes after the request was written is a failed attempt (``CONNECT``) for
+the router to count and retry by its rules, never a silent second send. All map their errors
+to the same ``UpstreamFailure`` kinds, so nothing above this module knows which one runs.
 """
 
 from __future__ import annotations
 
 import http.cookiejar
+import ssl
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from datetime import timedelta
+from functools import cache
+from pathlib import Path
 from typing import Protocol
+from urllib.parse import urlsplit
+from urllib.request import proxy_bypass_environment
 
 import aiohttp
+import certifi
 import httpx
+import pyreqwest.exceptions as reqwest_errors
+from pyreqwest.client import Client as ReqwestClient
+from pyreqwest.client import ClientBuilder
+from pyreqwest.proxy import ProxyBuilder
+from pyreqwest.response import Response as ReqwestResponse
 
 from gateway.settings import Settings
 from gateway.upstream.failures import FailureKind, UpstreamFailure
-from gateway.upstream.http1 import Http1Pool
+
+CONNECT_FAILED = "could not connect to the upstream"
+CLOSED_UNANSWERED = "the upstream closed the connection without answering"
+TLS_FAILED = "could not verify the upstream's TLS certificate"
+PROXY_FAILED = "could not reach the upstream through the proxy"
+DROPPED = "the upstream dropped the connection mid-answer"
+NO_ANSWER = "the upstream did not answer in time"
+STALLED = "the upstream stream stalled past the idle timeout"
 
 
 class RawStream(Protocol):
@@ -50,22 +74,41 @@ class Transport(Protocol):
 
 
 def default_headers(secret: str, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-    headers = {"content-type": "application/json", "accept-encoding": "identity", **(extra or {})}
+    """No ``accept-encoding``: each library offers the encodings it decodes."""
+    headers = {"content-type": "application/json", **(extra or {})}
     if secret:
         headers["authorization"] = f"Bearer {secret}"
     return headers
 
 
+def choose_proxy(base_url: str, own: str | None, settings: Settings) -> str | None:
+    """The proxy for ``base_url``: the provider's own, else ``HTTPS_PROXY`` (``HTTP_PROXY`` for a
+    plain-HTTP upstream) unless ``NO_PROXY`` names its host (curl's rules, as urllib reads them)."""
+    if own:
+        return own
+    scheme = urlsplit(base_url).scheme
+    proxy = settings.https_proxy if scheme == "https" else settings.http_proxy
+    if not proxy:
+        return None
+    host = urlsplit(base_url).netloc.rpartition("@")[2]
+    if settings.no_proxy and proxy_bypass_environment(host, {"no": settings.no_proxy}):
+        return None
+    return proxy
+
+
 @dataclass(frozen=True, slots=True)
 class Wire:
     """Where and how one provider is reached: its base URL, the headers every request carries
-    (its own key among them), and its connection pool."""
+    (its own key among them), its connection pool, proxy, extra trusted CAs and HTTP version."""
 
     base_url: str
     headers: Mapping[str, str]
     max_connections: int
     max_keepalive: int
     connect_timeout_s: float
+    proxy: str | None = None
+    ca_bundle: str | None = None
+    http2: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Wire:
@@ -76,7 +119,185 @@ class Wire:
             settings.max_connections,
             settings.max_keepalive,
             settings.connect_timeout_s,
+            choose_proxy(settings.upstream_base_url, None, settings),
+            str(settings.ca_bundle) if settings.ca_bundle else None,
+            settings.http2,
         )
+
+
+@cache
+def _pem(path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ValueError(f"cannot read the CA bundle {path!r} ({exc.strerror})") from None
+
+
+def ssl_context(wire: Wire) -> ssl.SSLContext:
+    """certifi's roots, plus the wire's CA bundle: for the Python transports (aiohttp, httpx)."""
+    context = ssl.create_default_context(cafile=certifi.where())
+    if wire.ca_bundle:
+        context.load_verify_locations(cadata=_pem(wire.ca_bundle).decode("ascii"))
+    return context
+
+
+def _causes(exc: BaseException) -> str:
+    """Every message in an error's chain, lowercased, to classify it (never shown)."""
+    parts: list[str] = []
+    seen: BaseException | None = exc
+    while seen is not None and len(parts) < 10:
+        parts.append(str(seen))
+        details = getattr(seen, "details", None)
+        if isinstance(details, dict):
+            parts.extend(str(c.get("message", c)) if isinstance(c, dict) else str(c)
+                         for c in details.get("causes") or ())
+        seen = seen.__cause__ or seen.__context__
+    return " ".join(parts).lower()
+
+
+def _connect_failure(exc: BaseException) -> UpstreamFailure:
+    text = _causes(exc)
+    if "certificate" in text or "ssl" in text or "tls" in text:
+        return UpstreamFailure(FailureKind.CONNECT, TLS_FAILED)
+    if "proxy" in text or "tunnel" in text:
+        return UpstreamFailure(FailureKind.CONNECT, PROXY_FAILED)
+    return UpstreamFailure(FailureKind.CONNECT, CONNECT_FAILED)
+
+
+# --- pyreqwest ----------------------------------------------------------------------------------
+
+
+def _reqwest_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
+    if isinstance(exc, reqwest_errors.ConnectTimeoutError | reqwest_errors.PoolTimeoutError):
+        return UpstreamFailure(FailureKind.CONNECT, f"{CONNECT_FAILED} in time")
+    if isinstance(exc, TimeoutError):
+        return UpstreamFailure(FailureKind.TIMEOUT, STALLED if streaming else NO_ANSWER)
+    if isinstance(exc, reqwest_errors.ConnectError):
+        return _connect_failure(exc)
+    if streaming or isinstance(exc, reqwest_errors.ReadError | reqwest_errors.DecodeError):
+        return UpstreamFailure(FailureKind.TRUNCATED, DROPPED)
+    if isinstance(exc, reqwest_errors.RequestError):
+        return UpstreamFailure(FailureKind.CONNECT, CLOSED_UNANSWERED)
+    return UpstreamFailure(
+        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
+    )
+
+
+class _ReqwestStream:
+    def __init__(self, response: ReqwestResponse, closer: object) -> None:
+        self._response = response
+        self._closer = closer
+        self.status = response.status
+        self.headers: Mapping[str, str] = _Headers(response)
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        reader = self._response.body_reader
+        try:
+            while (chunk := await reader.read_chunk()) is not None:
+                yield bytes(chunk)
+        except reqwest_errors.PyreqwestError as exc:
+            raise _reqwest_failure(exc, streaming=True) from None
+
+    async def read(self) -> bytes:
+        try:
+            return bytes(await self._response.bytes())
+        except reqwest_errors.PyreqwestError as exc:
+            raise _reqwest_failure(exc) from None
+
+    async def aclose(self) -> None:
+        closer, self._closer = self._closer, None
+        if closer is not None:
+            await closer.__aexit__(None, None, None)  # type: ignore[attr-defined]
+
+
+class _Headers(Mapping[str, str]):
+    """A response's headers, looked up case-insensitively (the first value of each)."""
+
+    def __init__(self, response: ReqwestResponse) -> None:
+        self._response = response
+
+    def __getitem__(self, name: str) -> str:
+        value = self._response.get_header(name)
+        if value is None:
+            raise KeyError(name)
+        return value
+
+    def get(self, name: str, default: object = None) -> str | None:  # type: ignore[override]
+        value = self._response.get_header(name)
+        return value if value is not None else default  # type: ignore[return-value]
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(self._response.headers.keys())
+
+    def __len__(self) -> int:
+        return len(self._response.headers)
+
+
+class ReqwestTransport:
+    """pyreqwest's client: one per provider and worker, built inside the worker's loop."""
+
+    def __init__(self, wire: Wire) -> None:
+        self._wire = wire
+        self._base = wire.base_url
+        self._client: ReqwestClient | None = None
+
+    def _build(self) -> ReqwestClient:
+        wire = self._wire
+        builder = (
+            ClientBuilder()
+            .default_headers(dict(wire.headers))
+            .max_connections(wire.max_connections)
+            .pool_max_idle_per_host(wire.max_keepalive)
+            .pool_idle_timeout(timedelta(seconds=15))
+            .connect_timeout(timedelta(seconds=wire.connect_timeout_s))
+            .follow_redirects(False)
+            .referer(False)
+            .default_cookie_store(False)  # upstream cookies must not travel between clients
+            .gzip(True).brotli(True).deflate(True).zstd(True)
+            .http1_lower_case_headers()
+            .no_proxy()  # the proxy is the one the Wire resolved, not reqwest's own reading
+        )
+        if wire.proxy:
+            builder = builder.proxy(ProxyBuilder.all(wire.proxy))
+        if wire.ca_bundle:
+            builder = builder.add_root_certificate_pem(_pem(wire.ca_bundle))
+        builder = builder.http2(True) if wire.http2 else builder.http1_only()
+        return builder.build()
+
+    def _request(self, path: str, body: bytes, headers: Mapping[str, str] | None):  # type: ignore[no-untyped-def]
+        if self._client is None:
+            self._client = self._build()
+        request = self._client.post(self._base + path).body_bytes(body)
+        return request.headers(dict(headers)) if headers else request
+
+    async def post(
+        self,
+        path: str,
+        body: bytes,
+        read_timeout: float,
+        headers: Mapping[str, str] | None = None,
+    ) -> tuple[int, Mapping[str, str], bytes]:
+        request = self._request(path, body, headers).timeout(timedelta(seconds=read_timeout))
+        try:
+            response = await request.build().send()
+            content = bytes(await response.bytes())
+        except reqwest_errors.PyreqwestError as exc:
+            raise _reqwest_failure(exc) from None
+        return response.status, _Headers(response), content
+
+    async def open(
+        self, path: str, body: bytes, read_timeout: float, headers: Mapping[str, str] | None = None
+    ) -> RawStream:
+        streamed = self._request(path, body, headers).build_streamed()
+        try:
+            response = await streamed.__aenter__()
+        except reqwest_errors.PyreqwestError as exc:
+            raise _reqwest_failure(exc) from None
+        return _ReqwestStream(response, streamed)
+
+    async def aclose(self) -> None:
+        if self._client is not None:
+            await self._client.close()
 
 
 # --- aiohttp ------------------------------------------------------------------------------------
@@ -99,8 +320,12 @@ def _aiohttp_failure(exc: BaseException, *, streaming: bool = False) -> Upstream
         return UpstreamFailure(
             FailureKind.CONNECT, "the upstream closed the connection without answering"
         )
+    if isinstance(exc, aiohttp.ClientSSLError):
+        return UpstreamFailure(FailureKind.CONNECT, TLS_FAILED)
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return UpstreamFailure(FailureKind.CONNECT, PROXY_FAILED)
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
+        return UpstreamFailure(FailureKind.CONNECT, CONNECT_FAILED)
     return UpstreamFailure(
         FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
     )
@@ -139,10 +364,11 @@ class AiohttpTransport:
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:  # created lazily, inside the worker's running loop
             self._session = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=self._wire.max_connections, ttl_dns_cache=300),
+                connector=aiohttp.TCPConnector(limit=self._wire.max_connections, ttl_dns_cache=300,
+                                               ssl=ssl_context(self._wire)),
                 headers=self._headers,
-                auto_decompress=False,
-                trust_env=False,
+                trust_env=False,  # the proxy is the one the Wire resolved
+                proxy=self._wire.proxy,
                 # Upstream cookies must not travel from one client's request to another's.
                 cookie_jar=aiohttp.DummyCookieJar(),
             )
@@ -204,8 +430,8 @@ def _httpx_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFa
         return UpstreamFailure(
             FailureKind.CONNECT, "the upstream closed the connection without answering"
         )
-    if isinstance(exc, httpx.ConnectError):
-        return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream")
+    if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
+        return _connect_failure(exc)
     return UpstreamFailure(
         FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
     )
@@ -222,7 +448,7 @@ class _HttpxStream:
             yield self._response.content
             return
         try:
-            async for chunk in self._response.aiter_raw():
+            async for chunk in self._response.aiter_bytes():
                 yield chunk
         except httpx.HTTPError as exc:
             raise _httpx_failure(exc, streaming=True) from None
@@ -252,7 +478,10 @@ class HttpxTransport:
                 max_connections=wire.max_connections, max_keepalive_connections=wire.max_keepalive
             ),
             transport=transport,
-            trust_env=False,
+            trust_env=False,  # the proxy is the one the Wire resolved
+            proxy=wire.proxy,
+            verify=ssl_context(wire),
+            http2=wire.http2,
             cookies=_no_cookies(),
         )
 
@@ -302,4 +531,4 @@ def make_transport(
         return HttpxTransport(wire, httpx_transport)
     if settings.http_client == "aiohttp":
         return AiohttpTransport(wire)
-    return Http1Pool(wire.base_url, wire.headers, wire.max_connections, wire.connect_timeout_s)
+    return ReqwestTransport(wire)
