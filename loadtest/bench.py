@@ -998,6 +998,30 @@ def transports(args: argparse.Namespace) -> None:
                                                          indent=1))
 
 
+def limits_clients(args: argparse.Namespace) -> None:
+    """The limits check on each candidate Redis client (``loadtest/limits_clients.py``)."""
+    from .limits_clients import run
+
+    bench = Bench(args.out)
+    redis = RedisServer(bench.logs)
+    try:
+        stats = run(redis.url, args.rounds, args.checks, args.burst, args.reference)
+    finally:
+        redis.stop()
+
+    def med(label: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[label])
+
+    rows = [[label, f"{med(label, 'p50'):.3f} / {med(label, 'p99'):.3f}",
+             f"{med(label, 'rps'):.0f}", f"{med(label, 'cpu_us'):.0f}"] for label in stats]
+    print_table(
+        f"Limits check per Redis client: {args.rounds} interleaved round(s), medians", rows,
+        header=["client", "p50 / p99 ms, one check every 10 ms", "checks/s, 50 in flight",
+                "process CPU µs/check, 50 in flight"])
+    (args.out / "limits-clients.json").write_text(json.dumps({"stats": stats, "rows": rows},
+                                                             indent=1))
+
+
 def _slug(label: str) -> str:
     return f"tenants-{label.split()[0]}-{len(label)}"
 
@@ -1179,6 +1203,13 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=5)
     p.set_defaults(run=transports)
+    p = sub.add_parser("limits-clients")
+    p.add_argument("--reference", default=None,
+                   help="a git revision whose gateway/tenants/scriptwire.py to measure as well")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--checks", type=int, default=1000, help="paced checks per round")
+    p.add_argument("--burst", type=float, default=3.0, help="seconds of 50 checks in flight")
+    p.set_defaults(run=limits_clients)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
     p.set_defaults(run=seed)

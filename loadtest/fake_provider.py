@@ -4,6 +4,7 @@ Every test, benchmark and the demo use it in place of a real provider:
 
     python -m loadtest.fake_provider --host 127.0.0.1 --port 8001 [--latency-ms 0] [--chunks 8]
         [--chunk-delay-ms 0] [--content-chars 400] [--api-key KEY] [--name fake] [--rpm-limit N]
+        [--gzip] [--tls-cert cert.pem --tls-key key.pem]
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
 ``GET /v1/models``; the code lives in ``loadtest/fake/`` (``app``, ``answers``, ``ratelimit``,
@@ -61,6 +62,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 from loadtest.fake import (
     FAULT_KINDS,
@@ -72,6 +74,7 @@ from loadtest.fake import (
     create_app,
     fake_vector,
 )
+from loadtest.fake.gzipped import GzipEverything
 
 __all__ = ["FAULT_KINDS", "MODELS", "Dropped", "FakeConfig", "FakeProvider", "Fault",
            "create_app", "fake_vector", "main"]
@@ -91,12 +94,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--name", default="fake", help="sent as the x-fake-provider header")
     parser.add_argument("--rpm-limit", type=int, default=None,
                         help="requests per rolling minute before 429 (default: no limit)")
+    parser.add_argument("--gzip", action="store_true",
+                        help="gzip every /v1/* answer, whatever the client offered")
+    parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
+    parser.add_argument("--tls-key", default=None, help="and this key")
     args = parser.parse_args(argv)
-    app = create_app(FakeConfig(args.latency_ms, args.chunks, args.chunk_delay_ms,
-                                args.content_chars, args.api_key, args.name, args.rpm_limit))
-    print(f"fake provider {args.name!r} listening on http://{args.host}:{args.port}", flush=True)
+    app: Any = create_app(FakeConfig(args.latency_ms, args.chunks, args.chunk_delay_ms,
+                                     args.content_chars, args.api_key, args.name, args.rpm_limit))
+    if args.gzip:
+        app = GzipEverything(app)
+    scheme = "https" if args.tls_cert else "http"
+    print(f"fake provider {args.name!r} listening on {scheme}://{args.host}:{args.port}",
+          flush=True)
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
-                access_log=False, log_level="warning", lifespan="on")
+                access_log=False, log_level="warning", lifespan="on",
+                ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
 
 
 if __name__ == "__main__":

@@ -58,13 +58,13 @@ class Process:
         self._log.close()
 
 
-def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
+def wait_http(url: str, proc: Process, timeout: float = 60.0, verify: str | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None or "startup failed" in proc.log():
             raise RuntimeError(f"process failed to start:\n{proc.log()[-4000:]}")
         try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
+            if httpx.get(url, timeout=1.0, verify=verify).status_code == 200:
                 return
         except httpx.HTTPError:
             pass
@@ -75,39 +75,44 @@ def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
 class FakeProvider:
     """The fake OpenAI-compatible upstream, with its control API wrapped for tests."""
 
-    def __init__(self, log_dir: Path, *args: str, name: str | None = None) -> None:
+    def __init__(self, log_dir: Path, *args: str, name: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None) -> None:
+        """``tls``: (certificate, key, the CA that signed it): served over HTTPS."""
         self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
+        self.verify: str | bool = str(tls[2]) if tls else True
         named = ["--name", name] if name is not None else []
+        served = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         self.process = Process(
             [sys.executable, "-m", "loadtest.fake_provider", "--host", "127.0.0.1",
-             "--port", str(self.port), "--api-key", UPSTREAM_KEY, *named, *args],
+             "--port", str(self.port), "--api-key", UPSTREAM_KEY, *named, *served, *args],
             log_dir / f"fake-{self.port}.log",
         )
-        wait_http(f"{self.url}/_fake/stats", self.process, timeout=30)
+        wait_http(f"{self.url}/_fake/stats", self.process, timeout=30, verify=self.verify)
 
     @property
     def base_url(self) -> str:
         return f"{self.url}/v1"
 
     def fault(self, **spec: Any) -> None:
-        httpx.post(f"{self.url}/_fake/faults", json=spec).raise_for_status()
+        httpx.post(f"{self.url}/_fake/faults", json=spec, verify=self.verify).raise_for_status()
 
     def configure(self, **config: Any) -> None:
-        httpx.post(f"{self.url}/_fake/config", json=config).raise_for_status()
+        httpx.post(f"{self.url}/_fake/config", json=config,
+                   verify=self.verify).raise_for_status()
 
     def reset(self) -> None:
-        httpx.post(f"{self.url}/_fake/reset").raise_for_status()
+        httpx.post(f"{self.url}/_fake/reset", verify=self.verify).raise_for_status()
 
     def stats(self) -> dict[str, Any]:
-        response = httpx.get(f"{self.url}/_fake/stats")
+        response = httpx.get(f"{self.url}/_fake/stats", verify=self.verify)
         response.raise_for_status()
         return dict(response.json())
 
     def received(self) -> list[dict[str, Any]]:
         """The last 50 ``/v1/*`` requests, oldest first: ``path``, ``body``, ``authorization``
         (its last 4 characters)."""
-        response = httpx.get(f"{self.url}/_fake/requests")
+        response = httpx.get(f"{self.url}/_fake/requests", verify=self.verify)
         response.raise_for_status()
         return list(response.json()["requests"])
 
@@ -119,26 +124,53 @@ class FakeProvider:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port, with no persistence."""
+    """A throwaway ``redis-server`` with no persistence: on a free loopback port by default; with
+    ``password`` it requires AUTH; with ``tls`` (certificate, key, CA) it listens on TLS only;
+    with ``unix`` on a unix socket in ``log_dir`` only. ``url`` is the ``REDIS_URL`` for it."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, port: int | None = None, *, password: str | None = None,
+                 tls: tuple[Path, Path, Path] | None = None, unix: bool = False) -> None:
         self.port = port or free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.process = Process(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "yes"],
-            log_dir / f"redis-{self.port}.log",
-        )
+        self.socket = log_dir / f"redis-{self.port}.sock" if unix else None
+        auth = f":{password}@" if password else ""
+        args = ["redis-server", "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--protected-mode", "yes"]
+        if password:
+            args += ["--requirepass", password]
+        if self.socket is not None:
+            args += ["--port", "0", "--unixsocket", str(self.socket)]
+            self.url = f"unix://{auth}{self.socket}?db=0"
+        elif tls is not None:
+            args += ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", str(tls[0]),
+                     "--tls-key-file", str(tls[1]), "--tls-ca-cert-file", str(tls[2]),
+                     "--tls-auth-clients", "no"]
+            self.url = f"rediss://{auth}127.0.0.1:{self.port}/0?ssl_ca_certs={tls[2]}"
+        else:
+            args += ["--port", str(self.port)]
+            self.url = f"redis://{auth}127.0.0.1:{self.port}/0"
+        self.process = Process(args, log_dir / f"redis-{self.port}.log")
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
-            try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                    sock.sendall(b"PING\r\n")
-                    if sock.recv(16).startswith(b"+PONG"):
-                        return
-            except OSError:
-                time.sleep(0.05)
+            if self._answers(tls is not None):
+                return
+            time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start:\n{self.process.log()}")
+
+    def _answers(self, tls: bool) -> bool:
+        try:
+            if self.socket is not None:
+                with socket.socket(socket.AF_UNIX) as sock:
+                    sock.settimeout(0.5)
+                    sock.connect(str(self.socket))
+                    sock.sendall(b"PING\r\n")
+                    return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                if tls:  # listening is enough: the TLS handshake is the clients' to prove
+                    return True
+                sock.sendall(b"PING\r\n")
+                return sock.recv(16).startswith((b"+PONG", b"-NOAUTH"))
+        except OSError:
+            return False
 
     def stop(self) -> None:
         self.process.stop()

@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import openai
 import pytest
+import trustme
 
 from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer
 
@@ -30,11 +31,28 @@ def gateway_env(redis: RedisServer | None, **extra: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def redis(log_dir: Path) -> Iterator[RedisServer]:
-    server = RedisServer(log_dir)
+@pytest.fixture(scope="module", params=["tcp with a password", "tls", "unix socket"])
+def redis(log_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+          request: pytest.FixtureRequest) -> Iterator[RedisServer]:
+    """Every test here runs on each ``REDIS_URL`` form, through the one Redis client."""
+    if request.param == "tls":
+        server = RedisServer(log_dir, tls=throwaway_tls(tmp_path_factory.mktemp("redis-tls")))
+    else:
+        server = RedisServer(log_dir, password="redis-pw-SECRET-3" if request.param.startswith(
+            "tcp") else None, unix=request.param == "unix socket")
     yield server
     server.stop()
+
+
+def throwaway_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A certificate for 127.0.0.1 from a CA made for this run: (certificate, key, CA)."""
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    paths = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
+    cert.private_key_pem.write_to_path(str(paths[1]))
+    ca.cert_pem.write_to_path(str(paths[2]))
+    return paths
 
 
 @pytest.fixture(scope="module")

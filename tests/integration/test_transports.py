@@ -1,4 +1,4 @@
-"""The other transports (GATEWAY_HTTP_CLIENT=aiohttp, httpx) behave like the default http1 one,
+"""The other transports (GATEWAY_HTTP_CLIENT=aiohttp, httpx) behave like the default pyreqwest one,
 which every other integration test runs on."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_a_hang_falls_back(other_gateway: GatewayServer, fake: FakeProvider) -> 
     assert fake.calls("deepseek-v3.2") == 3
 
 
-@pytest.mark.parametrize("client", ["http1", "aiohttp", "httpx"])
+@pytest.mark.parametrize("client", ["pyreqwest", "aiohttp", "httpx"])
 async def test_upstream_cookies_are_not_kept_between_requests(fake: FakeProvider,
                                                               client: str) -> None:
     # By name, not IP: cookie jars ignore cookies from bare IP addresses, real upstreams have names.
