@@ -10,6 +10,7 @@ import contextlib
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -58,7 +59,8 @@ class Process:
         self._log.close()
 
 
-def wait_http(url: str, proc: Process, timeout: float = 60.0, verify: str | bool = True) -> None:
+def wait_http(url: str, proc: Process, timeout: float = 60.0,
+              verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.proc.poll() is not None or "startup failed" in proc.log():
@@ -80,7 +82,8 @@ class FakeProvider:
         """``tls``: (certificate, key, the CA that signed it): served over HTTPS."""
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.verify: str | bool = str(tls[2]) if tls else True
+        self.verify: ssl.SSLContext | bool = \
+            ssl.create_default_context(cafile=str(tls[2])) if tls else True
         named = ["--name", name] if name is not None else []
         served = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         self.process = Process(

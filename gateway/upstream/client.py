@@ -20,7 +20,13 @@ from gateway.eventloop import Within
 from gateway.settings import Settings, read_environment
 from gateway.upstream.failures import FailureKind, UpstreamFailure
 from gateway.upstream.sse import EventDecoder
-from gateway.upstream.transports import RawStream, Wire, default_headers, make_transport
+from gateway.upstream.transports import (
+    RawStream,
+    Wire,
+    choose_proxy,
+    default_headers,
+    make_transport,
+)
 
 __all__ = [
     "Provider",
@@ -343,6 +349,9 @@ class Upstreams:
             entry.max_connections or settings.max_connections,
             settings.max_keepalive if entry.max_keepalive is None else entry.max_keepalive,
             entry.connect_timeout_s or settings.connect_timeout_s,
+            choose_proxy(entry.base_url, entry.proxy, settings),
+            entry.ca_bundle or (str(settings.ca_bundle) if settings.ca_bundle else None),
+            settings.http2 if entry.http2 is None else entry.http2,
         )
         return Provider(
             name, wire, secret, entry.timeout_s or settings.upstream_timeout_s, entry.completions

@@ -85,18 +85,22 @@ def secure(log_dir: Path, tls: tuple[Path, Path, Path]) -> Iterator[FakeProvider
     provider.stop()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def proxy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Tinyproxy]:
     server = Tinyproxy(tmp_path_factory.mktemp("proxy"))
     yield server
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def proxied(log_dir: Path, secure: FakeProvider, proxy: Tinyproxy,
-            tls: tuple[Path, Path, Path]) -> Iterator[GatewayServer]:
+CLIENTS = ["pyreqwest", "aiohttp", "httpx"]
+
+
+@pytest.fixture(params=CLIENTS)
+def proxied(log_dir: Path, secure: FakeProvider, proxy: Tinyproxy, tls: tuple[Path, Path, Path],
+            request: pytest.FixtureRequest) -> Iterator[GatewayServer]:
     gateway = GatewayServer(log_dir, secure.base_url, env={
-        "HTTPS_PROXY": proxy.url, "GATEWAY_CA_BUNDLE": str(tls[2])})
+        "HTTPS_PROXY": proxy.url, "GATEWAY_CA_BUNDLE": str(tls[2]),
+        "GATEWAY_HTTP_CLIENT": request.param})
     yield gateway
     gateway.stop()
 
@@ -135,10 +139,11 @@ def test_no_proxy_names_the_host_and_the_proxy_sees_nothing(
         own.stop()
 
 
+@pytest.mark.parametrize("client", CLIENTS)
 def test_without_the_ca_bundle_the_call_fails_as_a_tls_error(
-    log_dir: Path, secure: FakeProvider,
+    log_dir: Path, secure: FakeProvider, client: str,
 ) -> None:
-    gateway = GatewayServer(log_dir, secure.base_url)
+    gateway = GatewayServer(log_dir, secure.base_url, env={"GATEWAY_HTTP_CLIENT": client})
     try:
         secure.reset()
         response = ask(gateway)
@@ -221,15 +226,17 @@ def two_provider_catalog(path: Path, gzipped: FakeProvider, closing: ClosingProv
     return path
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="module", params=CLIENTS)
 def odd_upstreams(log_dir: Path, tmp_path_factory: pytest.TempPathFactory,
+                  request: pytest.FixtureRequest,
                   ) -> Iterator[tuple[GatewayServer, FakeProvider, ClosingProvider]]:
     gzipped = FakeProvider(log_dir, "--gzip")
     closing = ClosingProvider()
     catalog = two_provider_catalog(tmp_path_factory.mktemp("catalog") / "catalog.yaml",
                                    gzipped, closing)
     gateway = GatewayServer(log_dir, gzipped.base_url, env={
-        "GATEWAY_CONFIG": str(catalog), "GZ_KEY": UPSTREAM_KEY})
+        "GATEWAY_CONFIG": str(catalog), "GZ_KEY": UPSTREAM_KEY,
+        "GATEWAY_HTTP_CLIENT": request.param})
     yield gateway, gzipped, closing
     gateway.stop()
     gzipped.stop()
