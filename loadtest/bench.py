@@ -684,7 +684,7 @@ def tenants(args: argparse.Namespace) -> None:
     """What keys with limits cost: ``--keys`` admin-made keys, each with RPM, TPM, parallel and
     budget limits (never reached), checked in one Redis script call per request, against the
     same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off,
-    on aiohttp's client instead of the default http1 one, and against ``loadtest.passthrough``
+    on aiohttp's client instead of the default pyreqwest one, and against ``loadtest.passthrough``
     (the same server and client, none of the gateway's work).
 
     Every configuration runs at once, and each round measures them all in turn (in reverse
