@@ -352,8 +352,7 @@ class RedisLimiter:
     """Checks and takes every limit of a request in one script call, and batches: the checks
     that arrive while a call is out (and what ended requests give back, kept in a MergeBuffer)
     go together in the next one, so under load one round trip and one small command serve many
-    requests. With nothing out, a check is written to Redis the moment it is submitted, and
-    its decision reaches ``decided`` straight from the socket's read."""
+    requests. With nothing out, a check goes to Redis on the event loop's next turn."""
 
     def __init__(self, wire: LimitsScript, *, on_drop: object = None) -> None:
         self._wire = wire
