@@ -29,7 +29,7 @@ from pydantic import (
 )
 
 from gateway.routing.balancer import Strategy
-from gateway.settings import read_environment
+from gateway.settings import loadable_ca_bundle, read_environment
 
 DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
 HOLYSHEEP = "holysheep"
@@ -81,6 +81,11 @@ class ProviderEntry(BaseModel):
         if not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/")
+
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_loads(cls, value: str | None) -> str | None:
+        return None if value is None else loadable_ca_bundle(value)
 
     @field_validator("headers")
     @classmethod

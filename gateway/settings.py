@@ -149,6 +149,11 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1, or 'cpu_count'")
         return value
 
+    @field_validator("ca_bundle")
+    @classmethod
+    def _ca_bundle_loads(cls, value: Path | None) -> Path | None:
+        return None if value is None else Path(loadable_ca_bundle(str(value)))
+
     @field_validator("http_client")
     @classmethod
     def _known_client(cls, value: str) -> str:
@@ -178,6 +183,20 @@ class Settings(BaseSettings):
     @property
     def upstream_secret(self) -> str:
         return self.upstream_api_key.get_secret_value() if self.upstream_api_key else ""
+
+
+def loadable_ca_bundle(path: str) -> str:
+    """``path`` if it is a PEM file of certificates OpenSSL can load, else a ValueError saying
+    why (at start-up, not at the first upstream call)."""
+    import ssl
+
+    try:
+        ssl.create_default_context().load_verify_locations(cafile=path)
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(f"{path} is not a PEM file of CA certificates ({exc})") from None
+    return path
 
 
 def read_environment(name: str) -> str | None:

@@ -134,10 +134,13 @@ async def check(limiter: RedisLimiter, i: int) -> Decision:
         else:
             future.set_result(outcome)
 
-    limiter.submit(plan(i), decided)
+    limits = plan(i)
+    limiter.submit(limits, decided)
     decision = await future
     if decision.refusal is not None:
         raise RuntimeError(f"refused: {decision.refusal}")
+    assert limits.parallel_key is not None
+    limiter.give_back(limits.parallel_key, None, -1, limits.parallel_ttl_s)  # the request ended
     return decision
 
 

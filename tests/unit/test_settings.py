@@ -177,3 +177,26 @@ def test_out_of_range_values_are_rejected_naming_the_variable(
     with pytest.raises(ValidationError) as caught:
         Settings()
     assert [e["loc"][0] for e in caught.value.errors()] == [name]
+
+
+def test_a_ca_bundle_that_is_missing_or_not_pem_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+) -> None:
+    monkeypatch.setenv("GATEWAY_CA_BUNDLE", str(tmp_path / "absent.pem"))
+    with pytest.raises(ValidationError, match="no such file"):
+        Settings()
+    (tmp_path / "junk.pem").write_text("not a certificate")
+    monkeypatch.setenv("GATEWAY_CA_BUNDLE", str(tmp_path / "junk.pem"))
+    with pytest.raises(ValidationError, match="not a PEM file of CA certificates"):
+        Settings()
+
+
+def test_proxies_are_read_from_the_usual_variables_in_either_case(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("https_proxy", "http://proxy.corp:3128")
+    monkeypatch.setenv("HTTP_PROXY", "http://plain.corp:3128")
+    monkeypatch.setenv("NO_PROXY", ".internal,10.0.0.1")
+    settings = Settings()
+    assert (settings.https_proxy, settings.http_proxy, settings.no_proxy) == (
+        "http://proxy.corp:3128", "http://plain.corp:3128", ".internal,10.0.0.1")

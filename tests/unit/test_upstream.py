@@ -19,7 +19,12 @@ from gateway.catalog import DEFAULT_CATALOG, Catalog, load_catalog
 from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient, Upstreams, UpstreamStream, parse_retry_after
 from gateway.upstream.failures import UpstreamFailure
-from gateway.upstream.transports import AiohttpTransport, HttpxTransport, ReqwestTransport
+from gateway.upstream.transports import (
+    AiohttpTransport,
+    HttpxTransport,
+    ReqwestTransport,
+    choose_proxy,
+)
 
 BASE = "http://up.test/v1"
 URL = f"{BASE}/chat/completions"
@@ -496,5 +501,43 @@ async def test_each_provider_gets_its_own_transport_of_the_configured_kind(
         assert set(transports) == {"holysheep", "bento"}
         assert all(isinstance(t, kind) for t in transports.values())
         assert transports["holysheep"] is not transports["bento"]
+    finally:
+        await upstreams.aclose()
+
+
+@pytest.mark.parametrize(("base", "own", "expected"), [
+    ("https://api.example.com/v1", None, "http://secure-proxy:3128"),
+    ("http://api.example.com/v1", None, "http://plain-proxy:3128"),
+    ("https://llm.internal/v1", None, None),  # NO_PROXY names the domain
+    ("https://10.0.0.1:8443/v1", None, None),  # and this address, whatever the port
+    ("https://llm.internal/v1", "http://own:8080", "http://own:8080"),  # a provider's own wins
+])
+def test_the_proxy_follows_https_proxy_http_proxy_and_no_proxy(
+    base: str, own: str | None, expected: str | None,
+) -> None:
+    settings = make_settings(HTTPS_PROXY="http://secure-proxy:3128",
+                             HTTP_PROXY="http://plain-proxy:3128",
+                             NO_PROXY=".internal,10.0.0.1")
+    assert choose_proxy(base, own, settings) == expected
+
+
+async def test_a_catalog_provider_carries_its_proxy_ca_bundle_and_http2(tmp_path: Path) -> None:
+    import trustme
+
+    ca = tmp_path / "ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(ca))
+    raw = yaml.safe_load(DEFAULT_CATALOG.read_text(encoding="utf-8"))
+    raw["providers"] = {"bento": {"base_url": "https://bento.test/v1", "proxy": "http://own:1",
+                                  "ca_bundle": str(ca), "http2": True}}
+    raw["models"]["gpt-4.1"]["deployments"] = [{"provider": "bento"}]
+    path = tmp_path / "catalog.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    upstreams = Upstreams.build(make_settings(HTTPS_PROXY="http://global:2",
+                                              HTTP_PROXY="http://global:2"), load_catalog(path))
+    try:
+        bento, holysheep = upstreams["bento"].provider.wire, upstreams["holysheep"].provider.wire
+        assert (bento.proxy, bento.ca_bundle, bento.http2) == ("http://own:1", str(ca), True)
+        assert (holysheep.proxy, holysheep.ca_bundle, holysheep.http2) == (
+            "http://global:2", None, False)
     finally:
         await upstreams.aclose()
