@@ -4,7 +4,7 @@ Every test, benchmark and the demo use it in place of a real provider:
 
     python -m loadtest.fake_provider --host 127.0.0.1 --port 8001 [--latency-ms 0] [--chunks 8]
         [--chunk-delay-ms 0] [--content-chars 400] [--api-key KEY] [--name fake] [--rpm-limit N]
-        [--gzip] [--tls-cert cert.pem --tls-key key.pem]
+        [--gzip] [--tls-cert cert.pem --tls-key key.pem] [--http2]
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
 ``GET /v1/models``; the code lives in ``loadtest/fake/`` (``app``, ``answers``, ``ratelimit``,
@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> None:
                         help="gzip every /v1/* answer, whatever the client offered")
     parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", default=None, help="and this key")
+    parser.add_argument("--http2", action="store_true",
+                        help="serve with hypercorn: HTTP/2 (by ALPN, with --tls-cert) and 1.1")
     args = parser.parse_args(argv)
     app: Any = create_app(FakeConfig(args.latency_ms, args.chunks, args.chunk_delay_ms,
                                      args.content_chars, args.api_key, args.name, args.rpm_limit))
@@ -106,9 +108,25 @@ def main(argv: list[str] | None = None) -> None:
     scheme = "https" if args.tls_cert else "http"
     print(f"fake provider {args.name!r} listening on {scheme}://{args.host}:{args.port}",
           flush=True)
+    if args.http2:
+        serve_http2(app, args.host, args.port, args.tls_cert, args.tls_key)
+        return
     uvicorn.run(app, host=args.host, port=args.port, loop="uvloop", http="httptools",
                 access_log=False, log_level="warning", lifespan="on",
                 ssl_certfile=args.tls_cert, ssl_keyfile=args.tls_key)
+
+
+def serve_http2(app: Any, host: str, port: int, cert: str | None, key: str | None) -> None:
+    import asyncio
+
+    from hypercorn.asyncio import serve
+    from hypercorn.config import Config
+
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.certfile, config.keyfile = cert, key
+    config.loglevel = "WARNING"
+    asyncio.run(serve(app, config))  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

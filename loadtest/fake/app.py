@@ -148,7 +148,8 @@ class FakeProvider:
                 request = orjson.loads(body)
             except orjson.JSONDecodeError:
                 request = body.decode(errors="replace")
-        self.received.append({"path": path, "body": request, "authorization": auth[-4:] or None})
+        self.received.append({"path": path, "body": request, "authorization": auth[-4:] or None,
+                              "http_version": scope.get("http_version")})
         if self.config.api_key and auth != f"Bearer {self.config.api_key}":
             await wire.error(send, 401, "Incorrect API key provided.", "invalid_api_key", headers)
             return

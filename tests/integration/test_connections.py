@@ -302,3 +302,39 @@ def test_the_proxy_and_ca_bundle_of_a_provider_in_the_catalog(
     finally:
         gateway.stop()
         own.stop()
+
+
+@pytest.fixture(scope="module")
+def secure_h2(log_dir: Path, tls: tuple[Path, Path, Path]) -> Iterator[FakeProvider]:
+    provider = FakeProvider(log_dir, "--http2", tls=tls)
+    yield provider
+    provider.stop()
+
+
+@pytest.mark.parametrize(("client", "negotiated"), [("pyreqwest", "2"), ("httpx", "2"),
+                                                    ("aiohttp", "1.1")])  # aiohttp has no h2
+def test_http2_is_a_per_provider_setting(
+    log_dir: Path, secure_h2: FakeProvider, tls: tuple[Path, Path, Path],
+    tmp_path: Path, client: str, negotiated: str,
+) -> None:
+    catalog = tmp_path / "catalog.yaml"
+    provider = {"base_url": secure_h2.base_url, "api_key_env": "H2_KEY", "ca_bundle": str(tls[2])}
+    catalog.write_text(yaml.safe_dump({
+        "default_model": "deepseek-v3.2",
+        "providers": {"two": {**provider, "http2": True}, "one": provider},
+        "models": {name: {"owned_by": "x", "upstream_model": name, "input_usd_per_mtok": "1",
+                          "output_usd_per_mtok": "1", "deployments": [{"provider": via}]}
+                   for name, via in (("deepseek-v3.2", "two"), ("gpt-4.1", "one"))}}))
+    gateway = GatewayServer(log_dir, "https://unused.invalid/v1", env={
+        "GATEWAY_CONFIG": str(catalog), "H2_KEY": UPSTREAM_KEY, "GATEWAY_HTTP_CLIENT": client})
+    try:
+        secure_h2.reset()
+        assert ask(gateway, "deepseek-v3.2").status_code == 200
+        streamed = ask(gateway, "deepseek-v3.2", stream=True)
+        assert "[DONE]" in streamed.text
+        assert ask(gateway, "gpt-4.1").status_code == 200
+        versions = [(r["body"]["model"], r["http_version"]) for r in secure_h2.received()]
+        assert versions == [("deepseek-v3.2", negotiated), ("deepseek-v3.2", negotiated),
+                            ("gpt-4.1", "1.1")]
+    finally:
+        gateway.stop()
