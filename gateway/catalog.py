@@ -71,7 +71,7 @@ class ProviderEntry(BaseModel):
     max_connections: int | None = Field(None, ge=1)
     max_keepalive: int | None = Field(None, ge=0)
     completions: bool = False  # serves the legacy /v1/completions natively
-    proxy: str | None = Field(None, pattern=r"^(https?|socks5h?)://")  # else HTTPS_PROXY etc.
+    proxy: str | None = Field(None, pattern=r"^https?://")  # else HTTPS_PROXY etc.
     ca_bundle: str | None = Field(None, min_length=1)  # a PEM file trusted besides the defaults
     http2: bool | None = None  # default: GATEWAY_HTTP2
 
