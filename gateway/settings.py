@@ -21,7 +21,7 @@ class Settings(BaseSettings):
     # Upstream
     upstream_api_key: SecretStr | None = Field(None, validation_alias="HOLYSHEEP_API_KEY")
     upstream_base_url: str = Field(DEFAULT_BASE_URL, validation_alias="HOLYSHEEP_BASE_URL")
-    http_client: str = Field("pyreqwest", validation_alias="GATEWAY_HTTP_CLIENT")
+    http_client: str = Field("aiohttp", validation_alias="GATEWAY_HTTP_CLIENT")
     max_connections: int = Field(100, ge=1, validation_alias="GATEWAY_MAX_CONNECTIONS")
     max_keepalive: int = Field(20, ge=0, validation_alias="GATEWAY_MAX_KEEPALIVE")
     upstream_timeout_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_UPSTREAM_TIMEOUT")
@@ -157,8 +157,8 @@ class Settings(BaseSettings):
     @field_validator("http_client")
     @classmethod
     def _known_client(cls, value: str) -> str:
-        if value not in ("pyreqwest", "aiohttp", "httpx"):
-            raise ValueError("must be 'pyreqwest', 'aiohttp' or 'httpx'")
+        if value not in ("aiohttp", "httpx", "pyreqwest"):
+            raise ValueError("must be 'aiohttp', 'httpx' or 'pyreqwest'")
         return value
 
     @cached_property

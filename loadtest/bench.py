@@ -954,7 +954,10 @@ def transports(args: argparse.Namespace) -> None:
     bench = Bench(args.out)
     d = args.duration
     stats: dict[str, list[dict[str, float]]] = {}
-    with bench.fake("--api-key", UPSTREAM_KEY) as fake, contextlib.ExitStack() as alive:
+    # Chunks 5 ms apart after the first: a client that held a stream's first bytes until more
+    # arrived would show it in the time to first byte.
+    with bench.fake("--api-key", UPSTREAM_KEY, "--chunk-delay-ms", "5") as fake, \
+            contextlib.ExitStack() as alive:
         direct = f"{fake.base_url}/chat/completions"
         targets: list[Target] = []
         if args.reference:
@@ -1195,7 +1198,7 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=5000)
     p.set_defaults(run=tenants_layer)
     p = sub.add_parser("transports")
-    p.add_argument("--clients", default="pyreqwest,aiohttp,httpx",
+    p.add_argument("--clients", default="aiohttp,httpx,pyreqwest",
                    help="GATEWAY_HTTP_CLIENT values, comma-separated")
     p.add_argument("--reference", default=None,
                    help="a git revision to serve as well, as it was (say, the commit before "

@@ -1,6 +1,6 @@
 """The floor under any gateway on this stack: a pass-through on the gateway's own server and
 client (uvicorn with uvloop and httptools, as BentoML runs it; the gateway's default transport,
-pyreqwest), with none of the gateway's work: no keys, no plan, no accounting.
+aiohttp), with none of the gateway's work: no keys, no plan, no accounting.
 ``bench tenants`` measures it in the same run as the gateway, so the added latency of the
 gateway's own code reads against it.
 
@@ -14,14 +14,14 @@ import argparse
 import uvicorn
 from starlette.types import Message, Receive, Scope, Send
 
-from gateway.upstream.transports import ReqwestTransport, Wire, default_headers
+from gateway.upstream.transports import AiohttpTransport, Wire, default_headers
 
 
 class PassThrough:
     """Every POST body goes to ``upstream`` + the path after ``/v1``; the answer comes back."""
 
     def __init__(self, upstream: str, key: str) -> None:
-        self.transport = ReqwestTransport(Wire(upstream, default_headers(key), 100, 20, 5.0))
+        self.transport = AiohttpTransport(Wire(upstream, default_headers(key), 100, 20, 5.0))
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":

@@ -1,10 +1,12 @@
 """How bytes reach the upstream: interchangeable HTTP transports behind one small interface,
 each a maintained library.
 
-``pyreqwest`` (the default) is Rust's reqwest (hyper, rustls) behind a Python API: HTTP/2,
-proxies, gzip/brotli/zstd decoding, the system's trust store. ``aiohttp`` talks to aiohttp's
-connection pool directly; ``httpx`` uses an ``httpx.AsyncClient`` (and is what the respx unit
-tests drive). docs/connections.md has the benchmark that chose the default.
+``aiohttp`` (the default) talks to aiohttp's connection pool directly; a provider set to HTTP/2
+gets ``httpx``'s client instead (aiohttp speaks HTTP/1.1 only). ``httpx`` uses an
+``httpx.AsyncClient`` (and is what the respx unit tests drive). ``pyreqwest`` is Rust's reqwest
+behind a Python API: the lowest added latency in the benchmark, but a cancelled call (a client
+that left, a timeout) is not aborted upstream: the provider keeps running it, so it is not the
+default. docs/connections.md has the benchmark and the reasons.
 
 Whatever the transport: the proxy is the one ``Wire`` resolved (a provider's own, else
 ``HTTPS_PROXY``/``HTTP_PROXY`` unless ``NO_PROXY`` names the host), TLS is verified (plus a CA
@@ -36,6 +38,7 @@ from pyreqwest.client import ClientBuilder
 from pyreqwest.proxy import ProxyBuilder
 from pyreqwest.response import Response as ReqwestResponse
 
+from gateway.eventloop import Within
 from gateway.settings import Settings
 from gateway.upstream.failures import FailureKind, UpstreamFailure
 
@@ -277,22 +280,33 @@ class ReqwestTransport:
         read_timeout: float,
         headers: Mapping[str, str] | None = None,
     ) -> tuple[int, Mapping[str, str], bytes]:
-        request = self._request(path, body, headers).timeout(timedelta(seconds=read_timeout))
-        try:
-            response = await request.build().send()
-            content = bytes(await response.bytes())
-        except reqwest_errors.PyreqwestError as exc:
-            raise _reqwest_failure(exc) from None
+        request = self._request(path, body, headers).build()
+        try:  # our own timeout: pyreqwest reports its request timeout as a connect timeout
+            async with Within(read_timeout):
+                try:
+                    response = await request.send()
+                    content = bytes(await response.bytes())
+                except reqwest_errors.PyreqwestError as exc:
+                    raise _reqwest_failure(exc) from None
+        except TimeoutError:
+            raise UpstreamFailure(FailureKind.TIMEOUT, NO_ANSWER) from None
         return response.status, _Headers(response), content
 
     async def open(
         self, path: str, body: bytes, read_timeout: float, headers: Mapping[str, str] | None = None
     ) -> RawStream:
-        streamed = self._request(path, body, headers).build_streamed()
+        # pyreqwest reads a streamed body ahead into a buffer (and holds its first bytes until
+        # that fills or the stream ends): one byte makes each chunk reach us as it arrives.
+        streamed = self._request(path, body, headers).streamed_read_buffer_limit(1) \
+            .build_streamed()
         try:
-            response = await streamed.__aenter__()
-        except reqwest_errors.PyreqwestError as exc:
-            raise _reqwest_failure(exc) from None
+            async with Within(read_timeout):
+                try:
+                    response = await streamed.__aenter__()
+                except reqwest_errors.PyreqwestError as exc:
+                    raise _reqwest_failure(exc) from None
+        except TimeoutError:
+            raise UpstreamFailure(FailureKind.TIMEOUT, NO_ANSWER) from None
         return _ReqwestStream(response, streamed)
 
     async def aclose(self) -> None:
@@ -529,6 +543,8 @@ def make_transport(
     wire = wire or Wire.from_settings(settings)
     if httpx_transport is not None or settings.http_client == "httpx":
         return HttpxTransport(wire, httpx_transport)
-    if settings.http_client == "aiohttp":
-        return AiohttpTransport(wire)
-    return ReqwestTransport(wire)
+    if settings.http_client == "pyreqwest":
+        return ReqwestTransport(wire)
+    if wire.http2:  # aiohttp speaks HTTP/1.1 only: an HTTP/2 provider gets httpx's client
+        return HttpxTransport(wire)
+    return AiohttpTransport(wire)
