@@ -4,7 +4,7 @@ Every test, benchmark and the demo use it in place of a real provider:
 
     python -m loadtest.fake_provider --host 127.0.0.1 --port 8001 [--latency-ms 0] [--chunks 8]
         [--chunk-delay-ms 0] [--content-chars 400] [--api-key KEY] [--name fake] [--rpm-limit N]
-        [--gzip] [--tls-cert cert.pem --tls-key key.pem] [--http2]
+        [--gzip | --brotli] [--tls-cert cert.pem --tls-key key.pem] [--http2]
 
 Routes: ``POST /v1/chat/completions``, ``POST /v1/completions``, ``POST /v1/embeddings``,
 ``GET /v1/models``; the code lives in ``loadtest/fake/`` (``app``, ``answers``, ``ratelimit``,
@@ -96,6 +96,7 @@ def main(argv: list[str] | None = None) -> None:
                         help="requests per rolling minute before 429 (default: no limit)")
     parser.add_argument("--gzip", action="store_true",
                         help="gzip every /v1/* answer, whatever the client offered")
+    parser.add_argument("--brotli", action="store_true", help="the same, in brotli")
     parser.add_argument("--tls-cert", default=None, help="serve HTTPS with this certificate")
     parser.add_argument("--tls-key", default=None, help="and this key")
     parser.add_argument("--http2", action="store_true",
@@ -103,8 +104,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     app: Any = create_app(FakeConfig(args.latency_ms, args.chunks, args.chunk_delay_ms,
                                      args.content_chars, args.api_key, args.name, args.rpm_limit))
-    if args.gzip:
-        app = GzipEverything(app)
+    if args.gzip or args.brotli:
+        app = GzipEverything(app, "br" if args.brotli else "gzip")
     scheme = "https" if args.tls_cert else "http"
     print(f"fake provider {args.name!r} listening on {scheme}://{args.host}:{args.port}",
           flush=True)
