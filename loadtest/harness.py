@@ -77,13 +77,15 @@ def wait_http(url: str, proc: Process, timeout: float = 60.0,
 class FakeProvider:
     """The fake OpenAI-compatible upstream, with its control API wrapped for tests."""
 
+    verify: ssl.SSLContext | bool = True  # its control API's trust (its CA when served on TLS)
+
     def __init__(self, log_dir: Path, *args: str, name: str | None = None,
                  tls: tuple[Path, Path, Path] | None = None) -> None:
         """``tls``: (certificate, key, the CA that signed it): served over HTTPS."""
         self.port = free_port()
         self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
-        self.verify: ssl.SSLContext | bool = \
-            ssl.create_default_context(cafile=str(tls[2])) if tls else True
+        if tls:
+            self.verify = ssl.create_default_context(cafile=str(tls[2]))
         named = ["--name", name] if name is not None else []
         served = ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])] if tls else []
         self.process = Process(
