@@ -114,6 +114,13 @@ class Settings(BaseSettings):
     breaker_min_calls: int = Field(20, ge=1, validation_alias="GATEWAY_BREAKER_MIN_CALLS")
     breaker_cooldown_s: float = Field(15.0, gt=0, validation_alias="GATEWAY_BREAKER_COOLDOWN")
 
+    # Spend: end users, budget alerts (gateway/tenants/)
+    end_user_header: str | None = Field(None, min_length=1,
+                                        validation_alias="GATEWAY_END_USER_HEADER")
+    max_end_users: int = Field(1000, ge=1, validation_alias="GATEWAY_LEDGER_MAX_END_USERS")
+    alert_webhooks_csv: str = Field("", validation_alias="GATEWAY_ALERT_WEBHOOKS")
+    alert_format: Literal["json", "slack"] = Field("json", validation_alias="GATEWAY_ALERT_FORMAT")
+
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:
         if self.tracing_exporter and not self.tracing_endpoint:

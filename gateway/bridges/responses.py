@@ -338,7 +338,8 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 def responses_usage(usage: ChatUsage) -> dict[str, Any]:
     return {"input_tokens": usage.prompt,
-            "input_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": usage.cached,
+                                     "cache_write_tokens": usage.written},
             "output_tokens": usage.completion,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning},
             "total_tokens": usage.prompt + usage.completion}

@@ -25,7 +25,7 @@ from gateway.errors import ErrorCode, GatewayError, unauthorized
 from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
-from gateway.pricing import to_micro
+from gateway.pricing import Tokens, to_micro
 from gateway.settings import Settings
 from gateway.tenants.admission import (
     ANONYMOUS,
@@ -46,7 +46,14 @@ from gateway.tenants.keys import (
     new_key_id,
     new_secret,
 )
-from gateway.tenants.ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
+from gateway.tenants.ledger import (
+    Ledger,
+    RedisLedger,
+    Row,
+    SqliteLedger,
+    UsageQuery,
+    end_user_label,
+)
 from gateway.tenants.limits import (
     LUA,
     PREFIX,
@@ -190,11 +197,12 @@ class Tenants:
             store = KeyStore(static, RedisKeys(redis))
             limiter = RedisLimiter(ScriptWire(settings.redis_url, LUA, timeout),
                                    on_drop=drop_limits)
-            ledger = RedisLedger(redis, on_drop=drop_ledger)
+            ledger = RedisLedger(redis, on_drop=drop_ledger, max_end_users=settings.max_end_users)
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
             limiter = MemoryLimiter()
-            ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger)
+            ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger,
+                                  max_end_users=settings.max_end_users)
         return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
                    redis)
 
@@ -232,12 +240,13 @@ class Tenants:
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
 
-    def begin(self, tenant: Tenant, model: str, estimated_tokens: int) -> asyncio.Future[Admission]:
+    def begin(self, tenant: Tenant, model: str, estimated_tokens: int,
+              end_user: str = "") -> asyncio.Future[Admission]:
         """An admission's start, done before this returns: a model the key may not use is
         refused here, and the limits check is on its way to Redis (so an overlapped check
         leaves before the upstream call). The future holds the admission or its refusal."""
         future: asyncio.Future[Admission] = running_loop().create_future()
-        admission = Admission(tenant, model, estimated_tokens)
+        admission = Admission(tenant, model, estimated_tokens, end_user=end_user)
         if tenant.anonymous:
             future.set_result(admission)
             return future
@@ -296,18 +305,22 @@ class Tenants:
         else:
             _fulfil(future, admission)
 
-    def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
+    def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int,
+                    end_user: str = "") -> bool:
         """Whether this request's limits may be checked while its upstream call is already on
         its way: only with Redis (a round trip worth hiding), and only for a key whose last
         decision, under five seconds old, left every window and budget at least a tenth free after
         what this worker has overlapped since. The check itself is the same one."""
         if not self.overlap or tenant.anonymous or not tenant.limits.allows(model):
             return False
+        if end_user and tenant.limits.end_user_limited:
+            return False
         room = self._headroom.get((tenant.id, model))
         return room is not None and room.take(estimated_tokens)
 
     def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int,
-               cost: Decimal, saved: Decimal, error: bool, model: str | None = None) -> None:
+               cost: Decimal, saved: Decimal, error: bool, model: str | None = None,
+               tokens: Tokens | None = None) -> None:
         """``model``: the one that answered, if not the one admitted (fallbacks)."""
         if admission.settled:
             return
@@ -329,9 +342,11 @@ class Tenants:
         if returns:
             self.limiter.give_back_all(returns)
         day = ledger_day()
-        self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
+        self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model,
+                         admission.end_user),
                         [1, int(error), prompt_tokens, completion_tokens, micros,
-                         _micros(saved)])
+                         _micros(saved), tokens.cached if tokens else 0,
+                         tokens.written if tokens else 0, tokens.reasoning if tokens else 0])
 
     async def aclose(self) -> None:
         self.access.flush()
@@ -559,6 +574,7 @@ class RequestTenancy:
     saved: Decimal = Decimal(0)
     cache: str | None = None
     attempts: int = 0
+    tokens: Tokens | None = None
 
     def request_id(self) -> str:
         """The client's ``x-request-id``, or a new one: read for the access log line, after the
@@ -569,12 +585,21 @@ class RequestTenancy:
         self.tenant = await self.tenants.authenticate(self.headers, known)
         return self.tenant
 
-    async def admit(self, model: str, payload: Any) -> Admission:
-        return await self._admit(model, estimate_tokens(payload))
+    def end_user(self, payload: Any) -> str:
+        """Who the client says the request is for: the header the operator named
+        (``GATEWAY_END_USER_HEADER``) if sent, else OpenAI's ``user`` (the Anthropic bridge
+        puts ``metadata.user_id`` there)."""
+        header = self.tenants.settings.end_user_header
+        if header and self.headers.get(header.lower()):
+            return end_user_label(self.headers.get(header.lower()))
+        return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
 
-    async def _admit(self, model: str, estimated_tokens: int) -> Admission:
+    async def admit(self, model: str, payload: Any) -> Admission:
+        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
+
+    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
         self.requested = model
-        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens)
+        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
         return self.admission
 
     async def admit_or_overlap(self, model: str,
@@ -582,11 +607,12 @@ class RequestTenancy:
         """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
         it, for the caller to await before it sends anything (a refusal then still refuses)."""
         estimated = estimate_tokens(payload)
-        if not self.tenants.may_overlap(self.tenant, model, estimated):
-            await self._admit(model, estimated)
+        end_user = self.end_user(payload)
+        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
+            await self._admit(model, estimated, end_user)
             return None
         self.requested = model
-        begun = self.tenants.begin(self.tenant, model, estimated)
+        begun = self.tenants.begin(self.tenant, model, estimated, end_user)
         begun.add_done_callback(self._admitted)
         return begun
 
@@ -618,9 +644,9 @@ class RequestTenancy:
         return self.admission.headers() if self.admission is not None else {}
 
     def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
-                saved: Decimal) -> None:
+                saved: Decimal, tokens: Tokens | None = None) -> None:
         self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
-        self.cost, self.saved = cost, saved
+        self.cost, self.saved, self.tokens = cost, saved, tokens
 
     def close(self, *, status: int, error_code: str | None, latency_ms: float,
               upstream_ms: float, served: str | None) -> None:
@@ -628,7 +654,7 @@ class RequestTenancy:
             self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
                                 completion_tokens=self.completion_tokens,
                                 cost=self.cost or Decimal(0), saved=self.saved,
-                                error=status >= 400, model=served or None)
+                                error=status >= 400, model=served or None, tokens=self.tokens)
         self.tenants.access.record(
             request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
             route=self.route, requested_model=self.requested, served_model=served or None,
