@@ -39,6 +39,9 @@ class KeyPatch(BaseModel):
     budget_daily_usd: Decimal | None = Field(None, ge=0)
     budget_monthly_usd: Decimal | None = Field(None, ge=0)
     model_limits: dict[str, ModelLimit] | None = None
+    end_user_rpm: int | None = Field(None, ge=1)
+    end_user_budget_daily_usd: Decimal | None = Field(None, ge=0)
+    end_user_budget_monthly_usd: Decimal | None = Field(None, ge=0)
     expires_at: datetime | None = None
     metadata: dict[str, Any] | None = None
 
@@ -161,7 +164,8 @@ def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str
         try:
             item = GroupBy(part.strip())
         except ValueError:
-            raise bad_request(f"group_by takes key, team, model, day (not {part.strip()!r}).",
+            raise bad_request(f"group_by takes key, team, model, day, user (not "
+                              f"{part.strip()!r}).",
                               param="group_by") from None
         if item not in group:
             group.append(item)
@@ -170,7 +174,7 @@ def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str
         raise bad_request("format is json or csv.", param="format")
     return UsageQuery(start, end, key=key or params.get("key") or None,
                       team=params.get("team") or None, model=params.get("model") or None,
-                      group_by=tuple(group)), fmt
+                      group_by=tuple(group), user=params.get("user") or None), fmt
 
 
 async def _usage_response(tenants: Tenants, query: UsageQuery, fmt: str) -> Response:

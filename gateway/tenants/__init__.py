@@ -101,8 +101,8 @@ class Headroom:
 
 def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
     """None if any budget has less than ``OVERLAP_MARGIN`` of itself left."""
-    for budget in plan.budgets:
-        spent = decision.spent_micros.get(budget.period, 0)
+    for budget in (*plan.budgets, *plan.shared_budgets):
+        spent = spent_of(budget, decision)
         if budget.limit_micros - spent < OVERLAP_MARGIN * budget.limit_micros:
             return None
     left = {Kind.REQUESTS: float("inf"), Kind.TOKENS: float("inf")}
@@ -128,6 +128,7 @@ class _Shape:
     parallel_ttl_s: int
     budgets: list[Budget]
     spend: list[Budget]  # both periods' spend counters, budget or not
+    shared: list[Budget]  # the team's budgets
 
 
 def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = None, *,
@@ -152,6 +153,13 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
 def _micros(amount: Decimal) -> int:
     """Dollars to integer micro-dollars, rounded half up as the client's cost header is."""
     return int(to_micro(amount) * 1_000_000)
+
+
+def spent_of(budget: Budget, decision: Decision) -> int:
+    """What a decision says was spent against one of its plan's budgets."""
+    if budget.scope == "key":
+        return decision.spent_micros.get(budget.period, 0)
+    return decision.shared_spent.get(budget.key, 0)
 
 
 def _money(micros: int) -> str:
@@ -255,7 +263,7 @@ class Tenants:
             self.metrics.child(self.metrics.tenant_refusals, "model").inc()
             raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
                                f"This API key may not use the model {model!r}.", param="model")
-        plan = self._plan(tenant, model, estimated_tokens)
+        plan = self._plan(tenant, model, estimated_tokens, end_user)
         if plan.empty:
             future.set_result(admission)
             return future
@@ -339,6 +347,8 @@ class Tenants:
         if not tenant.anonymous and micros:
             for budget in self._shape_for(tenant, admission.model).spend:
                 returns.append((budget.key, None, micros, budget.ttl_s))
+            for budget in self._end_user_budgets(tenant, admission.end_user):
+                returns.append((budget.key, None, micros, budget.ttl_s))
         if returns:
             self.limiter.give_back_all(returns)
         day = ledger_day()
@@ -363,15 +373,38 @@ class Tenants:
 
     # Limits
 
-    def _plan(self, tenant: Tenant, model: str, estimated_tokens: int) -> LimitPlan:
+    def _plan(self, tenant: Tenant, model: str, estimated_tokens: int,
+              end_user: str = "") -> LimitPlan:
         """The key's limits for this request: its windows and budgets are worked out once per
-        key, model and UTC day (then only the token estimate changes)."""
+        key, model and UTC day (then only the token estimate changes); the end user's, when the
+        key limits its end users, are added for each request."""
         shape = self._shape_for(tenant, model)
         windows = [w if w.kind is Kind.REQUESTS else Window(w.key, w.kind, w.limit,
-                                                            estimated_tokens, w.model)
+                                                            estimated_tokens, w.model, w.owner)
                    for w in shape.windows]
+        shared = shape.shared
+        limits = tenant.limits
+        if end_user and limits.end_user_limited:
+            owner = f"end user {end_user!r}"
+            if limits.end_user_rpm is not None:
+                windows.append(Window(f"{PREFIX}rl:{tenant.id}:u:{end_user}:requests",
+                                      Kind.REQUESTS, limits.end_user_rpm, 1, None, owner))
+            shared = [*shared, *(b for b in self._end_user_budgets(tenant, end_user)
+                                 if b.limit_micros >= 0)]
         return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
-                         shape.parallel_ttl_s, shape.budgets)
+                         shape.parallel_ttl_s, shape.budgets, shared)
+
+    def _end_user_budgets(self, tenant: Tenant, end_user: str) -> list[Budget]:
+        """The end user's budgets on this key, when it has any (their counters only then, so a
+        client sending a new ``user`` per request adds no keys to Redis on a key without them)."""
+        limits = tenant.limits
+        if not end_user or (limits.end_user_budget_daily_usd is None
+                            and limits.end_user_budget_monthly_usd is None):
+            return []
+        return self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
+                                    limits.end_user_budget_daily_usd,
+                                    limits.end_user_budget_monthly_usd,
+                                    owner=f"end user {end_user!r}", scope="end_user")
 
     def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
         """The key's shape for ``model`` today, worked out again when its limits or the day
@@ -405,22 +438,26 @@ class Tenants:
         return _Shape(limits, day, tuple(windows),
                       f"{PREFIX}par:{tenant.id}" if parallel else None, limits.max_parallel,
                       int(self.settings.timeout_s) + 60, self._budgets(tenant),
-                      self._budgets(tenant, spend_only=True))
+                      self._budgets(tenant, spend_only=True), [])
 
     def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
         budget set later starts from the real spend)."""
-        day, next_day, month, next_month = budget_periods()
         limits = tenant.limits
-        found = []
-        for period, tag, resets, amount, ttl in (
-                ("daily", f"d:{day}", next_day, limits.budget_daily_usd, 2 * 86400),
-                ("monthly", f"m:{month}", next_month, limits.budget_monthly_usd, 32 * 86400)):
-            if amount is None and not spend_only:
-                continue
-            found.append(Budget(period, f"{PREFIX}spend:{tenant.id}:{tag}",
-                                _micros(amount) if amount is not None else -1, resets, ttl))
-        return found
+        found = self._period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
+                                     limits.budget_monthly_usd)
+        return found if spend_only else [b for b in found if b.limit_micros >= 0]
+
+    @staticmethod
+    def _period_budgets(prefix: str, daily: Decimal | None, monthly: Decimal | None, *,
+                        owner: str | None = None, scope: str = "key") -> list[Budget]:
+        """Both periods' budgets under ``prefix`` (a limit of -1 where there is none)."""
+        day, next_day, month, next_month = budget_periods()
+        return [Budget(period, f"{prefix}:{tag}", _micros(amount) if amount is not None else -1,
+                       resets, ttl, owner, scope)
+                for period, tag, resets, amount, ttl in (
+                    ("daily", f"d:{day}", next_day, daily, 2 * 86400),
+                    ("monthly", f"m:{month}", next_month, monthly, 32 * 86400))]
 
     def _without_store(self, admission: Admission, exc: BaseException | None) -> Admission:
         closed = self.settings.limits_fail_closed
@@ -464,10 +501,12 @@ class Tenants:
         headers["Retry-After"] = retry_after(decision.retry_after_s)
         if decision.refused_budget is not None:
             budget = decision.refused_budget
+            spent = spent_of(budget, decision)
+            whose = budget.owner or f"key {tenant.name!r}"
             return GatewayError(
                 ErrorCode.INSUFFICIENT_QUOTA,
-                f"The {budget.period} budget of {_money(budget.limit_micros)} for key "
-                f"{tenant.name!r} is spent ({_money(decision.spent_micros[budget.period])}); "
+                f"The {budget.period} budget of {_money(budget.limit_micros)} for {whose} "
+                f"is spent ({_money(spent)}); "
                 f"it resets at {budget.resets_at.isoformat().replace('+00:00', 'Z')}.",
                 headers=headers)
         if reason is Refusal.PARALLEL:
@@ -479,11 +518,12 @@ class Tenants:
         assert window is not None
         unit = "requests" if window.kind is Kind.REQUESTS else "tokens"
         scope = f" for model {window.model!r}" if window.model else ""
+        whose = window.owner or f"key {tenant.name!r}"
         if window.cost > window.limit:
-            message = (f"This request's estimated {window.cost} tokens exceed key "
-                       f"{tenant.name!r}'s limit of {window.limit} tokens per minute{scope}.")
+            message = (f"This request's estimated {window.cost} tokens exceed {whose}'s "
+                       f"limit of {window.limit} tokens per minute{scope}.")
         else:
-            message = (f"Rate limit reached for key {tenant.name!r}{scope}: {window.limit} "
+            message = (f"Rate limit reached for {whose}{scope}: {window.limit} "
                        f"{unit} per minute. Retry in {headers['Retry-After']}s.")
         return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
 
