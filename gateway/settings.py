@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     max_end_users: int = Field(1000, ge=1, validation_alias="GATEWAY_LEDGER_MAX_END_USERS")
     alert_webhooks_csv: str = Field("", validation_alias="GATEWAY_ALERT_WEBHOOKS")
     alert_format: Literal["json", "slack"] = Field("json", validation_alias="GATEWAY_ALERT_FORMAT")
+    alert_retry_base_s: float = Field(0.5, gt=0, validation_alias="GATEWAY_ALERT_RETRY_BASE")
 
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:

@@ -35,6 +35,7 @@ from gateway.tenants.admission import (
     rate_headers,
     retry_after,
 )
+from gateway.tenants.alerts import AlertSender, BudgetAlert, Webhook, parse_webhooks
 from gateway.tenants.buffer import STORE_ERRORS
 from gateway.tenants.keys import (
     KeyLimits,
@@ -186,6 +187,8 @@ class Tenants:
         self._headroom: dict[tuple[str, str], Headroom] = {}
         self._shapes: dict[tuple[str, str], _Shape] = {}
         self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
+        self.webhooks = tuple(parse_webhooks(settings.alert_webhooks_csv, settings.alert_format))
+        self.alerts = AlertSender(redis, retry_base_s=settings.alert_retry_base_s)
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -360,6 +363,7 @@ class Tenants:
 
     async def aclose(self) -> None:
         self.access.flush()
+        await self.alerts.aclose()
         await self.limiter.aclose()
         await self.ledger.aclose()
         await self.store.aclose()
@@ -476,22 +480,39 @@ class Tenants:
         return admission
 
     def _watch_budgets(self, tenant: Tenant, plan: LimitPlan, decision: Decision) -> None:
+        """The key's and its team's budgets past the soft ratio, or spent: once per crossing,
+        a metric, a log line and an alert to the webhooks (queued, sent in the background)."""
         ratio = self.settings.budget_soft_ratio
-        for budget in plan.budgets:
-            spent = decision.spent_micros.get(budget.period, 0)
+        for budget in (*plan.budgets, *plan.shared_budgets):
+            if budget.scope == "end_user":
+                continue
+            spent = spent_of(budget, decision)
             level = ("exhausted" if spent >= budget.limit_micros
                      else "soft" if spent >= ratio * budget.limit_micros else None)
             if level is None:
                 continue
-            mark = (tenant.id, budget.key, level)
+            mark = (budget.key, level)
             if mark in self._warned:
                 continue
+            if len(self._warned) > 100_000:
+                self._warned.clear()
             self._warned.add(mark)
             self.metrics.child(self.metrics.budget_threshold, budget.period, level).inc()
-            logger.warning("budget: key %s (team %s) has %s its %s budget: %s of %s",
-                           tenant.id, tenant.team or "-",
+            who = (f"team {tenant.team}" if budget.scope == "team"
+                   else f"key {tenant.id} (team {tenant.team or '-'})")
+            logger.warning("budget: %s has %s its %s budget: %s of %s", who,
                            "spent" if level == "exhausted" else f"passed {ratio:.0%} of",
                            budget.period, _money(spent), _money(budget.limit_micros))
+            self.alerts.notify(BudgetAlert(
+                "refused" if level == "exhausted" else "soft",
+                "team" if budget.scope == "team" else "key",
+                None if budget.scope == "team" else tenant.id,
+                None if budget.scope == "team" else tenant.name, tenant.team, budget.period,
+                spent, budget.limit_micros, budget.resets_at, f"{budget.key}:{level}"),
+                self._webhooks_for(tenant))
+
+    def _webhooks_for(self, tenant: Tenant) -> tuple[Webhook, ...]:
+        return self.webhooks
 
     def _refused(self, tenant: Tenant, decision: Decision) -> GatewayError:
         reason = decision.refusal
