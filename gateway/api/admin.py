@@ -21,6 +21,7 @@ from gateway.server.requests import read_json
 from gateway.tenants import Tenants
 from gateway.tenants.keys import KeyLimits, ModelLimit
 from gateway.tenants.ledger import GroupBy, UsageQuery, to_csv
+from gateway.tenants.teams import TeamRecord
 
 MAX_DAYS = 366
 
@@ -141,6 +142,53 @@ async def rotate_key(request: Request) -> Response:
     return _json({**record.public(), "key": secret})
 
 
+async def _object(request: Request) -> dict[str, Any]:
+    body = await read_json(request, gateway_of(request).settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
+
+
+async def create_team(request: Request) -> Response:
+    """A team whose budgets, rate limits and models hold for all of its keys together (a key
+    joins it by naming it in its ``team``)."""
+    tenants = await _admin(request)
+    body = await _object(request)
+    try:
+        record = TeamRecord.model_validate({**body, "source": "admin"})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json((await tenants.save_team(record, new=True)).public(), 201)
+
+
+async def list_teams(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json({"object": "list", "data": [t.public() for t in await tenants.team_records()]})
+
+
+async def get_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.team(request.path_params["name"])).public())
+
+
+async def update_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    current = await tenants.team(request.path_params["name"])
+    body = await _object(request)
+    if "name" in body and body["name"] != current.name:
+        raise bad_request("A team's name cannot change: its keys name it.", param="name")
+    try:
+        record = TeamRecord.model_validate({**current.model_dump(), **body, "source": "admin"})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json((await tenants.save_team(record, new=False)).public())
+
+
+async def delete_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.delete_team(request.path_params["name"])).public())
+
+
 def _date(value: str | None, name: str, default: date) -> date:
     if value is None or value == "":
         return default
@@ -213,6 +261,11 @@ routes = [
     Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
     Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+    Route("/admin/teams", create_team, methods=["POST"]),
+    Route("/admin/teams", list_teams, methods=["GET"]),
+    Route("/admin/teams/{name}", get_team, methods=["GET"]),
+    Route("/admin/teams/{name}", update_team, methods=["PATCH"]),
+    Route("/admin/teams/{name}", delete_team, methods=["DELETE"]),
     Route("/admin/usage", admin_usage, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
 ]

@@ -74,6 +74,13 @@ from gateway.tenants.limits import (
 )
 from gateway.tenants.scriptwire import ScriptWire
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+from gateway.tenants.teams import (
+    RedisTeams,
+    SqliteTeams,
+    TeamRecord,
+    TeamStore,
+    load_team_file,
+)
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 
@@ -128,8 +135,9 @@ class _Shape:
     max_parallel: int | None
     parallel_ttl_s: int
     budgets: list[Budget]
-    spend: list[Budget]  # both periods' spend counters, budget or not
+    spend: list[Budget]  # both periods' spend counters, budget or not (the team's too)
     shared: list[Budget]  # the team's budgets
+    team: TeamRecord | None = None
 
 
 def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = None, *,
@@ -170,8 +178,9 @@ def _money(micros: int) -> str:
 class Tenants:
     def __init__(self, settings: Settings, metrics: Metrics, store: KeyStore,
                  limiter: RedisLimiter | MemoryLimiter, ledger: Ledger, access: AccessLog,
-                 redis: Redis | None) -> None:
+                 redis: Redis | None, teams: TeamStore | None = None) -> None:
         self.settings = settings
+        self.teams = teams or TeamStore([], None)
         self.metrics = metrics
         self.store = store
         self.limiter = limiter
@@ -194,8 +203,10 @@ class Tenants:
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
         """Raises ``KeyFileError`` for a bad ``GATEWAY_KEYS_FILE`` (start-up stops)."""
         static = env_keys(settings.api_keys)
+        static_teams: list[TeamRecord] = []
         if settings.keys_file:
             static += load_key_file(settings.keys_file)
+            static_teams = load_team_file(settings.keys_file)
         drop_ledger = metrics.child(metrics.tenant_writes_dropped, "ledger").inc
         drop_limits = metrics.child(metrics.tenant_writes_dropped, "limits").inc
         redis: Redis | None = None
@@ -209,19 +220,22 @@ class Tenants:
             limiter = RedisLimiter(ScriptWire(settings.redis_url, LUA, timeout),
                                    on_drop=drop_limits)
             ledger = RedisLedger(redis, on_drop=drop_ledger, max_end_users=settings.max_end_users)
+            teams = TeamStore(static_teams, RedisTeams(redis))
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
             limiter = MemoryLimiter()
             ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger,
                                   max_end_users=settings.max_end_users)
+            teams = TeamStore(static_teams, SqliteTeams(settings.tenants_db))
         return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
-                   redis)
+                   redis, teams)
 
     # The request path
 
     async def authenticate(self, headers: Mapping[str, str],
                            known: Tenant | None = None) -> Tenant:
         """``known``: the tenant the intake already found for this request's key."""
+        await self.teams.ready()
         if known is not None:
             return known
         if not self.required:
@@ -266,6 +280,12 @@ class Tenants:
             self.metrics.child(self.metrics.tenant_refusals, "model").inc()
             raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
                                f"This API key may not use the model {model!r}.", param="model")
+        team = self.teams.get(tenant.team)
+        if team is not None and not team.allows(model):
+            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
+            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
+                               f"Team {team.name!r} may not use the model {model!r}.",
+                               param="model")
         plan = self._plan(tenant, model, estimated_tokens, end_user)
         if plan.empty:
             future.set_result(admission)
@@ -324,6 +344,9 @@ class Tenants:
         what this worker has overlapped since. The check itself is the same one."""
         if not self.overlap or tenant.anonymous or not tenant.limits.allows(model):
             return False
+        team = self.teams.get(tenant.team)
+        if team is not None and not team.allows(model):
+            return False
         if end_user and tenant.limits.end_user_limited:
             return False
         room = self._headroom.get((tenant.id, model))
@@ -364,6 +387,7 @@ class Tenants:
     async def aclose(self) -> None:
         self.access.flush()
         await self.alerts.aclose()
+        await self.teams.aclose()
         await self.limiter.aclose()
         await self.ledger.aclose()
         await self.store.aclose()
@@ -415,7 +439,9 @@ class Tenants:
         change."""
         day = int(time.time() // 86400)
         shape = self._shapes.get((tenant.id, model))
-        if shape is None or shape.limits is not tenant.limits or shape.day != day:
+        team = self.teams.get(tenant.team)
+        if shape is None or shape.limits is not tenant.limits or shape.day != day or \
+                shape.team is not team:
             if len(self._shapes) > 10_000:
                 self._shapes.clear()
             shape = self._shapes[(tenant.id, model)] = self._shape(tenant, model, day)
@@ -438,11 +464,26 @@ class Tenants:
             if per_model.tpm is not None:
                 windows.append(Window(window_key(tenant.id, Kind.TOKENS, model), Kind.TOKENS,
                                       per_model.tpm, 0, model))
+        team = self.teams.get(tenant.team)
+        team_budgets: list[Budget] = []
+        if tenant.team:
+            owner = f"team {tenant.team!r}"
+            team_budgets = self._period_budgets(
+                f"{PREFIX}team:{tenant.team}:spend",
+                team.budget_daily_usd if team else None,
+                team.budget_monthly_usd if team else None, owner=owner, scope="team")
+            if team is not None and team.rpm is not None:
+                windows.append(Window(f"{PREFIX}team:{tenant.team}:rl:requests", Kind.REQUESTS,
+                                      team.rpm, 1, None, owner))
+            if team is not None and team.tpm is not None:
+                windows.append(Window(f"{PREFIX}team:{tenant.team}:rl:tokens", Kind.TOKENS,
+                                      team.tpm, 0, None, owner))
         parallel = limits.max_parallel is not None
         return _Shape(limits, day, tuple(windows),
                       f"{PREFIX}par:{tenant.id}" if parallel else None, limits.max_parallel,
                       int(self.settings.timeout_s) + 60, self._budgets(tenant),
-                      self._budgets(tenant, spend_only=True), [])
+                      [*self._budgets(tenant, spend_only=True), *team_budgets],
+                      [b for b in team_budgets if b.limit_micros >= 0], team)
 
     def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
@@ -512,7 +553,12 @@ class Tenants:
                 self._webhooks_for(tenant))
 
     def _webhooks_for(self, tenant: Tenant) -> tuple[Webhook, ...]:
-        return self.webhooks
+        """``GATEWAY_ALERT_WEBHOOKS`` and the team's own."""
+        team = self.teams.get(tenant.team)
+        if team is None or not team.alert_webhooks:
+            return self.webhooks
+        return (*self.webhooks, *parse_webhooks(",".join(team.alert_webhooks),
+                                                self.settings.alert_format))
 
     def _refused(self, tenant: Tenant, decision: Decision) -> GatewayError:
         reason = decision.refusal
@@ -613,6 +659,38 @@ class Tenants:
 
     async def keys(self) -> list[KeyRecord]:
         return await self.store.all()
+
+    async def team_records(self) -> list[TeamRecord]:
+        await self.teams.ready()
+        return self.teams.all()
+
+    async def team(self, name: str) -> TeamRecord:
+        await self.teams.ready()
+        record = self.teams.get(name)
+        if record is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No team named {name!r}.")
+        return record
+
+    async def save_team(self, record: TeamRecord, *, new: bool) -> TeamRecord:
+        """Create (``new``) or replace an admin-made team."""
+        await self.teams.ready()
+        existing = self.teams.get(record.name)
+        if existing is not None and existing.source != "admin":
+            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
+                               f"Team {record.name!r} comes from the key file; change it there.")
+        if new and existing is not None:
+            raise GatewayError(ErrorCode.INVALID_VALUE, f"A team named {record.name!r} exists.",
+                               param="name")
+        await self.teams.save(record)
+        return record
+
+    async def delete_team(self, name: str) -> TeamRecord:
+        record = await self.team(name)
+        if record.source != "admin":
+            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
+                               f"Team {name!r} comes from the key file; change it there.")
+        await self.teams.delete(name)
+        return record
 
     async def usage(self, query: UsageQuery) -> list[Row]:
         return await self.ledger.query(query)

@@ -150,8 +150,8 @@ def load_key_file(path: Path) -> list[KeyRecord]:
         raise KeyFileError(f"{path}: cannot read the key file: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise KeyFileError(f"{path}: not valid YAML: {exc}") from None
-    if isinstance(raw, dict) and "keys" in raw:
-        raw = raw["keys"]
+    if isinstance(raw, dict) and ("keys" in raw or "teams" in raw):
+        raw = raw.get("keys") or []  # ``teams:`` is read by ``teams.load_team_file``
     if not isinstance(raw, list):
         raise KeyFileError(f"{path}: the key file must be a list of keys (or a 'keys' list)")
     records: list[KeyRecord] = []

@@ -136,17 +136,17 @@ def summarise(query: UsageQuery, cells: Iterable[tuple[Cell, list[int]]]) -> lis
         counts = groups[label]
         row: Row = {g.value: v for g, v in zip(query.group_by, label, strict=True)}
         row.update(zip(COUNTS[:4], counts[:4], strict=True))
+        row.update(zip(TOKEN_DETAILS, counts[6:], strict=True))
         row["cost_usd"] = f"{Decimal(counts[4]).scaleb(-6):f}"
         row["saved_usd"] = f"{Decimal(counts[5]).scaleb(-6):f}"
-        row.update(zip(TOKEN_DETAILS, counts[6:], strict=True))
         rows.append(row)
     return rows
 
 
 def to_csv(query: UsageQuery, rows: list[Row]) -> str:
     out = io.StringIO()
-    fields = ([g.value for g in query.group_by] + list(COUNTS[:4]) + ["cost_usd", "saved_usd"]
-              + list(TOKEN_DETAILS))
+    fields = ([g.value for g in query.group_by] + list(COUNTS[:4]) + list(TOKEN_DETAILS)
+              + ["cost_usd", "saved_usd"])  # the money last, where it always was
     writer = csv.DictWriter(out, fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:

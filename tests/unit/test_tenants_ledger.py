@@ -84,9 +84,9 @@ def test_csv_has_a_header_and_defuses_formulas() -> None:
                        "output_tokens": 2, "cost_usd": "0.000001", "saved_usd": "0.000000",
                        **NO_DETAILS}])
     assert text.splitlines() == [
-        "key,requests,errors,input_tokens,output_tokens,cost_usd,saved_usd,cached_tokens,"
-        "cache_write_tokens,reasoning_tokens",
-        "'=cmd(),1,0,1,2,0.000001,0.000000,0,0,0"]
+        "key,requests,errors,input_tokens,output_tokens,cached_tokens,cache_write_tokens,"
+        "reasoning_tokens,cost_usd,saved_usd",
+        "'=cmd(),1,0,1,2,0,0,0,0.000001,0.000000"]
 
 
 async def test_buffer_keeps_and_retries_writes_while_the_store_is_down() -> None:
