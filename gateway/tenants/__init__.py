@@ -417,22 +417,23 @@ class Tenants:
             if limits.end_user_rpm is not None:
                 windows.append(Window(f"{PREFIX}rl:{tenant.id}:u:{end_user}:requests",
                                       Kind.REQUESTS, limits.end_user_rpm, 1, None, owner))
-            shared = [*shared, *(b for b in self._end_user_budgets(tenant, end_user)
-                                 if b.limit_micros >= 0)]
+            shared = [*shared, *self._end_user_budgets(tenant, end_user)]
         return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
                          shape.parallel_ttl_s, shape.budgets, shared)
 
     def _end_user_budgets(self, tenant: Tenant, end_user: str) -> list[Budget]:
-        """The end user's budgets on this key, when it has any (their counters only then, so a
-        client sending a new ``user`` per request adds no keys to Redis on a key without them)."""
+        """The end user's budgets on this key: counted only for the periods the key sets, so a
+        client sending a new ``user`` per request adds no Redis keys on a key without them,
+        and on a key with them one small counter per end user and period (expiring with it)."""
         limits = tenant.limits
         if not end_user or (limits.end_user_budget_daily_usd is None
                             and limits.end_user_budget_monthly_usd is None):
             return []
-        return self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
-                                    limits.end_user_budget_daily_usd,
-                                    limits.end_user_budget_monthly_usd,
-                                    owner=f"end user {end_user!r}", scope="end_user")
+        return [b for b in self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
+                                                limits.end_user_budget_daily_usd,
+                                                limits.end_user_budget_monthly_usd,
+                                                owner=f"end user {end_user!r}", scope="end_user")
+                if b.limit_micros >= 0]
 
     def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
         """The key's shape for ``model`` today, worked out again when its limits or the day
