@@ -10,7 +10,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench routing [--requests 20000]               # 2 deployments vs 1
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
-    python -m loadtest.bench tenants-layer [--keys 100]               # the same, in process only
+    python -m loadtest.bench tenants-layer [--keys 100] [--team-limits]  # the same, in process only
     python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
 
 Results (JSON, CSV and PNG) go to ``loadtest/results/``.
@@ -757,7 +757,8 @@ def tenants(args: argparse.Namespace) -> None:
 def tenants_layer(args: argparse.Namespace) -> None:
     """The tenants layer alone, in one process (no HTTP, no k6): what authenticate + admit +
     settle cost per request, one at a time (latency, Redis round trip included) and 50 at once
-    (throughput of one event loop), with Redis and in process."""
+    (throughput of one event loop), with Redis and in process; ``--team-limits`` measures each
+    again with the keys' team holding its own budgets, RPM and TPM (none reached)."""
     import asyncio
     import random
     from decimal import Decimal
@@ -781,7 +782,9 @@ def tenants_layer(args: argparse.Namespace) -> None:
     )
     rows = []
 
-    async def measure(label: str, redis_url: str | None) -> None:
+    async def measure(label: str, redis_url: str | None, team_limits: bool = False) -> None:
+        from gateway.tenants.teams import TeamRecord
+
         settings = Settings(
             REDIS_URL=redis_url,
             GATEWAY_ADMIN_KEY="bench",
@@ -789,6 +792,11 @@ def tenants_layer(args: argparse.Namespace) -> None:
             GATEWAY_KEYS_DB=bench.logs / "t.db",
         )
         tenants = Tenants.build(settings, Metrics(CollectorRegistry()))
+        if team_limits:
+            await tenants.save_team(TeamRecord(
+                name="t", rpm=100_000_000, tpm=100_000_000_000,
+                budget_daily_usd=Decimal(10_000_000), budget_monthly_usd=Decimal(100_000_000)),
+                new=False)
         secrets_ = [
             (await tenants.create_key(f"k{i}", "t", limits, None, {}))[1] for i in range(args.keys)
         ]
@@ -834,7 +842,11 @@ def tenants_layer(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(measure(f"{args.keys} keys, Redis", redis.url))
+        if args.team_limits:
+            asyncio.run(measure(f"{args.keys} keys + team limits, Redis", redis.url, True))
         asyncio.run(measure(f"{args.keys} keys, in process", None))
+        if args.team_limits:
+            asyncio.run(measure(f"{args.keys} keys + team limits, in process", None, True))
     finally:
         redis.stop()
     print_table(
@@ -1100,6 +1112,7 @@ def main() -> None:
     p = sub.add_parser("tenants-layer")
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--team-limits", action="store_true")
     p.set_defaults(run=tenants_layer)
     p = sub.add_parser("seed")
     p.add_argument("--profile", choices=["ci", "full"], default="ci")
