@@ -150,6 +150,14 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 1, or 'cpu_count'")
         return value
 
+    @field_validator("alert_webhooks_csv")
+    @classmethod
+    def _webhook_urls(cls, value: str) -> str:
+        for url in (u.strip().removeprefix("slack:") for u in value.split(",")):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError("each webhook must be an http(s) URL, optionally after 'slack:'")
+        return value
+
     @field_validator("http_client")
     @classmethod
     def _known_client(cls, value: str) -> str:

@@ -144,3 +144,11 @@ async def test_two_replicas_send_a_crossing_once(tmp_path: Path, receiver: Recei
     finally:
         await a.aclose()
         await b.aclose()
+
+
+def test_a_webhook_that_is_not_an_http_url_stops_start_up() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="http\\(s\\) URL"):
+        Settings(GATEWAY_ALERT_WEBHOOKS="https://ok.example/hook,ftp://files.example/x")
+    assert Settings(GATEWAY_ALERT_WEBHOOKS="slack:https://hooks.example/T1").alert_webhooks_csv
