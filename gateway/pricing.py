@@ -3,7 +3,8 @@
 Providers report cached prompt tokens in three shapes, all read here (``read_tokens``):
 OpenAI's ``prompt_tokens_details.cached_tokens``; DeepSeek's ``prompt_cache_hit_tokens`` /
 ``prompt_cache_miss_tokens``; Anthropic-style ``cache_read_input_tokens`` /
-``cache_creation_input_tokens`` (as OpenAI-compatible aggregators relay them). In every shape
+``cache_creation_input_tokens`` (as OpenAI-compatible aggregators relay them; some put writes in
+``prompt_tokens_details.cache_write_tokens``). In every shape
 ``prompt_tokens`` counts all input tokens, cached and written ones included; a cached count larger
 than it is cut to it. Reasoning tokens (``completion_tokens_details.reasoning_tokens``) are part
 of ``completion_tokens`` and priced as output.
@@ -105,8 +106,8 @@ def read_tokens(usage: object) -> Tokens | None:
     details = usage.get("prompt_tokens_details")
     cached = (_count(usage, "cache_read_input_tokens") or _count(usage, "prompt_cache_hit_tokens")
               or _count(details, "cached_tokens"))
-    written = _count(usage, "cache_creation_input_tokens") or _count(details,
-                                                                      "cache_creation_tokens")
+    written = (_count(usage, "cache_creation_input_tokens")
+               or _count(details, "cache_creation_tokens") or _count(details, "cache_write_tokens"))
     cached = min(cached, prompt)
     written = min(written, prompt - cached)
     reasoning = min(_count(usage.get("completion_tokens_details"), "reasoning_tokens"),

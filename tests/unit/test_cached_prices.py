@@ -100,6 +100,9 @@ def test_each_usage_shape_reads_to_the_same_counts() -> None:
     assert read_tokens(openai_shape) == Tokens(100, 40, 60, 0, 10)
     assert read_tokens(deepseek) == Tokens(100, 40, 60, 0, 0)
     assert read_tokens(claude) == Tokens(100, 40, 60, 30, 0)
+    relayed = {"prompt_tokens": 100, "completion_tokens": 40,  # as some aggregators relay it
+               "prompt_tokens_details": {"cached_tokens": 60, "cache_write_tokens": 30}}
+    assert read_tokens(relayed) == Tokens(100, 40, 60, 30, 0)
     # counts beyond the prompt are cut to it, never a negative uncached count
     assert read_tokens({"prompt_tokens": 10, "completion_tokens": 1,
                         "prompt_tokens_details": {"cached_tokens": 50}}) == Tokens(10, 1, 10)
