@@ -12,7 +12,7 @@ from gateway.catalog import load_catalog
 from gateway.observability import tracing
 from gateway.observability.gcwatch import GcWatch
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
+from gateway.routing.spans import UpstreamSpans
 from gateway.server import bentoml_fixes, fastpath, headerguard, onewrite
 from gateway.settings import Settings
 from gateway.tenants.keys import load_key_file

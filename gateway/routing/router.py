@@ -33,11 +33,11 @@ from gateway.errors import ErrorCode, GatewayError
 from gateway.eventloop import running_loop
 from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
 from gateway.pricing import Price
 from gateway.routing.balancer import PICKERS, Strategy
 from gateway.routing.breaker import CircuitBreaker, State
 from gateway.routing.deadline import Deadline
+from gateway.routing.spans import UpstreamSpans
 from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient, UpstreamReply, Upstreams, UpstreamStream
 from gateway.upstream.failures import Attempt, FailureKind, UpstreamFailure
