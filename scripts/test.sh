@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/python -m ruff check gateway tests loadtest training service.py
+.venv/bin/lint-imports  # the layout's import contracts (pyproject.toml)
 exec .venv/bin/python -m pytest "$@"

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from gateway.settings import Settings
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Tracer
+    pass
 
 
 def service_tracing(settings: Settings) -> dict[str, Any]:
@@ -30,21 +30,6 @@ def service_tracing(settings: Settings) -> dict[str, Any]:
     else:
         options["otlp"] = {"protocol": "http", "endpoint": settings.tracing_endpoint}
     return options
-
-
-def configured_tracer() -> Tracer | None:
-    """BentoML's tracer when its tracing exports and samples; call it inside a worker."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    from gateway.server.seams import EXPECTED_BENTOML, SeamError, bentoml_version
-
-    if not all(hasattr(BentoMLContainer, name) for name in ("tracing", "tracer_provider")):
-        raise SeamError(f"tracing: BentoMLContainer has no tracing/tracer_provider in BentoML "
-                        f"{bentoml_version()} (the gateway expects BentoML {EXPECTED_BENTOML}).")
-    tracing = BentoMLContainer.tracing
-    if not tracing.exporter_type.get() or not tracing.sample_rate.get():
-        return None
-    return BentoMLContainer.tracer_provider.get().get_tracer("llm-gateway")
 
 
 class IncomingTraceContext:
