@@ -89,6 +89,16 @@ function niceMax(v) {
   return 10 * p;
 }
 
+/* A count axis: four equal whole steps, so each gridline's label is its exact value. */
+function countMax(v) {
+  const quarter = Math.max(1, Math.ceil(v / 4));
+  const p = Math.pow(10, Math.floor(Math.log10(quarter)));
+  for (const m of [1, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
+    if (Number.isInteger(m * p) && m * p >= quarter) return 4 * m * p;
+  }
+  return 40 * p;
+}
+
 function frame(width, height, pad, max, fmt) {
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const h = height - pad.t - pad.b;
@@ -144,8 +154,8 @@ function minuteAxis(root, minutes, W, H, pad) {
 
 function trafficChart(host, minutes) {
   const W = width(host, 420), H = 180, pad = { t: 10, r: 34, b: 22, l: 44 };
-  const max = niceMax(Math.max(...minutes.map((m) => m.requests)));
-  const root = frame(W, H, pad, max, (v) => count(Math.round(v)));
+  const max = countMax(Math.max(...minutes.map((m) => m.requests)));
+  const root = frame(W, H, pad, max, count);
   const h = H - pad.t - pad.b;
   const step = minuteAxis(root, minutes, W, H, pad);
   const points = [];
