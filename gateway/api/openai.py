@@ -101,10 +101,12 @@ async def embeddings(request: Request) -> Response:
     account.answered_by(answer.requested, answer.served,
                         answer.price or gateway.catalog.models[answer.served],
                         upstream_s=answer.upstream_s)
+    tenancy.answered(answer.attempts, None)
     charge = account.charge({"prompt_tokens": answer.tokens, "completion_tokens": 0})
     return Answered(answer.body, account=account, headers={
         **cost_headers(charge),
         "x-gateway-model": answer.served,
+        "x-gateway-attempts": str(answer.attempts),
         "x-gateway-batch-size": str(answer.batch_size),
         "x-gateway-provider": answer.provider,
         "x-gateway-deployment": answer.deployment,
