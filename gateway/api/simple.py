@@ -103,7 +103,10 @@ async def models(request: Request) -> Response:
         "models": [
             {
                 "id": name,
-                "provider": entry.provider,
+                "owned_by": entry.owned_by,  # the vendor
+                "provider": entry.owned_by,  # the simplified contract's name for the vendor
+                "providers": list(dict.fromkeys(  # the upstreams that serve it, as in /health
+                    d.provider for d in catalog.deployments(name))),
                 "kind": entry.kind,
                 "input_usd_per_mtok": float(entry.input_usd_per_mtok),
                 "output_usd_per_mtok": float(entry.output_usd_per_mtok),
