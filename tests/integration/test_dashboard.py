@@ -297,3 +297,33 @@ def test_the_requests_axis_labels_sit_on_their_gridlines(counts: list[int]) -> N
     step = values[1]
     assert step > 0 and values == [i * step for i in range(5)], labels
     assert values[-1] >= max(counts)
+
+
+def as_ms(label: str) -> float:
+    number, unit = label.split()
+    return float(number) * (1000 if unit == "s" else 1)
+
+
+@pytest.mark.parametrize("slowest_ms", [0.03, 0.6, 1.5, 3.2, 32, 170, 1200, 31_000])
+def test_the_latency_axis_labels_sit_on_their_gridlines(slowest_ms: float) -> None:
+    """Each label of the latency axis, as the page formats it, is its gridline's value."""
+    with playwright_api.sync_playwright() as pw:
+        browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.set_content('<div id="host"></div><ul id="latency-legend"></ul>')
+        page.add_script_tag(content=SCRIPT.read_text(encoding="utf-8"))
+        labels = page.evaluate("""(slowest) => {
+            const host = document.getElementById("host");
+            const minutes = [0, 1].map((i) => ({t: 1700000000 + 60 * i,
+                added_p50_ms: slowest / 8, added_p99_ms: slowest / 2,
+                upstream_p50_ms: slowest / 4, upstream_p99_ms: slowest}));
+            latencyChart(host, minutes);
+            return [...host.querySelectorAll("svg text[text-anchor=end]")]
+                .map((t) => t.textContent);
+        }""", slowest_ms)
+        browser.close()
+    values = [as_ms(label) for label in labels]
+    assert len(values) == 5 and values[0] == 0
+    step = values[1]
+    assert all(abs(v - i * step) < 1e-9 for i, v in enumerate(values)), labels
+    assert values[-1] >= slowest_ms

@@ -99,6 +99,12 @@ function countMax(v) {
   return 40 * p;
 }
 
+/* A milliseconds axis: quarters that ms() shows exactly (0.05 to 0.5 ms, then whole numbers). */
+function msMax(v) {
+  for (const step of [0.05, 0.1, 0.25, 0.5]) if (step >= v / 4) return 4 * step;
+  return countMax(v);
+}
+
 function frame(width, height, pad, max, fmt) {
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const h = height - pad.t - pad.b;
@@ -187,7 +193,7 @@ function latencyChart(host, minutes) {
   const keys = [["added_p50_ms", "Added p50", "s0"], ["added_p99_ms", "Added p99", "s0 dashed"],
                 ["upstream_p50_ms", "Upstream p50", "s1"], ["upstream_p99_ms", "Upstream p99", "s1 dashed"]];
   const values = minutes.flatMap((m) => keys.map(([k]) => m[k] || 0));
-  const max = niceMax(Math.max(...values));
+  const max = msMax(Math.max(...values));
   const root = frame(W, H, pad, max, ms);
   const h = H - pad.t - pad.b;
   const step = minuteAxis(root, minutes, W, H, pad);
