@@ -12,8 +12,9 @@ from gateway.catalog import load_catalog
 from gateway.observability import tracing
 from gateway.observability.gcwatch import GcWatch
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
+from gateway.routing.spans import UpstreamSpans
 from gateway.server import bentoml_fixes, fastpath, headerguard, onewrite
+from gateway.server.tracer import configured_tracer
 from gateway.settings import Settings
 from gateway.tenants.keys import load_key_file
 
@@ -62,7 +63,7 @@ class LLMGateway:
         if not settings.upstream_api_key:
             logger.warning("HOLYSHEEP_API_KEY is not set: upstream calls carry no key.")
         metrics = Metrics()
-        spans = UpstreamSpans(tracing.configured_tracer())
+        spans = UpstreamSpans(configured_tracer())
         self.gateway = Gateway.build(settings, catalog, metrics, spans)
         app.state.gateway = self.gateway
         self.gc_watch = GcWatch(metrics)

@@ -16,9 +16,9 @@ from gateway.catalog import Catalog
 from gateway.embeddings.service import Embeddings
 from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
 from gateway.routing.deadline import Deadline
 from gateway.routing.router import Router
+from gateway.routing.spans import UpstreamSpans
 from gateway.settings import Settings
 from gateway.tenants import Tenants
 from gateway.upstream.client import Upstreams

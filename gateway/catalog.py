@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,6 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.routing.balancer import Strategy
 from gateway.settings import read_environment
 
 DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
@@ -38,6 +38,13 @@ ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
 class CatalogError(Exception):
     """A catalog that cannot be used; the message names the file, the entry and the field."""
+
+
+class Strategy(StrEnum):
+    """How a model's deployments share its traffic (the catalog's `balancer`)."""
+
+    WEIGHTED = "weighted"
+    LEAST_IN_FLIGHT = "least_in_flight"
 
 
 @dataclass(frozen=True, slots=True)

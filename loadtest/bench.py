@@ -10,6 +10,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench routing [--requests 20000]               # 2 deployments vs 1
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
+    python -m loadtest.bench compare [--base REF] [--keys 100]     # this code vs earlier code
     python -m loadtest.bench tenants-layer [--keys 100] [--team-limits]  # the same, in process only
     python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import csv
 import json
@@ -124,9 +126,9 @@ class Bench:
             provider.stop()
 
     @contextmanager
-    def gateway(self, fake: FakeProvider, **env: str) -> Iterator[GatewayServer]:
+    def gateway(self, fake: FakeProvider, root: Path = ROOT, **env: str) -> Iterator[GatewayServer]:
         started = time.monotonic()
-        server = GatewayServer(self.logs, fake.base_url, env=env)
+        server = GatewayServer(self.logs, fake.base_url, env=env, root=root)
         server.ready_s = time.monotonic() - started  # type: ignore[attr-defined]
         try:
             yield server
@@ -754,6 +756,91 @@ def tenants(args: argparse.Namespace) -> None:
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
 
+BASE_REF = "22676c3"  # the code before round 3's changes: what "today's code" means in the docs
+ROUND1_REF = "86e8177"  # round 1's code: the reference for a stream's CPU
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This checkout against earlier code, in one run: a plain key and ``--keys`` keys with
+    limits on Redis, on this code and on ``--base``; round 1's code (``--round1``) for a plain
+    key; the aiohttp pass-through as the floor. Each target in every round: a direct call at
+    100 req/s, the target at 100 req/s, at 50 VUs (its server's CPU per request), and streams at
+    25 req/s (time to first byte, CPU per stream); targets in turn, reversed on odd rounds."""
+    bench = Bench(args.out)
+    admin = "bench-admin-key"
+    stats: dict[str, list[dict[str, float]]] = {}
+    redis = RedisServer(bench.logs)
+    versions = [("this code", ROOT), *_checkouts(bench.logs, {"base": args.base})]
+    try:
+        with bench.fake("--api-key", UPSTREAM_KEY) as fake, contextlib.ExitStack() as alive:
+            direct = f"{fake.base_url}/chat/completions"
+            passthrough = PassThroughServer(bench.logs, fake.base_url)
+            alive.callback(passthrough.stop)
+            targets: list[Target] = [
+                Target("pass-through (the floor)", f"{passthrough.v1}/chat/completions",
+                       [UPSTREAM_KEY], direct, passthrough.process.proc.pid),
+            ]
+            for name, root in versions:
+                label = name if name == "this code" else f"base {args.base}"
+                gw = alive.enter_context(bench.gateway(fake, root=root))
+                targets.append(Target(f"{label}: plain key", f"{gw.v1}/chat/completions",
+                                      [CLIENT_KEY], direct, gw.process.proc.pid))
+                env = {"REDIS_URL": redis.url, "GATEWAY_ADMIN_KEY": admin}
+                gw = alive.enter_context(bench.gateway(fake, root=root, **env))
+                keys = _bench_keys(gw, admin, args.keys)
+                targets.append(Target(f"{label}: {args.keys} keys limited on Redis",
+                                      f"{gw.v1}/chat/completions", keys, direct,
+                                      gw.process.proc.pid))
+            if args.round1:
+                (_, root), = _checkouts(bench.logs, {"round1": args.round1})
+                gw = alive.enter_context(bench.gateway(fake, root=root))
+                targets.append(Target(f"round 1 {args.round1}: plain key",
+                                      f"{gw.v1}/chat/completions", [CLIENT_KEY], direct,
+                                      gw.process.proc.pid))
+            _tenant_runs(bench, stats, targets, args.duration, args.rounds, streams=True,
+                         direct_stream=f"{fake.base_url}/chat/completions")
+    finally:
+        redis.stop()
+
+    def med(label: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[label])
+
+    rows = []
+    for label in stats:
+        rows.append([
+            label,
+            "/".join(f"{med(label, p) - med(label, 'direct_' + p):+.2f}" for p in ("p50", "p99")),
+            f"{med(label, 'rps'):.0f}",
+            f"{med(label, 'cpu_us'):.0f}",
+            f"{med(label, 'ttfb') - med(label, 'direct_ttfb'):+.2f}",
+            f"{med(label, 'stream_cpu_us'):.0f}",
+            f"{max(s['failed'] for s in stats[label]):.2%}",
+        ])
+    print_table(
+        f"This code against {args.base}: non-streaming and streamed completions, "
+        f"{args.rounds} round(s) of {args.duration} s, medians",
+        rows,
+        header=["path", "added p50/p99 ms at 100 req/s", "req/s at 50 VUs",
+                "server CPU µs/request", "added TTFB p50 ms (streams, 25/s)",
+                "server CPU µs/stream", "errors"],
+    )
+    (args.out / "compare.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
+
+
+def _checkouts(logs: Path, refs: dict[str, str]) -> list[tuple[str, Path]]:
+    """A detached work tree of each git ref, removed when the benchmark process exits."""
+    out = []
+    for name, ref in refs.items():
+        path = logs / f"checkout-{name}"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force",
+                        str(path), ref], check=True, capture_output=True)
+        atexit.register(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                         str(path)], capture_output=True)
+        out.append((name, path))
+    return out
+
+
+
 def tenants_layer(args: argparse.Namespace) -> None:
     """The tenants layer alone, in one process (no HTTP, no k6): what authenticate + admit +
     settle cost per request, one at a time (latency, Redis round trip included) and 50 at once
@@ -908,6 +995,8 @@ def _tenant_runs(
     targets: list[Target],
     d: int,
     rounds: int,
+    streams: bool = False,
+    direct_stream: str | None = None,
 ) -> None:
     """For every target: a warm-up, then ``rounds`` of: the direct call at 100 req/s (when the
     target has one), the target at 100 req/s, the target at 50 VUs (and its server's CPU time
@@ -939,6 +1028,28 @@ def _tenant_runs(
                     "failed": max(failed(m), failed(v)),
                 }
             )
+            if streams:
+                stats[label][-1] |= _stream_round(bench, slug, r, url, keys, pid, d,
+                                                  direct_stream)
+
+
+def _stream_round(bench: Bench, slug: str, r: int, url: str, keys: list[str], pid: int, d: int,
+                  direct: str | None) -> dict[str, float]:
+    """Streams at 25 req/s: time to first byte (against a direct stream just before) and the
+    server's CPU per stream."""
+    body = {**CHAT, "stream": True}
+    row: dict[str, float] = {}
+    if direct is not None:
+        base = bench.k6(f"{slug}-{r}-sdirect", direct, body, rate=25, duration=d,
+                        key=UPSTREAM_KEY, unique=True)
+        row["direct_ttfb"] = trend(base, "http_req_waiting", "med")
+    cpu_before = _cpu_s(pid)
+    m = bench.k6(f"{slug}-{r}-stream", url, body, rate=25, duration=d, keys=keys, unique=True)
+    served = float(m["http_reqs"]["values"]["count"]) * (1 - failed(m))
+    row |= {"ttfb": trend(m, "http_req_waiting", "med"),
+            "stream_cpu_us": (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6,
+            "failed": max(row.get("failed", 0.0), failed(m))}
+    return row
 
 
 def _slug(label: str) -> str:
@@ -1109,6 +1220,14 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=10)
     p.set_defaults(run=tenants)
+    p = sub.add_parser("compare")
+    p.add_argument("--base", default=BASE_REF, help="the git ref to compare with")
+    p.add_argument("--round1", default=ROUND1_REF, help="round 1's ref ('' to leave it out)")
+    p.add_argument("--keys", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=6)
+    p.set_defaults(run=compare)
+
     p = sub.add_parser("tenants-layer")
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--requests", type=int, default=5000)

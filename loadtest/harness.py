@@ -32,11 +32,12 @@ def free_port() -> int:
 class Process:
     """A child process in its own process group, with its output in ``log_path``."""
 
-    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None):
+    def __init__(self, args: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 cwd: Path = ROOT):
         self.log_path = log_path
         self._log = log_path.open("wb")
         self.proc = subprocess.Popen(
-            args, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+            args, cwd=cwd, stdout=self._log, stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})}, start_new_session=True,
         )
 
@@ -168,7 +169,9 @@ class GatewayServer:
     """``bentoml serve service:LLMGateway`` (or a built bento) on a free loopback port."""
 
     def __init__(self, log_dir: Path, upstream: str, env: dict[str, str] | None = None,
-                 target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None):
+                 target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None,
+                 root: Path = ROOT):
+        """``root`` is the checkout to serve (another version of the code, for a comparison)."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
@@ -189,6 +192,7 @@ class GatewayServer:
              "--port", str(self.port)],
             log_dir / f"gateway-{self.port}.log",
             env=full_env,
+            cwd=root,
         )
         wait_http(f"{self.url}/readyz", self.process, timeout=90)
 

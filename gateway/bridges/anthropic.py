@@ -541,7 +541,7 @@ def text_tokens(text: str) -> int:
     """Estimated tokens of ``text``, piece by piece (``_PIECES``): an ASCII word one per
     ``WORD_LETTERS`` letters, a non-ASCII word one per letter, digits one per ``DIGITS``,
     whitespace one per run, punctuation one per ``MARKS`` characters. The constants were fitted
-    to Claude's legacy tokenizer (see the README for the measured error)."""
+    to Claude's legacy tokenizer (docs/apis.md gives the measured error)."""
     total = 0
     for piece in _PIECES.findall(text):
         core = piece.lstrip(" ") or piece

@@ -151,7 +151,7 @@ def to_csv(query: UsageQuery, rows: list[Row]) -> str:
     writer.writeheader()
     for row in rows:
         # A spreadsheet would run a cell starting with = + - @ as a formula.
-        writer.writerow({k: ("'" + v if isinstance(v, str) and v[:1] in "=+-@" else v)
+        writer.writerow({k: ("'" + v if isinstance(v, str) and v and v[0] in "=+-@" else v)
                          for k, v in row.items()})
     return out.getvalue()
 
