@@ -93,8 +93,8 @@ def test_csv_leaves_empty_values_empty() -> None:
     q = query(group_by=(GroupBy.KEY, GroupBy.TEAM))
     text = to_csv(q, [{"key": "k1", "team": "", "requests": 1, "errors": 0,
                        "input_tokens": 1, "output_tokens": 2, "cost_usd": "0.000001",
-                       "saved_usd": "0.000000"}])
-    assert text.splitlines()[1] == "k1,,1,0,1,2,0.000001,0.000000"
+                       "saved_usd": "0.000000", **NO_DETAILS}])
+    assert text.splitlines()[1] == "k1,,1,0,1,2,0,0,0,0.000001,0.000000"
 
 
 async def test_buffer_keeps_and_retries_writes_while_the_store_is_down() -> None:
