@@ -204,7 +204,10 @@ for qi, q in ipairs(p.q) do
   local max_par, par_ttl, day_limit, month_limit = q[2], q[3], q[5], q[7]
   local windows = q[8]
   local n = #windows
-  local counters = redis.call('MGET', q[4], q[6], q[1])
+  local shared = q[9] or {}
+  local names = {q[4], q[6], q[1]}
+  for i = 1, #shared do names[3 + i] = shared[i][1] end
+  local counters = redis.call('MGET', unpack(names))
   local day_spent = tonumber(counters[1] or '0')
   local month_spent = tonumber(counters[2] or '0')
   local status, refused, retry_ms = 0, 0, 0
@@ -213,10 +216,9 @@ for qi, q in ipairs(p.q) do
   elseif month_limit >= 0 and month_spent >= month_limit then
     status = 4
   end
-  local shared = q[9] or {}
   local shared_spent = {}
   for i = 1, #shared do
-    local spent = tonumber(redis.call('GET', shared[i][1]) or '0')
+    local spent = tonumber(counters[3 + i] or '0')
     shared_spent[i] = spent
     if status == 0 and spent >= shared[i][2] then
       status = 5
