@@ -58,6 +58,15 @@ class Process:
         self._log.close()
 
 
+def fresh_log(log_dir: Path, stem: str) -> Path:
+    """``<stem>.log``, or ``<stem>-2.log`` and so on for a process started again."""
+    path, n = log_dir / f"{stem}.log", 1
+    while path.exists():
+        n += 1
+        path = log_dir / f"{stem}-{n}.log"
+    return path
+
+
 def wait_http(url: str, proc: Process, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -119,15 +128,23 @@ class FakeProvider:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port, with no persistence."""
+    """A throwaway ``redis-server`` on a free loopback port, with no persistence; with
+    ``data_dir``, an append-only file there (start another on the same port and directory to
+    restart it)."""
 
-    def __init__(self, log_dir: Path, port: int | None = None) -> None:
+    def __init__(self, log_dir: Path, port: int | None = None,
+                 data_dir: Path | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
+        persistence = ["--appendonly", "no"]
+        if data_dir is not None:
+            data_dir.mkdir(parents=True, exist_ok=True)
+            persistence = ["--appendonly", "yes", "--appendfsync", "everysec",
+                           "--dir", str(data_dir)]
         self.process = Process(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--protected-mode", "yes"],
-            log_dir / f"redis-{self.port}.log",
+             *persistence, "--protected-mode", "yes"],
+            fresh_log(log_dir, f"redis-{self.port}"),
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -170,9 +187,10 @@ class GatewayServer:
 
     def __init__(self, log_dir: Path, upstream: str, env: dict[str, str] | None = None,
                  target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None,
-                 root: Path = ROOT):
-        """``root`` is the checkout to serve (another version of the code, for a comparison)."""
-        self.port = free_port()
+                 root: Path = ROOT, port: int | None = None, home: Path | None = None):
+        """``root`` is the checkout to serve (another version of the code, for a comparison);
+        ``port``/``home``: a given port and ``BENTOML_HOME``, to start a replica again."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
             "HOLYSHEEP_BASE_URL": upstream,
@@ -183,14 +201,14 @@ class GatewayServer:
             "BENTOML_DO_NOT_TRACK": "true",
             # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
             # sharing a home would erase each other's metrics.
-            "BENTOML_HOME": str(log_dir / f"bentoml-home-{self.port}"),
+            "BENTOML_HOME": str(home or log_dir / f"bentoml-home-{self.port}"),
             **(env or {}),
             **(extra_env or {}),
         }
         self.process = Process(
             [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
              "--port", str(self.port)],
-            log_dir / f"gateway-{self.port}.log",
+            fresh_log(log_dir, f"gateway-{self.port}"),
             env=full_env,
             cwd=root,
         )

@@ -65,6 +65,7 @@ from gateway.tenants.limits import (
     window_key,
 )
 from gateway.tenants.scriptwire import ScriptWire
+from gateway.tenants.sharing import persistence_warning
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
@@ -133,6 +134,21 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_result(admission)  # type: ignore[arg-type]
 
 
+def seed_spend(limiter: MemoryLimiter, ledger: SqliteLedger) -> None:
+    """Budgets' spend so far today and this month, from the ledger: without Redis the counters
+    live in memory, and a restart must not hand every key its budget again."""
+    day, _, month, _ = budget_periods()
+    today = ledger_day()
+    for key_id, (spent_today, spent_month) in ledger.spend(today, today[:8] + "01").items():
+        limiter.give_back(spend_key(key_id, f"d:{day}"), None, spent_today, 0)
+        limiter.give_back(spend_key(key_id, f"m:{month}"), None, spent_month, 0)
+
+
+def spend_key(key_id: str, tag: str) -> str:
+    """A budget period's spend counter (``tag``: ``d:YYYYMMDD`` or ``m:YYYYMM``)."""
+    return f"{PREFIX}spend:{key_id}:{tag}"
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -193,10 +209,18 @@ class Tenants:
             ledger = RedisLedger(redis, on_drop=drop_ledger)
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
-            limiter = MemoryLimiter()
+            memory = limiter = MemoryLimiter()
             ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger)
+            seed_spend(memory, ledger)
         return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
                    redis)
+
+    async def check_store(self) -> None:
+        """At start-up: warn when the Redis holding the ledger would lose it on a restart."""
+        if self._redis is not None:
+            warning = await persistence_warning(self._redis)
+            if warning is not None:
+                logger.warning("%s", warning)
 
     # The request path
 
@@ -403,7 +427,7 @@ class Tenants:
                 ("monthly", f"m:{month}", next_month, limits.budget_monthly_usd, 32 * 86400)):
             if amount is None and not spend_only:
                 continue
-            found.append(Budget(period, f"{PREFIX}spend:{tenant.id}:{tag}",
+            found.append(Budget(period, spend_key(tenant.id, tag),
                                 _micros(amount) if amount is not None else -1, resets, ttl))
         return found
 

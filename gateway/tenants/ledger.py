@@ -207,6 +207,16 @@ class SqliteLedger:
     async def query(self, query: UsageQuery) -> list[Row]:
         return summarise(query, await asyncio.to_thread(self._select, query))
 
+    def spend(self, today: str, month_start: str) -> dict[str, tuple[int, int]]:
+        """Each key's spend in micro-dollars (today, this month), for the budgets' counters at
+        start-up. Days are ISO dates, ``month_start`` the month's first."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT key_id, SUM(CASE WHEN day = ? THEN cost_micros ELSE 0 END), "
+                "SUM(cost_micros) FROM ledger WHERE day >= ? AND day <= ? GROUP BY key_id",
+                (today, month_start, today)).fetchall()
+        return {key_id: (int(day), int(month)) for key_id, day, month in rows}
+
     async def aclose(self) -> None:
         await self.buffer.aclose()
         await asyncio.to_thread(self._db.close)
