@@ -114,6 +114,11 @@ class Settings(BaseSettings):
     breaker_min_calls: int = Field(20, ge=1, validation_alias="GATEWAY_BREAKER_MIN_CALLS")
     breaker_cooldown_s: float = Field(15.0, gt=0, validation_alias="GATEWAY_BREAKER_COOLDOWN")
 
+    # Graceful shutdown (gateway/server/drain.py): on SIGTERM /readyz fails for the drain time
+    # while requests are still served, then requests in flight get the grace time to finish.
+    shutdown_drain_s: float = Field(5.0, ge=0, validation_alias="GATEWAY_SHUTDOWN_DRAIN")
+    shutdown_grace_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_SHUTDOWN_GRACE")
+
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:
         if self.tracing_exporter and not self.tracing_endpoint:
