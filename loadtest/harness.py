@@ -199,6 +199,9 @@ class GatewayServer:
             "GATEWAY_RETRY_BASE": "0.02",
             "GATEWAY_CACHE": "false",
             "BENTOML_DO_NOT_TRACK": "true",
+            # Nothing balances across these: stop at SIGTERM without failing /readyz first
+            # (tests of graceful shutdown set their own drain time).
+            "GATEWAY_SHUTDOWN_DRAIN": "0",
             # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
             # sharing a home would erase each other's metrics.
             "BENTOML_HOME": str(home or log_dir / f"bentoml-home-{self.port}"),

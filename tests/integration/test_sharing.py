@@ -60,8 +60,7 @@ def test_two_workers_without_redis_and_no_limits_start(fake: FakeProvider, log_d
 
 def test_a_spent_daily_budget_stays_spent_across_a_restart_without_redis(
         fake: FakeProvider, log_dir: Path, tmp_path: Path) -> None:
-    env = {"GATEWAY_ADMIN_KEY": ADMIN, "GATEWAY_KEYS_DB": str(tmp_path / "tenants.db"),
-           "GATEWAY_SHUTDOWN_DRAIN": "0"}
+    env = {"GATEWAY_ADMIN_KEY": ADMIN, "GATEWAY_KEYS_DB": str(tmp_path / "tenants.db")}
     first = GatewayServer(log_dir, fake.base_url, env=env)
     try:
         key = create_key(first, budget_daily_usd="0.003")["key"]
