@@ -8,7 +8,8 @@ only marks the worker draining, which fails ``/readyz`` (``__is_ready__``) while
 still served; after ``drain_s`` (long enough for the balancer's health checks to take the
 replica out), uvicorn's own handler runs: no new connections, requests in flight (streams
 included) get ``grace_s`` to finish, then the shutdown hooks flush the ledger and access log.
-A second SIGTERM changes nothing; SIGINT (Ctrl-C) keeps uvicorn's behaviour.
+A second SIGTERM changes nothing. (The arbiter passes Ctrl-C on to its workers as SIGTERM, so
+that drains too.)
 """
 
 from __future__ import annotations
