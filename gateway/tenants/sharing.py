@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 
 from gateway.settings import Settings
 from gateway.tenants.keys import KeyRecord
+from gateway.tenants.store import stored_records
 
 logger = logging.getLogger("gateway.tenants")
 
@@ -36,15 +37,23 @@ def worker_count(settings: Settings) -> int:
 
 def refuse_unshared_limits(settings: Settings, static_keys: Iterable[KeyRecord]) -> None:
     """Raises ``UnsharedLimits`` for more than one worker, no ``REDIS_URL`` and any limit or
-    budget that could apply: a key file's key with one, or an admin key (which can make them)."""
+    budget that could apply: a key file's key with one, an admin key (which can make them), or
+    an admin-made key with one already in the SQLite key store."""
     workers = worker_count(settings)
     if settings.redis_url or workers <= 1:
         return
     limited = [k.id for k in static_keys if not k.limits.empty]
-    if not limited and settings.admin_key is None:
+    stored = [] if limited or settings.admin_key else [
+        k.id for k in stored_records(settings.tenants_db)
+        if not k.limits.empty and k.revoked_at is None]
+    if limited:
+        why = f"key {limited[0]!r} in GATEWAY_KEYS_FILE has limits or budgets"
+    elif settings.admin_key is not None:
+        why = "GATEWAY_ADMIN_KEY is set, so keys with limits and budgets can be made"
+    elif stored:
+        why = f"admin-made key {stored[0]!r} in {settings.tenants_db} has limits or budgets"
+    else:
         return
-    why = (f"key {limited[0]!r} in GATEWAY_KEYS_FILE has limits or budgets" if limited
-           else "GATEWAY_ADMIN_KEY is set, so keys with limits and budgets can be made")
     raise UnsharedLimits(
         f"GATEWAY_WORKERS={settings.workers} ({workers} worker processes) without REDIS_URL: "
         f"{why}, and without Redis each worker counts rate limits, parallel requests and "

@@ -16,6 +16,7 @@ from gateway.tenants.keys import KeyLimits, KeyRecord, hash_secret
 from gateway.tenants.ledger import SqliteLedger
 from gateway.tenants.limits import MemoryLimiter, budget_periods, ledger_day
 from gateway.tenants.sharing import UnsharedLimits, persistence_warning, refuse_unshared_limits
+from gateway.tenants.store import SqliteKeys
 from loadtest.harness import RedisServer
 
 
@@ -100,3 +101,16 @@ def test_a_redis_that_cannot_be_asked_gives_no_warning() -> None:
             await redis.aclose()
 
     assert asyncio.run(run()) is None
+
+
+def test_a_limited_admin_made_key_already_stored_is_refused_without_an_admin_key(
+        tmp_path: Path) -> None:
+    db = tmp_path / "tenants.db"
+    store = SqliteKeys(db)
+    asyncio.run(store.save(key(budget_daily_usd="1")))
+    asyncio.run(store.aclose())
+    with pytest.raises(UnsharedLimits, match="admin-made key 'k1' in .*tenants.db has limits"):
+        refuse_unshared_limits(settings(GATEWAY_WORKERS="2", GATEWAY_KEYS_DB=str(db)), [])
+    refuse_unshared_limits(settings(GATEWAY_WORKERS="2", GATEWAY_KEYS_DB=str(tmp_path / "no.db")),
+                           [])
+    assert not (tmp_path / "no.db").exists()  # a check never makes the file
