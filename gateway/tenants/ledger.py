@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -23,7 +24,7 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from gateway.tenants.buffer import MergeBuffer
+from gateway.tenants.buffer import Batch, MergeBuffer
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "saved_micros")
 CELL = "gw:ledger:"
@@ -32,8 +33,10 @@ WRITE_INTERVAL_S = 0.1  # the ledger is read by people, not by the next request
 # ARGV[1]: a JSON list of cells, each [cell hash, its day's index set, team, index member, six
 # counts]: one command for a whole batch, its arguments encoded in one ``orjson.dumps`` (redis-py
 # encodes each argument of a command in Python, ten per cell). The names are made here, in
-# Python, so the script cannot disagree with ``query`` about them.
+# Python, so the script cannot disagree with ``query`` about them. ARGV[2]: the batch's own key;
+# a batch sent again after a write whose reply was lost (it may have landed) is applied once.
 WRITE_LUA = """
+if not redis.call('SET', ARGV[2], '1', 'NX', 'EX', 172800) then return 0 end
 local fields = {'requests', 'errors', 'input_tokens', 'output_tokens', 'cost_micros',
                 'saved_micros'}
 local cells = cjson.decode(ARGV[1])
@@ -49,6 +52,7 @@ end
 return #cells
 """
 DAY_INDEX = "gw:ledger:days:"
+BATCH = "gw:ledger:batch:"
 
 Cell = tuple[str, str, str, str]  # (day YYYY-MM-DD, key id, team, model)
 
@@ -120,7 +124,8 @@ class RedisLedger:
         self._redis = redis
         self._script = redis.register_script(WRITE_LUA)
         self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop,
-                                                min_interval_s=WRITE_INTERVAL_S)
+                                                min_interval_s=WRITE_INTERVAL_S,
+                                                resend_unchanged=True)
 
     def add(self, cell: Cell, counts: list[int]) -> None:
         self.buffer.add(cell, counts)
@@ -129,7 +134,8 @@ class RedisLedger:
         cells = [[f"{CELL}{day}:{key}:{model}", DAY_INDEX + day, team,
                   orjson.dumps([key, model]).decode(), *counts]
                  for (day, key, team, model), counts in batch.items()]
-        await self._script(args=[orjson.dumps(cells)])
+        batch_id = batch.id if isinstance(batch, Batch) else secrets.token_hex(8)
+        await self._script(args=[orjson.dumps(cells), BATCH + batch_id])
 
     async def query(self, query: UsageQuery) -> list[Row]:
         days = query.days()
