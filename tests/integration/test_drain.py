@@ -1,6 +1,7 @@
 """Graceful shutdown through real ``bentoml serve``: on SIGTERM ``/readyz`` fails while
 requests are still served, a stream in flight finishes, the ledger and the access log are
-flushed, and the process exits; a stream that outlasts the grace period is cut then."""
+flushed, and the process exits; a stream that outlasts the grace period is cut then, and
+still booked."""
 
 from __future__ import annotations
 
@@ -104,5 +105,8 @@ def test_a_stream_that_outlasts_the_grace_period_is_cut_and_the_process_exits(
         assert gateway.process.proc.wait(30) == 0
         assert time.monotonic() - sent_at < 2.8  # the stream needed 3 s
         assert "error" in out or "data: [DONE]" not in out.get("lines", [])
+        # The cut stream is still booked: in the ledger, and in the access log as a 499.
+        assert ledger_requests(tmp_path / "tenants.db") == 1
+        assert '"status":499' in gateway.process.log()
     finally:
         gateway.stop()
