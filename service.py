@@ -73,8 +73,9 @@ class LLMGateway:
         self.gc_watch = GcWatch(metrics)
         self.drain = Drain(settings.shutdown_drain_s, settings.shutdown_grace_s)
 
-    def __is_ready__(self) -> bool:
-        """``/readyz``: fails from the first SIGTERM on, so balancers move away first."""
+    async def __is_ready__(self) -> bool:
+        """``/readyz``: fails from the first SIGTERM on, so balancers move away first (async:
+        BentoML runs a plain method in a thread, on every probe)."""
         return not self.drain.draining
 
     @bentoml.on_startup
