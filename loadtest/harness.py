@@ -128,23 +128,15 @@ class FakeProvider:
 
 
 class RedisServer:
-    """A throwaway ``redis-server`` on a free loopback port, with no persistence; with
-    ``data_dir``, an append-only file there (start another on the same port and directory to
-    restart it)."""
+    """A throwaway ``redis-server`` on a free loopback port, with no persistence."""
 
-    def __init__(self, log_dir: Path, port: int | None = None,
-                 data_dir: Path | None = None) -> None:
+    def __init__(self, log_dir: Path, port: int | None = None) -> None:
         self.port = port or free_port()
         self.url = f"redis://127.0.0.1:{self.port}/0"
-        persistence = ["--appendonly", "no"]
-        if data_dir is not None:
-            data_dir.mkdir(parents=True, exist_ok=True)
-            persistence = ["--appendonly", "yes", "--appendfsync", "everysec",
-                           "--dir", str(data_dir)]
         self.process = Process(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             *persistence, "--protected-mode", "yes"],
-            fresh_log(log_dir, f"redis-{self.port}"),
+             "--appendonly", "no", "--protected-mode", "yes"],
+            log_dir / f"redis-{self.port}.log",
         )
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:
@@ -220,6 +212,42 @@ class GatewayServer:
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class DurableRedis:
+    """``redis-server`` as deploy/selfhosted/redis.conf runs it (append-only file, no eviction),
+    its data in ``data_dir``, on a loopback port; ``restart`` stops it (SIGTERM: it writes its
+    file) and starts it again on the same port and data."""
+
+    def __init__(self, log_dir: Path, data_dir: Path, port: int | None = None) -> None:
+        self.log_dir, self.data_dir = log_dir, data_dir
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self._start()
+
+    def _start(self) -> Process:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        process = Process(
+            ["redis-server", str(ROOT / "deploy" / "selfhosted" / "redis.conf"), "--port",
+             str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir)],
+            fresh_log(self.log_dir, f"redis-durable-{self.port}"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return process
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{process.log()}")
+
+    def restart(self) -> None:
+        self.process.stop()
+        self.process = self._start()
 
     def stop(self) -> None:
         self.process.stop()

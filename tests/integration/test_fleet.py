@@ -30,12 +30,11 @@ from typing import Any
 import httpx
 import psutil
 import pytest
-import redis as redis_sync
 import yaml
 
 from gateway.tenants.keys import hash_secret
 from loadtest.bench import k6_binary
-from loadtest.harness import ROOT, FakeProvider, GatewayServer, Process, free_port, fresh_log
+from loadtest.harness import ROOT, DurableRedis, FakeProvider, GatewayServer, Process, free_port
 
 ADMIN = "gw-admin-SECRET-fleet"
 LOAD_KEY, RPM_KEY, KILL_KEY = "gk-fleet-load-1", "gk-fleet-rpm-1", "gk-fleet-kill-1"
@@ -57,13 +56,11 @@ class Fleet:
     env: dict[str, str]
     homes: list[Path]
     ports: list[int]
-    redis_port: int
-    redis_dir: Path
     url: str = ""
     stats_url: str = ""
     replicas: list[GatewayServer] = field(default_factory=list)
     started: list[GatewayServer] = field(default_factory=list)  # every one, for the teardown
-    redis: Process | None = None
+    redis: DurableRedis | None = None
     haproxy: Process | None = None
 
     def start_replica(self, i: int) -> GatewayServer:
@@ -73,22 +70,6 @@ class Fleet:
         if len(self.replicas) == REPLICAS:  # started again
             self.replicas[i] = server
         return server
-
-    def start_redis(self) -> None:
-        self.redis_dir.mkdir(parents=True, exist_ok=True)
-        self.redis = Process(
-            ["redis-server", str(ROOT / "deploy" / "selfhosted" / "redis.conf"), "--port",
-             str(self.redis_port), "--bind", "127.0.0.1", "--dir", str(self.redis_dir)],
-            fresh_log(self.log_dir, "fleet-redis"))
-        deadline = time.monotonic() + 15
-        while time.monotonic() < deadline:
-            try:
-                with redis_sync.Redis(port=self.redis_port, socket_timeout=1) as r:
-                    if r.ping():
-                        return
-            except redis_sync.RedisError:  # not up yet
-                time.sleep(0.05)
-        raise RuntimeError(self.redis.log())
 
     def status(self) -> dict[str, str]:
         """HAProxy's view of each replica: UP, DOWN, ... by server name."""
@@ -165,15 +146,14 @@ def fleet(tmp_path_factory: pytest.TempPathFactory, log_dir: Path) -> Iterator[F
         home.mkdir()
         (home / "bentos").symlink_to(build_home / "bentos")
         homes.append(home)
-    redis_port = free_port()
+    redis = DurableRedis(log_dir, root / "redis-data")
     fleet = Fleet(log_dir, fake.base_url, tag, {
-        "REDIS_URL": f"redis://127.0.0.1:{redis_port}/0", "GATEWAY_ADMIN_KEY": ADMIN,
+        "REDIS_URL": redis.url, "GATEWAY_ADMIN_KEY": ADMIN,
         "GATEWAY_KEYS_FILE": str(keys), "GATEWAY_API_KEYS": "", "GATEWAY_SHUTDOWN_DRAIN":
         str(DRAIN_S), "GATEWAY_SHUTDOWN_GRACE": "20", "GATEWAY_MAX_CONCURRENCY": "200",
         "GATEWAY_ACCESS_LOG": "false"}, homes, [free_port() for _ in range(REPLICAS)],
-        redis_port, root / "redis-data")
+        redis=redis)
     try:
-        fleet.start_redis()
         with ThreadPoolExecutor(REPLICAS) as pool:
             fleet.replicas = list(pool.map(fleet.start_replica, range(REPLICAS)))
         listen, stats = free_port(), free_port()
@@ -245,8 +225,7 @@ def test_rolling_sigterms_and_a_redis_restart_under_load_lose_nothing(
         if i == 1:
             burst.join()
             assert fleet.redis is not None
-            fleet.redis.stop()  # SIGTERM: Redis writes its AOF and exits
-            fleet.start_redis()
+            fleet.redis.restart()  # SIGTERM: Redis writes its AOF and exits; then started again
             events.append(("redis restarted", round(time.monotonic() - started, 1)))
     out, _ = k6.communicate(timeout=120)
     ended = time.monotonic() - started

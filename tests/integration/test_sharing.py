@@ -12,7 +12,7 @@ from typing import Any
 import httpx
 import pytest
 
-from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer
+from loadtest.harness import CLIENT_KEY, DurableRedis, FakeProvider, GatewayServer, RedisServer
 
 ADMIN = "gw-admin-SECRET-sharing"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -87,7 +87,7 @@ def test_a_spent_daily_budget_stays_spent_across_a_restart_without_redis(
 def test_a_redis_that_does_not_persist_gets_a_warning_at_start_up(
         fake: FakeProvider, log_dir: Path, tmp_path: Path) -> None:
     bare = RedisServer(log_dir)
-    durable = RedisServer(log_dir, data_dir=tmp_path / "aof")
+    durable = DurableRedis(log_dir, tmp_path / "aof")
     try:
         for redis, warned in ((bare, True), (durable, False)):
             gateway = GatewayServer(log_dir, fake.base_url,

@@ -17,7 +17,7 @@ from gateway.tenants.ledger import SqliteLedger
 from gateway.tenants.limits import MemoryLimiter, budget_periods, ledger_day
 from gateway.tenants.sharing import UnsharedLimits, persistence_warning, refuse_unshared_limits
 from gateway.tenants.store import SqliteKeys
-from loadtest.harness import RedisServer
+from loadtest.harness import DurableRedis, RedisServer
 
 
 def settings(**env: str) -> Settings:
@@ -83,7 +83,7 @@ def test_a_redis_without_aof_or_snapshots_is_named_and_one_with_aof_is_not(
         finally:
             await redis.aclose()
 
-    durable_server = RedisServer(tmp_path, data_dir=tmp_path / "aof")
+    durable_server = DurableRedis(tmp_path, tmp_path / "aof")
     try:
         durable = asyncio.run(warning(durable_server.url))
     finally:
