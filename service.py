@@ -14,9 +14,11 @@ from gateway.observability.gcwatch import GcWatch
 from gateway.observability.metrics import Metrics
 from gateway.routing.spans import UpstreamSpans
 from gateway.server import bentoml_fixes, fastpath, headerguard, onewrite
+from gateway.server.drain import Drain
 from gateway.server.tracer import configured_tracer
 from gateway.settings import Settings
 from gateway.tenants.keys import load_key_file
+from gateway.tenants.sharing import refuse_unshared_limits
 
 logger = logging.getLogger("gateway")
 
@@ -25,6 +27,8 @@ settings = Settings()
 catalog = load_catalog(settings.config_path)
 if settings.keys_file:  # a bad key file stops start-up here, naming the file, entry and field
     load_key_file(settings.keys_file)
+# Limits or budgets counted per worker process (several workers, no Redis) stop start-up here.
+refuse_unshared_limits(settings, load_key_file(settings.keys_file) if settings.keys_file else [])
 headerguard.apply(settings.header_timeout_s, settings.max_header_bytes, settings.max_headers)
 onewrite.apply()
 app = create_app(settings)
@@ -67,10 +71,25 @@ class LLMGateway:
         self.gateway = Gateway.build(settings, catalog, metrics, spans)
         app.state.gateway = self.gateway
         self.gc_watch = GcWatch(metrics)
+        self.drain = Drain(settings.shutdown_drain_s, settings.shutdown_grace_s)
+
+    async def __is_ready__(self) -> bool:
+        """``/readyz``: fails from the first SIGTERM on, so balancers move away first (async:
+        BentoML runs a plain method in a thread, on every probe)."""
+        return not self.drain.draining
 
     @bentoml.on_startup
     async def freeze_start_up_heap(self) -> None:
         self.gc_watch.install()
+
+    @bentoml.on_startup
+    async def check_stores(self) -> None:
+        await self.gateway.tenants.check_store()
+
+    @bentoml.on_startup
+    async def drain_on_sigterm(self) -> None:
+        if not self.drain.install():
+            logger.warning("SIGTERM has no server handler to defer: no graceful drain")
 
     @bentoml.on_shutdown
     async def close(self) -> None:

@@ -122,6 +122,11 @@ class Settings(BaseSettings):
     alert_format: Literal["json", "slack"] = Field("json", validation_alias="GATEWAY_ALERT_FORMAT")
     alert_retry_base_s: float = Field(0.5, gt=0, validation_alias="GATEWAY_ALERT_RETRY_BASE")
 
+    # Graceful shutdown (gateway/server/drain.py): on SIGTERM /readyz fails for the drain time
+    # while requests are still served, then requests in flight get the grace time to finish.
+    shutdown_drain_s: float = Field(5.0, ge=0, validation_alias="GATEWAY_SHUTDOWN_DRAIN")
+    shutdown_grace_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_SHUTDOWN_GRACE")
+
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:
         if self.tracing_exporter and not self.tracing_endpoint:

@@ -48,6 +48,7 @@ from gateway.tenants.keys import (
     new_secret,
 )
 from gateway.tenants.ledger import (
+    OTHER_END_USERS,
     Ledger,
     RedisLedger,
     Row,
@@ -73,6 +74,7 @@ from gateway.tenants.limits import (
     window_key,
 )
 from gateway.tenants.scriptwire import ScriptWire
+from gateway.tenants.sharing import persistence_warning
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 from gateway.tenants.teams import (
     RedisTeams,
@@ -150,6 +152,32 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_result(admission)  # type: ignore[arg-type]
 
 
+def seed_spend(limiter: MemoryLimiter, ledger: SqliteLedger) -> None:
+    """Budgets' spend so far today and this month, from the ledger: without Redis the counters
+    live in memory, and a restart must not hand every key, team or end user its budget again.
+    (An end user the ledger filed under ``(other)`` starts again from zero.)"""
+    day, _, month, _ = budget_periods()
+    today = ledger_day()
+    month_start = today[:8] + "01"
+    counters: list[tuple[str, tuple[int, int]]] = []
+    for (key_id,), spent in ledger.spend(today, month_start).items():
+        counters.append((f"{PREFIX}spend:{key_id}", spent))
+    for (team,), spent in ledger.spend(today, month_start, by="team").items():
+        if team:
+            counters.append((f"{PREFIX}team:{team}:spend", spent))
+    for (key_id, user), spent in ledger.spend(today, month_start, by="key_id, end_user").items():
+        if user and user != OTHER_END_USERS:
+            counters.append((f"{PREFIX}spend:{key_id}:u:{user}", spent))
+    for prefix, (spent_today, spent_month) in counters:
+        limiter.give_back(f"{prefix}:d:{day}", None, spent_today, 0)
+        limiter.give_back(f"{prefix}:m:{month}", None, spent_month, 0)
+
+
+def spend_key(key_id: str, tag: str) -> str:
+    """A budget period's spend counter (``tag``: ``d:YYYYMMDD`` or ``m:YYYYMM``)."""
+    return f"{PREFIX}spend:{key_id}:{tag}"
+
+
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -223,12 +251,20 @@ class Tenants:
             teams = TeamStore(static_teams, RedisTeams(redis))
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
-            limiter = MemoryLimiter()
+            memory = limiter = MemoryLimiter()
             ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger,
                                   max_end_users=settings.max_end_users)
             teams = TeamStore(static_teams, SqliteTeams(settings.tenants_db))
+            seed_spend(memory, ledger)
         return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
                    redis, teams)
+
+    async def check_store(self) -> None:
+        """At start-up: warn when the Redis holding the ledger would lose it on a restart."""
+        if self._redis is not None:
+            warning = await persistence_warning(self._redis)
+            if warning is not None:
+                logger.warning("%s", warning)
 
     # The request path
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import secrets
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -29,7 +30,7 @@ from pathlib import Path
 import orjson
 from redis.asyncio import Redis
 
-from gateway.tenants.buffer import MergeBuffer
+from gateway.tenants.buffer import Batch, MergeBuffer
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "saved_micros",
           "cached_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -42,11 +43,14 @@ WRITE_INTERVAL_S = 0.1  # the ledger is read by people, not by the next request
 
 # ARGV[1]: a JSON list of cells, each [cell hash, its day's index set, team, index member,
 # counts..., end user, the key's end-user set, the overflow cell's hash, its index member];
-# ARGV[2]: the most end users a key keeps apart a day. One command for a whole batch, its
-# arguments encoded in one ``orjson.dumps``. The names are made here, in Python, so the script
-# cannot disagree with ``query`` about them; the script only picks the overflow cell when the
-# key already has its fill of other end users today.
+# ARGV[2]: the most end users a key keeps apart a day; ARGV[3]: the counts' names; ARGV[4]: the
+# batch's own key, so that a batch sent again after a write whose reply was lost (it may have
+# landed) is applied once. One command for a whole batch, its arguments encoded in one
+# ``orjson.dumps``. The names are made here, in Python, so the script cannot disagree with
+# ``query`` about them; the script only picks the overflow cell when the key already has its
+# fill of other end users today.
 WRITE_LUA = """
+if not redis.call('SET', ARGV[4], '1', 'NX', 'EX', 172800) then return 0 end
 local fields = cjson.decode(ARGV[3])
 local n = #fields
 local max_users = tonumber(ARGV[2])
@@ -76,6 +80,7 @@ end
 return #cells
 """
 DAY_INDEX = "gw:ledger:days:"
+BATCH = "gw:ledger:batch:"
 
 Cell = tuple[str, str, str, str, str]  # (day YYYY-MM-DD, key id, team, model, end user or "")
 
@@ -171,7 +176,8 @@ class RedisLedger:
         self.max_end_users = max_end_users
         self._script = redis.register_script(WRITE_LUA)
         self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop,
-                                                min_interval_s=WRITE_INTERVAL_S)
+                                                min_interval_s=WRITE_INTERVAL_S,
+                                                resend_unchanged=True)
 
     def add(self, cell: Cell, counts: list[int]) -> None:
         self.buffer.add(cell, counts)
@@ -183,8 +189,9 @@ class RedisLedger:
             other, other_member = _cell_name(day, key, model, OTHER_END_USERS)
             cells.append([cell, DAY_INDEX + day, team, member, *counts, user,
                           f"{END_USERS}{day}:{key}", other, other_member])
+        batch_id = batch.id if isinstance(batch, Batch) else secrets.token_hex(8)
         await self._script(args=[orjson.dumps(cells), self.max_end_users,
-                                 orjson.dumps(COUNTS)])
+                                 orjson.dumps(COUNTS), BATCH + batch_id])
 
     async def query(self, query: UsageQuery) -> list[Row]:
         days = query.days()
@@ -307,6 +314,20 @@ class SqliteLedger:
 
     async def query(self, query: UsageQuery) -> list[Row]:
         return summarise(query, await asyncio.to_thread(self._select, query))
+
+    def spend(self, today: str, month_start: str,
+              by: str = "key_id") -> dict[tuple[str, ...], tuple[int, int]]:
+        """Spend in micro-dollars (today, this month) grouped ``by`` one of ``key_id``, ``team``
+        or ``key_id, end_user``, for the budgets' counters at start-up. Days are ISO dates,
+        ``month_start`` the month's first."""
+        if by not in ("key_id", "team", "key_id, end_user"):
+            raise ValueError(by)
+        with self._lock:
+            rows = self._db.execute(
+                f"SELECT {by}, SUM(CASE WHEN day = ? THEN cost_micros ELSE 0 END), "
+                f"SUM(cost_micros) FROM ledger WHERE day >= ? AND day <= ? GROUP BY {by}",
+                (today, month_start, today)).fetchall()
+        return {tuple(r[:-2]): (int(r[-2]), int(r[-1])) for r in rows}
 
     async def aclose(self) -> None:
         await self.buffer.aclose()

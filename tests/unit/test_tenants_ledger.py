@@ -121,6 +121,54 @@ async def test_buffer_keeps_and_retries_writes_while_the_store_is_down() -> None
     await buffer.aclose()
 
 
+async def test_a_redis_ledger_write_whose_reply_was_lost_is_applied_once(
+        redis_server: RedisServer) -> None:
+    """The script ran, then the connection dropped before its reply (a Redis restart, a
+    timeout): the batch is sent again unchanged and Redis skips it; what came meanwhile lands."""
+    async with Redis.from_url(redis_server.url) as redis:
+        await redis.flushall()
+        ledger = RedisLedger(redis)
+        script = ledger._script  # noqa: SLF001 - the one call that talks to Redis
+        lost = [True]
+
+        async def reply_lost(*args: object, **kwargs: object) -> object:
+            result = await script(*args, **kwargs)
+            if lost[0]:
+                lost[0] = False
+                raise RedisConnectionError("Connection closed by server.")
+            return result
+
+        ledger._script = reply_lost  # type: ignore[assignment]  # noqa: SLF001
+        ledger.add((DAY1, "k1", "red", "gpt-4.1", ""), [1, 0, 10, 20, 1_000_001, 0, 0, 0, 0])
+        assert not await ledger.buffer.flush()  # failed as far as the gateway can tell
+        ledger.add((DAY1, "k1", "red", "gpt-4.1", ""), [1, 0, 1, 1, 5, 0, 0, 0, 0])
+        assert await ledger.buffer.flush()
+        rows = await ledger.query(query(group_by=(GroupBy.KEY,)))
+        assert rows[0]["requests"] == 2 and rows[0]["cost_usd"] == "1.000006"
+        await ledger.aclose()
+
+
+async def test_buffer_resending_unchanged_holds_a_failed_batch_apart_from_newer_cells() -> None:
+    sent: list[tuple[str, dict[str, list[int]]]] = []
+    failing = [True]
+
+    async def sink(batch: dict[str, list[int]]) -> None:
+        sent.append((batch.id, dict(batch)))  # type: ignore[attr-defined]
+        if failing[0]:
+            raise RedisConnectionError("down")
+
+    buffer: MergeBuffer[str] = MergeBuffer(sink, name="test", resend_unchanged=True)
+    buffer.add("a", [1])
+    assert not await buffer.flush()
+    buffer.add("a", [2])
+    assert len(buffer) == 2  # the held batch and the newer one, not merged
+    failing[0] = False
+    assert await buffer.flush()
+    assert [b for _, b in sent] == [{"a": [1]}, {"a": [1]}, {"a": [2]}]
+    assert sent[0][0] == sent[1][0] != sent[2][0]
+    await buffer.aclose()
+
+
 async def test_buffer_drops_new_cells_beyond_its_bound_and_counts_them() -> None:
     dropped = []
 
