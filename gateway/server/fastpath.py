@@ -56,7 +56,7 @@ class FastPath:
                 remember_transport(scope, send)
                 if not self.transport_checked:
                     self.transport_checked = True
-                    if TRANSPORT_KEY not in scope:  # uvicorn's send is not what it was (0.54)
+                    if TRANSPORT_KEY not in scope:  # uvicorn's send is not what it was (0.55)
                         logger.warning("The connection's transport is out of reach: a stalled "
                                        "stream is cut by ending the response instead.")
                 await self.gateway_app(scope, receive, send)
