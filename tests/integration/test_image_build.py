@@ -128,16 +128,19 @@ def replay(dockerfile: str, context: Path, root: Path, log: Path) -> Image:
     return image
 
 
-@pytest.fixture(scope="module")
-def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    home = tmp_path_factory.mktemp("bentoml-home")
+def build(home: Path, bentofile: str = "bentofile.yaml") -> Path:
     env = {**os.environ, "BENTOML_HOME": str(home), "BENTOML_DO_NOT_TRACK": "true"}
     result = subprocess.run(
-        [sys.executable, "-m", "bentoml", "build", "--output", "tag"],
+        [sys.executable, "-m", "bentoml", "build", "-f", bentofile, "--output", "tag"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stdout + result.stderr
     name, version = result.stdout.strip().splitlines()[-1].removeprefix("__tag__:").split(":")
     return home / "bentos" / name / version
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return build(tmp_path_factory.mktemp("bentoml-home"))
 
 
 @pytest.fixture(scope="module")
@@ -302,3 +305,30 @@ def test_unpatched_is_a_deliberate_setting_shown_in_health_and_metrics(
     finally:
         container.stop()
     assert "GATEWAY_UNPATCHED is set" in container.log()
+
+
+def test_the_semantic_bento_carries_its_models_and_serves_the_semantic_tier(
+    upstream: FakeProvider, tmp_path: Path,
+) -> None:
+    bento = build(tmp_path / "home", "bentofile.semantic.yaml")
+    assert (bento / "src" / "gateway" / "cache" / "models" / "verifier-int8.onnx").is_file()
+    assert (bento / "src" / "gateway" / "cache" / "models" / "tokenizer.json").is_file()
+    dockerfile = (bento / "env" / "docker" / "Dockerfile").read_text()
+    image = replay(dockerfile, bento, tmp_path / "image", tmp_path / "build.log")
+    container = Container(image, upstream, tmp_path / "serve.log", GATEWAY_SEMANTIC_CACHE="true")
+    try:
+        container.wait_ready()
+        answers = []
+        for prompt in ("How do I reverse a list in Python?",
+                       "How can I reverse a list in Python?"):
+            response = httpx.post(
+                f"{container.url}/v1/chat/completions",
+                headers={"Authorization": f"Bearer {CLIENT_KEY}"},
+                json={"model": "deepseek-v3.2", "messages": [{"role": "user", "content": prompt}]},
+                timeout=60)
+            assert response.status_code == 200, response.text
+            answers.append(response)
+            time.sleep(0.1)  # the first answer is stored once written
+        assert answers[1].headers["x-gateway-cache"] == "semantic-hit"
+    finally:
+        container.stop()
