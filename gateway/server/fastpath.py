@@ -7,8 +7,8 @@ layers, more than the gateway's own work per request (the README's performance s
 figures). BentoML's request metrics also label by raw path, so every unknown URL a client tries
 becomes a new series on ``/metrics``.
 
-So BentoML's own routes (``/healthz``, ``/livez``, ``/readyz``, ``/metrics``, its docs and
-static files) keep its stack, and every other request goes to the gateway's app under the same
+So BentoML's own routes (``/healthz``, ``/livez``, ``/readyz``, ``/metrics``, its static
+files) keep its stack, and every other request goes to the gateway's app under the same
 request timeout: the gateway records its own metrics (``gateway_*``, bounded labels) and answers
 unknown paths with an OpenAI-shaped 404. ``install`` hooks BentoML's app factory, the one place
 that builds the app uvicorn serves.
@@ -45,6 +45,9 @@ class FastPath:
                     prefixes.append(route.path + "/")
             elif isinstance(route, Route):
                 exact.add(route.path)
+        # A path both serve (``/``: BentoML's page, the gateway's index) is the gateway's.
+        exact -= {route.path for route in getattr(gateway_app, "routes", ())
+                  if isinstance(route, Route)}
         self.bentoml_paths = frozenset(exact)
         self.bentoml_prefixes = tuple(prefixes)
         self.transport_checked = False
