@@ -4,6 +4,8 @@
 #                                   version already locked that still fits (the same inputs give
 #                                   the same locks)
 #   scripts/lock.sh --upgrade       move everything to the newest versions the ranges allow
+#   scripts/lock.sh --upgrade-package httpx   move one package (any other `uv pip compile` flag
+#                                   passes through too)
 #   scripts/lock.sh --no-test ...   lock only
 # requirements-dev.lock (tests, tools, the semantic extra) is resolved first; the runtime lock
 # (requirements.lock, what the Bento installs) and the semantic one take their versions from it,
@@ -26,5 +28,5 @@ compile requirements-dev.txt -o requirements-dev.lock
 compile requirements.txt -c requirements-dev.lock -o requirements.lock
 compile requirements-semantic.txt -c requirements-dev.lock -o requirements-semantic.lock
 if [ "$RUN_TESTS" = 1 ]; then
-  exec bash scripts/test.sh "${ARGS[@]/--upgrade/}"
+  exec bash scripts/test.sh  # installs the new locks (scripts/setup.sh), then every test
 fi
