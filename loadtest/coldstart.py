@@ -4,10 +4,12 @@
 
 Each run starts ``bentoml serve service:LLMGateway`` (one worker, the fake provider as the
 upstream) and polls ``POST /v1/chat/completions`` every 10 ms until it answers 200; the median
-of the runs is the figure. The breakdown: ``import service`` in a fresh interpreter (the
-gateway's own imports and BentoML's, as ``python -X importtime`` lists them) and ``bentoml``
-alone, medians too. The rest is BentoML's own start (its supervisor, the worker process that
-imports the service again, the socket).
+of the runs is the figure. BentoML's own floor is the same measure for a minimal BentoML
+service (one Starlette route mounted like the gateway's app), run interleaved with the gateway's.
+The breakdown, in one fresh interpreter: BentoML's serving stack imported, then the gateway's
+own imports and module-level start-up (settings, patches, catalog, app), the catalog alone, and
+the worker's ``Gateway.build``. ``bentoml serve`` pays the imports twice: its supervisor process
+loads the service to read its configuration, then the worker loads it again to serve.
 """
 
 from __future__ import annotations
@@ -26,16 +28,53 @@ import httpx
 from loadtest.harness import CLIENT_KEY, ROOT, UPSTREAM_KEY, FakeProvider, Process, free_port
 
 CHAT = {"model": "deepseek-v3.2", "messages": [{"role": "user", "content": "cold?"}]}
+MINIMAL_SERVICE = """
+import bentoml
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
 
 
-def first_answer(upstream: str, log_dir: Path) -> float:
+async def chat(request):
+    return JSONResponse({"ok": True})
+
+
+app = Starlette(routes=[Route("/v1/chat/completions", chat, methods=["POST"])])
+
+
+@bentoml.service(name="minimal")
+@bentoml.asgi_app(app, path="/")
+class Minimal:
+    pass
+"""
+BREAKDOWN = """
+import time
+t0 = time.perf_counter()
+import bentoml, _bentoml_sdk, _bentoml_impl.server.app, _bentoml_impl.worker.service
+t1 = time.perf_counter()
+import service
+t2 = time.perf_counter()
+from gateway.catalog import load_catalog
+load_catalog(service.settings.config_path)
+t3 = time.perf_counter()
+from gateway.assembly import Gateway
+from gateway.observability.metrics import Metrics
+from prometheus_client import CollectorRegistry
+Gateway.build(service.settings, service.catalog, Metrics(CollectorRegistry()))
+t4 = time.perf_counter()
+print(t1 - t0, t2 - t1, t3 - t2, t4 - t3)
+"""
+
+
+def first_answer(upstream: str, log_dir: Path, target: str = "service:LLMGateway",
+                 cwd: Path = ROOT) -> float:
     port = free_port()
     env = {"HOLYSHEEP_BASE_URL": upstream, "HOLYSHEEP_API_KEY": UPSTREAM_KEY,
            "GATEWAY_API_KEYS": CLIENT_KEY, "BENTOML_DO_NOT_TRACK": "true",
            "BENTOML_HOME": str(log_dir / f"home-{port}")}
     started = time.perf_counter()
-    process = Process([sys.executable, "-m", "bentoml", "serve", "service:LLMGateway",
-                       "--host", "127.0.0.1", "--port", str(port)],
+    process = Process([sys.executable, "-m", "bentoml", "serve", target, "--working-dir",
+                       str(cwd), "--host", "127.0.0.1", "--port", str(port)],
                       log_dir / f"gateway-{port}.log", env=env)
     try:
         with httpx.Client(timeout=5) as client:
@@ -55,12 +94,13 @@ def first_answer(upstream: str, log_dir: Path) -> float:
         process.stop()
 
 
-def import_time(statement: str) -> float:
-    """Seconds a fresh interpreter takes to run ``statement`` (start-up included)."""
-    started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", statement], cwd=ROOT, check=True,
-                   env={**os.environ, "BENTOML_DO_NOT_TRACK": "true"})
-    return time.perf_counter() - started
+def breakdown(log_dir: Path) -> list[float]:
+    """Seconds: BentoML's serving imports, ``import service``, the catalog, ``Gateway.build``."""
+    result = subprocess.run([sys.executable, "-c", BREAKDOWN], cwd=ROOT, check=True,
+                            capture_output=True, text=True,
+                            env={**os.environ, "BENTOML_DO_NOT_TRACK": "true",
+                                 "BENTOML_HOME": str(log_dir / "home-breakdown")})
+    return [float(x) for x in result.stdout.split()]
 
 
 def main() -> None:
@@ -69,19 +109,30 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
+        minimal = log_dir / "minimal"
+        minimal.mkdir()
+        (minimal / "minimal.py").write_text(MINIMAL_SERVICE)
         fake = FakeProvider(log_dir)
+        gateway: list[float] = []
+        floor: list[float] = []
         try:
-            firsts = [first_answer(fake.base_url, log_dir) for _ in range(args.runs)]
+            for _ in range(args.runs):
+                gateway.append(first_answer(fake.base_url, log_dir))
+                floor.append(first_answer(fake.base_url, log_dir, "minimal:Minimal", minimal))
         finally:
             fake.stop()
-    python = statistics.median(import_time("pass") for _ in range(args.runs))
-    bentoml = statistics.median(import_time("import bentoml") for _ in range(args.runs))
-    service = statistics.median(import_time("import service") for _ in range(args.runs))
-    print(f"bentoml serve to the first 200 on /v1/chat/completions: "
-          f"median {statistics.median(firsts):.2f} s (runs: "
-          + ", ".join(f"{s:.2f}" for s in firsts) + ")")
-    print(f"a fresh interpreter: {python:.2f} s; import bentoml: {bentoml:.2f} s; "
-          f"import service: {service:.2f} s (medians, interpreter start included)")
+        parts = [statistics.median(column)
+                 for column in zip(*(breakdown(log_dir) for _ in range(args.runs)), strict=True)]
+
+    def runs(values: list[float]) -> str:
+        return f"median {statistics.median(values):.2f} s (" + ", ".join(
+            f"{v:.2f}" for v in values) + ")"
+
+    print(f"bentoml serve to the first 200 on /v1/chat/completions: {runs(gateway)}")
+    print(f"the same for a minimal BentoML service (BentoML's own floor): {runs(floor)}")
+    print(f"in one process: BentoML's serving imports {parts[0]:.2f} s; import service (the "
+          f"gateway's imports, settings, patches, catalog, app) {parts[1]:.2f} s, of which the "
+          f"catalog {parts[2]:.3f} s; Gateway.build {parts[3]:.3f} s; no model is loaded")
 
 
 if __name__ == "__main__":

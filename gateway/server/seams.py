@@ -12,11 +12,16 @@ Each patch can be undone (tests restore what they patched).
 
 from __future__ import annotations
 
+import importlib.abc
+import importlib.util
 import inspect
 import logging
-from collections.abc import Callable
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import metadata
+from importlib.machinery import ModuleSpec
+from types import ModuleType
 from typing import Any
 
 logger = logging.getLogger("gateway")
@@ -95,3 +100,40 @@ def replace(owner: Any, name: str, parameters: list[str], what: str,
     replacement = make(original)
     setattr(owner, name, replacement)
     return Patch(owner, name, original, replacement)
+
+
+class _AfterImport(importlib.abc.MetaPathFinder):
+    """Runs ``then(module)`` once module ``name`` has been imported (by anyone), once."""
+
+    def __init__(self, name: str, then: Callable[[ModuleType], object]) -> None:
+        self.name = name
+        self.then = then
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None,
+                  target: ModuleType | None = None) -> ModuleSpec | None:
+        if fullname != self.name:
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(fullname)
+        if spec is None or spec.loader is None:
+            return spec
+        execute = spec.loader.exec_module
+        then = self.then
+
+        def exec_module(module: ModuleType) -> None:
+            execute(module)
+            then(module)
+
+        spec.loader.exec_module = exec_module  # type: ignore[method-assign]
+        return spec
+
+
+def when_imported(name: str, then: Callable[[ModuleType], object]) -> None:
+    """``then(module)`` now if ``name`` is imported already, else right after it is. A patch of
+    a module that only some processes load (BentoML's app factory: its workers, not its
+    supervisor) costs the others nothing, and still runs before anything uses the module."""
+    module = sys.modules.get(name)
+    if module is not None:
+        then(module)
+    else:
+        sys.meta_path.insert(0, _AfterImport(name, then))

@@ -4,6 +4,10 @@ when either changed, undoable, and off only when asked."""
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -72,7 +76,7 @@ def test_the_fast_path_falls_back_to_the_full_stack_when_the_app_is_not_mounted(
         return built
 
     monkeypatch.setattr(ServiceAppFactory, "__call__", build)
-    patch = fastpath.install("svc", gateway_app, timeout=5)
+    patch = fastpath.patch(ServiceAppFactory, "svc", gateway_app, timeout=5)
     with caplog.at_level(logging.WARNING, logger="gateway"):
         served = ServiceAppFactory.__call__(Factory("svc"))  # type: ignore[arg-type]
     assert isinstance(served, fastpath.FastPath) is mounted
@@ -138,3 +142,35 @@ def test_unpatched_applies_nothing_and_says_so(
         assert patches.apply(Settings(GATEWAY_UNPATCHED="1")) is False
     assert "GATEWAY_UNPATCHED" in caplog.text
     assert not hasattr(HttpToolsProtocol, "_gateway_header_guard")
+
+
+def test_a_patch_waits_for_its_module_and_runs_once_it_is_imported(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    (tmp_path / "late_module_for_seams.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    seen: list[int] = []
+    seams.when_imported("late_module_for_seams", lambda module: seen.append(module.VALUE))
+    assert seen == []
+    import late_module_for_seams  # noqa: F401
+
+    assert seen == [1]
+    seams.when_imported("late_module_for_seams", lambda module: seen.append(2))  # already in
+    assert seen == [1, 2]
+    monkeypatch.delitem(sys.modules, "late_module_for_seams")
+
+
+def test_bentomls_supervisor_loads_the_service_without_the_app_factory_which_workers_patch(
+) -> None:
+    script = (
+        "import sys\n"
+        "from _bentoml_impl.loader import load\n"
+        "load('service:LLMGateway', '.')\n"
+        "print('_bentoml_impl.server.app' in sys.modules, 'numpy' in sys.modules)\n"
+        "from _bentoml_impl.server.app import ServiceAppFactory\n"
+        "print(ServiceAppFactory.__call__.__name__)\n")
+    result = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True,
+                            text=True, timeout=60, env={**os.environ,
+                                                        "BENTOML_DO_NOT_TRACK": "true"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["False", "False", "build_with_fast_path"]
