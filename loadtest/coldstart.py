@@ -106,6 +106,8 @@ def breakdown(log_dir: Path) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--baseline", type=Path,
+                        help="another checkout of the gateway, measured interleaved with this one")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log_dir = Path(tmp)
@@ -115,10 +117,14 @@ def main() -> None:
         fake = FakeProvider(log_dir)
         gateway: list[float] = []
         floor: list[float] = []
+        baseline: list[float] = []
         try:
             for _ in range(args.runs):
                 gateway.append(first_answer(fake.base_url, log_dir))
                 floor.append(first_answer(fake.base_url, log_dir, "minimal:Minimal", minimal))
+                if args.baseline:
+                    baseline.append(first_answer(fake.base_url, log_dir,
+                                                 cwd=args.baseline.resolve()))
         finally:
             fake.stop()
         parts = [statistics.median(column)
@@ -130,6 +136,8 @@ def main() -> None:
 
     print(f"bentoml serve to the first 200 on /v1/chat/completions: {runs(gateway)}")
     print(f"the same for a minimal BentoML service (BentoML's own floor): {runs(floor)}")
+    if baseline:
+        print(f"the same for {args.baseline}: {runs(baseline)}")
     print(f"in one process: BentoML's serving imports {parts[0]:.2f} s; import service (the "
           f"gateway's imports, settings, patches, catalog, app) {parts[1]:.2f} s, of which the "
           f"catalog {parts[2]:.3f} s; Gateway.build {parts[3]:.3f} s; no model is loaded")
