@@ -83,8 +83,10 @@ def instructions(dockerfile: str) -> list[tuple[str, str]]:
 def replay(dockerfile: str, context: Path, root: Path, log: Path) -> Image:
     # The image's shell starts from the base image's PATH, where uv lives (installed with pip
     # there, the same tool from this project's environment here).
+    # Its build mounts a cache at /root/.cache/: here, uv's cache of this machine.
+    cache = os.environ.get("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
     image = Image(root, env={"PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
-                             "HOME": str(root / "home" / "root")})
+                             "HOME": str(root / "home" / "root"), "UV_CACHE_DIR": cache})
     Path(image.env["HOME"]).mkdir(parents=True)
     base = {k: v for k, v in os.environ.items()
             if k not in ("PATH", "VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME", "HOME")}
