@@ -127,6 +127,24 @@ class Settings(BaseSettings):
     shutdown_drain_s: float = Field(5.0, ge=0, validation_alias="GATEWAY_SHUTDOWN_DRAIN")
     shutdown_grace_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_SHUTDOWN_GRACE")
 
+    # Shipping: the patches of third-party internals, browsers (CORS)
+    unpatched: bool = Field(False, validation_alias="GATEWAY_UNPATCHED")
+    cors_origins_csv: str = Field("", validation_alias="GATEWAY_CORS_ORIGINS")
+
+    @field_validator("cors_origins_csv")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin (https://host[:port], or *)")
+        return value
+
+    @cached_property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Browser origins allowed to call the gateway (CORS); none: CORS is off."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins_csv.split(",")
+                     if o.strip())
+
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:
         if self.tracing_exporter and not self.tracing_endpoint:

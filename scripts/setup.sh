@@ -24,6 +24,7 @@ fi
 if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
-.venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt
-bash scripts/bento-setup.sh .venv/bin/python
+# Exactly the locked versions, hash-checked (scripts/lock.sh makes the locks); uv installs them,
+# as it does in the Bento's image.
+.venv/bin/python -m pip install --quiet "uv==$(sed -n 's/^uv==\([^ ]*\).*/\1/p' requirements-dev.lock)"
+.venv/bin/uv pip install --quiet --python .venv/bin/python --require-hashes -r requirements-dev.lock

@@ -127,6 +127,7 @@ async def health(request: Request) -> Response:
     breakers = gateway.router.breaker_states()
     report = gateway.stats.snapshot(breakers, gateway.catalog.chain(gateway.catalog.default_model))
     report["deployments"] = gateway.router.deployment_health()
+    report["patched"] = not gateway.settings.unpatched  # GATEWAY_UNPATCHED: deliberately off
     return Response(orjson.dumps(report), media_type="application/json")
 
 

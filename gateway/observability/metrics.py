@@ -122,6 +122,11 @@ class Metrics:
             "Requests refused while their body was read: body_timeout, too_large, readers_full, "
             "buffer_full.",
             ["reason"], registry=registry)
+        self.patched = Gauge(
+            "gateway_patched",
+            "1 when the gateway's patches of uvicorn's and BentoML's internals are applied, 0 "
+            "when it runs unpatched (GATEWAY_UNPATCHED).", multiprocess_mode="min",
+            registry=registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: ``labels()`` validates and locks on every

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gateway.server.seams import EXPECTED_BENTOML, SeamError, bentoml_version
+from gateway.server.seams import mismatch
 
 if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
@@ -15,8 +15,7 @@ def configured_tracer() -> Tracer | None:
     from bentoml._internal.configuration.containers import BentoMLContainer
 
     if not all(hasattr(BentoMLContainer, name) for name in ("tracing", "tracer_provider")):
-        raise SeamError(f"tracing: BentoMLContainer has no tracing/tracer_provider in BentoML "
-                        f"{bentoml_version()} (the gateway expects BentoML {EXPECTED_BENTOML}).")
+        raise mismatch("tracing", "BentoMLContainer has no tracing/tracer_provider")
     tracing = BentoMLContainer.tracing
     if not tracing.exporter_type.get() or not tracing.sample_rate.get():
         return None
