@@ -5,23 +5,26 @@ from __future__ import annotations
 
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import httpx
 
 from gateway.cache.memory import MemoryStore
 from gateway.cache.redis import RedisStore
 from gateway.cache.service import Cache, Store
-from gateway.cache.tiers import SemanticTier
 from gateway.catalog import Catalog
 from gateway.embeddings.service import Embeddings
 from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
 from gateway.routing.deadline import Deadline
 from gateway.routing.router import Router
+from gateway.routing.spans import UpstreamSpans
 from gateway.settings import Settings
 from gateway.tenants import Tenants
 from gateway.upstream.client import Upstreams
+
+if TYPE_CHECKING:  # the semantic tier (numpy, onnxruntime) is imported only when switched on
+    from gateway.cache.tiers import SemanticTier
 
 
 @dataclass(slots=True)
@@ -93,6 +96,7 @@ def build_semantic_tier(settings: Settings, router: Router, metrics: Metrics,
     from gateway.cache.embedder import Embedder, LocalMiniLM, UpstreamEmbedder
     from gateway.cache.index import RedisVectorLog, VectorIndex
     from gateway.cache.semantic import DEFAULT_FLOOR, DEFAULT_VERIFIER_THRESHOLD, SemanticMatcher
+    from gateway.cache.tiers import SemanticTier
     from gateway.embeddings.batcher import Batcher
 
     embedder: Embedder

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
+from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
@@ -28,7 +29,6 @@ from pydantic import (
     model_validator,
 )
 
-from gateway.routing.balancer import Strategy
 from gateway.settings import loadable_ca_bundle, read_environment
 
 DEFAULT_CATALOG = Path(__file__).with_name("models.yaml")
@@ -40,12 +40,22 @@ class CatalogError(Exception):
     """A catalog that cannot be used; the message names the file, the entry and the field."""
 
 
+class Strategy(StrEnum):
+    """How a model's deployments share its traffic (the catalog's `balancer`)."""
+
+    WEIGHTED = "weighted"
+    LEAST_IN_FLIGHT = "least_in_flight"
+
+
 @dataclass(frozen=True, slots=True)
 class Price:
-    """USD per million tokens; ``pricing.cost_usd`` takes it (or a ModelEntry)."""
+    """USD per million tokens; ``pricing.cost_usd`` takes it (or a ModelEntry). The cache's
+    prices are None where the provider has none: those tokens cost the full input price."""
 
     input_usd_per_mtok: Decimal
     output_usd_per_mtok: Decimal
+    cached_input_usd_per_mtok: Decimal | None = None
+    cache_write_usd_per_mtok: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,6 +114,8 @@ class DeploymentEntry(BaseModel):
     weight: float = Field(1.0, gt=0)
     input_usd_per_mtok: Decimal | None = Field(None, ge=0)
     output_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    cached_input_usd_per_mtok: Decimal | None = Field(None, ge=0)
+    cache_write_usd_per_mtok: Decimal | None = Field(None, ge=0)
 
 
 class ModelEntry(BaseModel):
@@ -114,6 +126,8 @@ class ModelEntry(BaseModel):
     kind: Literal["chat", "embedding"] = "chat"
     input_usd_per_mtok: Decimal = Field(ge=0)
     output_usd_per_mtok: Decimal = Field(Decimal(0), ge=0)
+    cached_input_usd_per_mtok: Decimal | None = Field(None, ge=0)  # None: the input price
+    cache_write_usd_per_mtok: Decimal | None = Field(None, ge=0)  # None: the input price
     max_tokens: int | None = Field(None, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     deployments: list[DeploymentEntry] = Field(default_factory=list)
@@ -189,7 +203,11 @@ class Catalog(BaseModel):
                 entry.input_usd_per_mtok if spec.input_usd_per_mtok is None
                 else spec.input_usd_per_mtok,
                 entry.output_usd_per_mtok if spec.output_usd_per_mtok is None
-                else spec.output_usd_per_mtok)
+                else spec.output_usd_per_mtok,
+                entry.cached_input_usd_per_mtok if spec.cached_input_usd_per_mtok is None
+                else spec.cached_input_usd_per_mtok,
+                entry.cache_write_usd_per_mtok if spec.cache_write_usd_per_mtok is None
+                else spec.cache_write_usd_per_mtok)
             resolved.append(Deployment(name, label, spec.provider,
                                        spec.upstream_model or entry.upstream_model,
                                        spec.weight, price))

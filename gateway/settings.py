@@ -121,6 +121,37 @@ class Settings(BaseSettings):
     breaker_min_calls: int = Field(20, ge=1, validation_alias="GATEWAY_BREAKER_MIN_CALLS")
     breaker_cooldown_s: float = Field(15.0, gt=0, validation_alias="GATEWAY_BREAKER_COOLDOWN")
 
+    # Spend: end users, budget alerts (gateway/tenants/)
+    end_user_header: str | None = Field(None, min_length=1,
+                                        validation_alias="GATEWAY_END_USER_HEADER")
+    max_end_users: int = Field(1000, ge=1, validation_alias="GATEWAY_LEDGER_MAX_END_USERS")
+    alert_webhooks_csv: str = Field("", validation_alias="GATEWAY_ALERT_WEBHOOKS")
+    alert_format: Literal["json", "slack"] = Field("json", validation_alias="GATEWAY_ALERT_FORMAT")
+    alert_retry_base_s: float = Field(0.5, gt=0, validation_alias="GATEWAY_ALERT_RETRY_BASE")
+
+    # Graceful shutdown (gateway/server/drain.py): on SIGTERM /readyz fails for the drain time
+    # while requests are still served, then requests in flight get the grace time to finish.
+    shutdown_drain_s: float = Field(5.0, ge=0, validation_alias="GATEWAY_SHUTDOWN_DRAIN")
+    shutdown_grace_s: float = Field(30.0, gt=0, validation_alias="GATEWAY_SHUTDOWN_GRACE")
+
+    # Shipping: the patches of third-party internals, browsers (CORS)
+    unpatched: bool = Field(False, validation_alias="GATEWAY_UNPATCHED")
+    cors_origins_csv: str = Field("", validation_alias="GATEWAY_CORS_ORIGINS")
+
+    @field_validator("cors_origins_csv")
+    @classmethod
+    def _origins(cls, value: str) -> str:
+        for origin in (o.strip() for o in value.split(",")):
+            if origin and origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"{origin!r} is not an origin (https://host[:port], or *)")
+        return value
+
+    @cached_property
+    def cors_origins(self) -> tuple[str, ...]:
+        """Browser origins allowed to call the gateway (CORS); none: CORS is off."""
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins_csv.split(",")
+                     if o.strip())
+
     @model_validator(mode="after")
     def _tracing_needs_an_endpoint(self) -> Settings:
         if self.tracing_exporter and not self.tracing_endpoint:
@@ -153,6 +184,14 @@ class Settings(BaseSettings):
     @classmethod
     def _ca_bundle_loads(cls, value: Path | None) -> Path | None:
         return None if value is None else Path(loadable_ca_bundle(str(value)))
+
+    @field_validator("alert_webhooks_csv")
+    @classmethod
+    def _webhook_urls(cls, value: str) -> str:
+        for url in (u.strip().removeprefix("slack:") for u in value.split(",")):
+            if url and not url.startswith(("http://", "https://")):
+                raise ValueError("each webhook must be an http(s) URL, optionally after 'slack:'")
+        return value
 
     @field_validator("http_client")
     @classmethod

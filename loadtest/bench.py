@@ -10,7 +10,8 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench routing [--requests 20000]               # 2 deployments vs 1
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
-    python -m loadtest.bench tenants-layer [--keys 100]               # the same, in process only
+    python -m loadtest.bench compare [--base REF] [--keys 100]     # this code vs earlier code
+    python -m loadtest.bench tenants-layer [--keys 100] [--team-limits]  # the same, in process only
     python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
     python -m loadtest.bench transports [--reference REV]             # upstream HTTP clients
     python -m loadtest.bench limits-clients                           # Redis clients, limits
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import atexit
 import contextlib
 import csv
 import json
@@ -126,9 +128,9 @@ class Bench:
             provider.stop()
 
     @contextmanager
-    def gateway(self, fake: FakeProvider, **env: str) -> Iterator[GatewayServer]:
+    def gateway(self, fake: FakeProvider, root: Path = ROOT, **env: str) -> Iterator[GatewayServer]:
         started = time.monotonic()
-        server = GatewayServer(self.logs, fake.base_url, env=env)
+        server = GatewayServer(self.logs, fake.base_url, env=env, root=root)
         server.ready_s = time.monotonic() - started  # type: ignore[attr-defined]
         try:
             yield server
@@ -684,7 +686,7 @@ def tenants(args: argparse.Namespace) -> None:
     """What keys with limits cost: ``--keys`` admin-made keys, each with RPM, TPM, parallel and
     budget limits (never reached), checked in one Redis script call per request, against the
     same gateway with plain ``GATEWAY_API_KEYS`` (no limits, no Redis), access log on and off,
-    on aiohttp's client instead of the default pyreqwest one, and against ``loadtest.passthrough``
+    on pyreqwest's client instead of the default aiohttp one, and against ``loadtest.passthrough``
     (the same server and client, none of the gateway's work).
 
     Every configuration runs at once, and each round measures them all in turn (in reverse
@@ -700,7 +702,7 @@ def tenants(args: argparse.Namespace) -> None:
     configs = [
         ("plain key, access log off", {"GATEWAY_ACCESS_LOG": "false"}),
         ("plain key, access log on", {}),
-        ("plain key, access log on, aiohttp's client", {"GATEWAY_HTTP_CLIENT": "aiohttp"}),
+        ("plain key, access log on, pyreqwest's client", {"GATEWAY_HTTP_CLIENT": "pyreqwest"}),
         (f"{args.keys} keys with limits, in process", {"GATEWAY_ADMIN_KEY": admin}),
         (f"{args.keys} keys with limits, Redis",
          {"REDIS_URL": redis.url, "GATEWAY_ADMIN_KEY": admin}),
@@ -756,10 +758,96 @@ def tenants(args: argparse.Namespace) -> None:
     (args.out / "tenants.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
 
+BASE_REF = "22676c3"  # the code before round 3's changes: what "today's code" means in the docs
+ROUND1_REF = "86e8177"  # round 1's code: the reference for a stream's CPU
+
+
+def compare(args: argparse.Namespace) -> None:
+    """This checkout against earlier code, in one run: a plain key and ``--keys`` keys with
+    limits on Redis, on this code and on ``--base``; round 1's code (``--round1``) for a plain
+    key; the aiohttp pass-through as the floor. Each target in every round: a direct call at
+    100 req/s, the target at 100 req/s, at 50 VUs (its server's CPU per request), and streams at
+    25 req/s (time to first byte, CPU per stream); targets in turn, reversed on odd rounds."""
+    bench = Bench(args.out)
+    admin = "bench-admin-key"
+    stats: dict[str, list[dict[str, float]]] = {}
+    redis = RedisServer(bench.logs)
+    versions = [("this code", ROOT), *_checkouts(bench.logs, {"base": args.base})]
+    try:
+        with bench.fake("--api-key", UPSTREAM_KEY) as fake, contextlib.ExitStack() as alive:
+            direct = f"{fake.base_url}/chat/completions"
+            passthrough = PassThroughServer(bench.logs, fake.base_url)
+            alive.callback(passthrough.stop)
+            targets: list[Target] = [
+                Target("pass-through (the floor)", f"{passthrough.v1}/chat/completions",
+                       [UPSTREAM_KEY], direct, passthrough.process.proc.pid),
+            ]
+            for name, root in versions:
+                label = name if name == "this code" else f"base {args.base}"
+                gw = alive.enter_context(bench.gateway(fake, root=root))
+                targets.append(Target(f"{label}: plain key", f"{gw.v1}/chat/completions",
+                                      [CLIENT_KEY], direct, gw.process.proc.pid))
+                env = {"REDIS_URL": redis.url, "GATEWAY_ADMIN_KEY": admin}
+                gw = alive.enter_context(bench.gateway(fake, root=root, **env))
+                keys = _bench_keys(gw, admin, args.keys)
+                targets.append(Target(f"{label}: {args.keys} keys limited on Redis",
+                                      f"{gw.v1}/chat/completions", keys, direct,
+                                      gw.process.proc.pid))
+            if args.round1:
+                (_, root), = _checkouts(bench.logs, {"round1": args.round1})
+                gw = alive.enter_context(bench.gateway(fake, root=root))
+                targets.append(Target(f"round 1 {args.round1}: plain key",
+                                      f"{gw.v1}/chat/completions", [CLIENT_KEY], direct,
+                                      gw.process.proc.pid))
+            _tenant_runs(bench, stats, targets, args.duration, args.rounds, streams=True,
+                         direct_stream=f"{fake.base_url}/chat/completions")
+    finally:
+        redis.stop()
+
+    def med(label: str, field: str) -> float:
+        return statistics.median(s[field] for s in stats[label])
+
+    rows = []
+    for label in stats:
+        rows.append([
+            label,
+            "/".join(f"{med(label, p) - med(label, 'direct_' + p):+.2f}" for p in ("p50", "p99")),
+            f"{med(label, 'rps'):.0f}",
+            f"{med(label, 'cpu_us'):.0f}",
+            f"{med(label, 'ttfb') - med(label, 'direct_ttfb'):+.2f}",
+            f"{med(label, 'stream_cpu_us'):.0f}",
+            f"{max(s['failed'] for s in stats[label]):.2%}",
+        ])
+    print_table(
+        f"This code against {args.base}: non-streaming and streamed completions, "
+        f"{args.rounds} round(s) of {args.duration} s, medians",
+        rows,
+        header=["path", "added p50/p99 ms at 100 req/s", "req/s at 50 VUs",
+                "server CPU µs/request", "added TTFB p50 ms (streams, 25/s)",
+                "server CPU µs/stream", "errors"],
+    )
+    (args.out / "compare.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
+
+
+def _checkouts(logs: Path, refs: dict[str, str]) -> list[tuple[str, Path]]:
+    """A detached work tree of each git ref, removed when the benchmark process exits."""
+    out = []
+    for name, ref in refs.items():
+        path = logs / f"checkout-{name}"
+        subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "--force",
+                        str(path), ref], check=True, capture_output=True)
+        atexit.register(subprocess.run, ["git", "-C", str(ROOT), "worktree", "remove", "--force",
+                                         str(path)], capture_output=True)
+        out.append((name, path))
+    return out
+
+
+
 def tenants_layer(args: argparse.Namespace) -> None:
     """The tenants layer alone, in one process (no HTTP, no k6): what authenticate + admit +
     settle cost per request, one at a time (latency, Redis round trip included) and 50 at once
-    (throughput of one event loop), with Redis and in process."""
+    (throughput of one event loop), with Redis and in process; ``--team-limits`` measures each
+    again with the keys' team holding its own budgets, RPM and TPM (none reached)."""
     import asyncio
     import random
     from decimal import Decimal
@@ -783,7 +871,9 @@ def tenants_layer(args: argparse.Namespace) -> None:
     )
     rows = []
 
-    async def measure(label: str, redis_url: str | None) -> None:
+    async def measure(label: str, redis_url: str | None, team_limits: bool = False) -> None:
+        from gateway.tenants.teams import TeamRecord
+
         settings = Settings(
             REDIS_URL=redis_url,
             GATEWAY_ADMIN_KEY="bench",
@@ -791,6 +881,11 @@ def tenants_layer(args: argparse.Namespace) -> None:
             GATEWAY_KEYS_DB=bench.logs / "t.db",
         )
         tenants = Tenants.build(settings, Metrics(CollectorRegistry()))
+        if team_limits:
+            await tenants.save_team(TeamRecord(
+                name="t", rpm=100_000_000, tpm=100_000_000_000,
+                budget_daily_usd=Decimal(10_000_000), budget_monthly_usd=Decimal(100_000_000)),
+                new=False)
         secrets_ = [
             (await tenants.create_key(f"k{i}", "t", limits, None, {}))[1] for i in range(args.keys)
         ]
@@ -836,7 +931,11 @@ def tenants_layer(args: argparse.Namespace) -> None:
 
     try:
         asyncio.run(measure(f"{args.keys} keys, Redis", redis.url))
+        if args.team_limits:
+            asyncio.run(measure(f"{args.keys} keys + team limits, Redis", redis.url, True))
         asyncio.run(measure(f"{args.keys} keys, in process", None))
+        if args.team_limits:
+            asyncio.run(measure(f"{args.keys} keys + team limits, in process", None, True))
     finally:
         redis.stop()
     print_table(
@@ -898,8 +997,8 @@ def _tenant_runs(
     targets: list[Target],
     d: int,
     rounds: int,
-    *,
-    stream: bool = False,
+    streams: bool = False,
+    direct_stream: str | None = None,
 ) -> None:
     """For every target: a warm-up, then ``rounds`` of: the direct call at 100 req/s (when the
     target has one), the target at 100 req/s, the target at 50 VUs (and its server's CPU time
@@ -922,27 +1021,39 @@ def _tenant_runs(
             v = bench.k6(f"{slug}-{r}-vus", url, CHAT, vus=50, duration=d, keys=keys,
                          unique=True)
             served = float(v["http_reqs"]["values"]["count"]) * (1 - failed(v))
-            cpu_us = (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6
-            if stream and direct is not None:
-                body = {**CHAT, "stream": True}
-                base = bench.k6(f"{slug}-{r}-sdirect", direct, body, rate=25, duration=d,
-                                key=UPSTREAM_KEY, unique=True)
-                s = bench.k6(f"{slug}-{r}-stream", url, body, rate=25, duration=d, keys=keys,
-                             unique=True)
-                row |= {"direct_ttfb_p50": trend(base, "http_req_waiting", "med"),
-                        "direct_ttfb_p99": trend(base, "http_req_waiting", "p(99)"),
-                        "ttfb_p50": trend(s, "http_req_waiting", "med"),
-                        "ttfb_p99": trend(s, "http_req_waiting", "p(99)")}
-                row["stream_failed"] = failed(s)
             stats.setdefault(label, []).append(
                 row | {
                     "p50": trend(m, "http_req_duration", "med"),
                     "p99": trend(m, "http_req_duration", "p(99)"),
                     "rps": rate(v),
-                    "cpu_us": cpu_us,
-                    "failed": max(failed(m), failed(v), row.pop("stream_failed", 0.0)),
+                    "cpu_us": (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6,
+                    "failed": max(failed(m), failed(v)),
                 }
             )
+            if streams:
+                stats[label][-1] |= _stream_round(bench, slug, r, url, keys, pid, d,
+                                                  direct_stream)
+
+
+def _stream_round(bench: Bench, slug: str, r: int, url: str, keys: list[str], pid: int, d: int,
+                  direct: str | None) -> dict[str, float]:
+    """Streams at 25 req/s: time to first byte (against a direct stream just before) and the
+    server's CPU per stream."""
+    body = {**CHAT, "stream": True}
+    row: dict[str, float] = {}
+    if direct is not None:
+        base = bench.k6(f"{slug}-{r}-sdirect", direct, body, rate=25, duration=d,
+                        key=UPSTREAM_KEY, unique=True)
+        row["direct_ttfb"] = trend(base, "http_req_waiting", "med")
+        row["direct_ttfb_p99"] = trend(base, "http_req_waiting", "p(99)")
+    cpu_before = _cpu_s(pid)
+    m = bench.k6(f"{slug}-{r}-stream", url, body, rate=25, duration=d, keys=keys, unique=True)
+    served = float(m["http_reqs"]["values"]["count"]) * (1 - failed(m))
+    row |= {"ttfb": trend(m, "http_req_waiting", "med"),
+            "ttfb_p99": trend(m, "http_req_waiting", "p(99)"),
+            "stream_cpu_us": (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6,
+            "failed": max(row.get("failed", 0.0), failed(m))}
+    return row
 
 
 def transports(args: argparse.Namespace) -> None:
@@ -966,7 +1077,7 @@ def transports(args: argparse.Namespace) -> None:
             archive = subprocess.run(["git", "-C", str(ROOT), "archive", args.reference],
                                      check=True, capture_output=True).stdout
             subprocess.run(["tar", "-x", "-C", str(tree)], input=archive, check=True)
-            gw = GatewayServer(bench.logs, fake.base_url, cwd=tree)
+            gw = GatewayServer(bench.logs, fake.base_url, root=tree)
             alive.callback(gw.stop)
             targets.append(Target(f"reference ({args.reference})", f"{gw.v1}/chat/completions",
                                   [CLIENT_KEY], direct, gw.process.proc.pid))
@@ -974,7 +1085,7 @@ def transports(args: argparse.Namespace) -> None:
             gw = alive.enter_context(bench.gateway(fake, GATEWAY_HTTP_CLIENT=client))
             targets.append(Target(client, f"{gw.v1}/chat/completions", [CLIENT_KEY], direct,
                                   gw.process.proc.pid))
-        _tenant_runs(bench, stats, targets, d, args.rounds, stream=True)
+        _tenant_runs(bench, stats, targets, d, args.rounds, streams=True, direct_stream=direct)
 
     def med(label: str, field: str) -> float:
         return statistics.median(s[field] for s in stats[label])
@@ -986,8 +1097,8 @@ def transports(args: argparse.Namespace) -> None:
             "/".join(f"{med(label, p) - med(label, 'direct_' + p):+.2f}" for p in ("p50", "p99")),
             f"{med(label, 'rps'):.0f}",
             f"{med(label, 'cpu_us'):.0f}",
-            "/".join(f"{med(label, 'ttfb_' + p) - med(label, 'direct_ttfb_' + p):+.2f}"
-                     for p in ("p50", "p99")),
+            "/".join(f"{med(label, 'ttfb' + p) - med(label, 'direct_ttfb' + p):+.2f}"
+                     for p in ("", "_p99")),
             f"{max(s['failed'] for s in runs):.2%}",
         ])
     print_table(
@@ -1193,9 +1304,18 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=2)
     p.add_argument("--duration", type=int, default=10)
     p.set_defaults(run=tenants)
+    p = sub.add_parser("compare")
+    p.add_argument("--base", default=BASE_REF, help="the git ref to compare with")
+    p.add_argument("--round1", default=ROUND1_REF, help="round 1's ref ('' to leave it out)")
+    p.add_argument("--keys", type=int, default=100)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=6)
+    p.set_defaults(run=compare)
+
     p = sub.add_parser("tenants-layer")
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--requests", type=int, default=5000)
+    p.add_argument("--team-limits", action="store_true")
     p.set_defaults(run=tenants_layer)
     p = sub.add_parser("transports")
     p.add_argument("--clients", default="aiohttp,httpx,pyreqwest",

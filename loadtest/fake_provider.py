@@ -37,6 +37,13 @@ Chat answers
   token is 4 characters) cut it with ``finish_reason: "length"``; a value < 1 is a 400. Tool
   calls are never cut. Usage carries ``prompt_tokens_details.cached_tokens`` and
   ``completion_tokens_details.reasoning_tokens`` (both 0).
+- Usage shapes, per model (``usage_shapes`` in ``/_fake/config``: model or ``*`` → shape) or per
+  request (header ``x-fake-usage-shape``): ``plain`` (the default, above); ``openai``: half the
+  prompt (rounded down) in ``prompt_tokens_details.cached_tokens`` and a quarter of the
+  completion in ``completion_tokens_details.reasoning_tokens``; ``deepseek``: the same half as
+  ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``; ``anthropic``: the half as
+  ``cache_read_input_tokens`` and a quarter of the prompt as ``cache_creation_input_tokens``
+  (``prompt_tokens`` counts both).
 
 Legacy completions: ``prompt`` (a string or a list → one choice each) is answered with
 ``"Fake completion of: <prompt>. "`` repeated, cut at ``max_tokens`` (default 16) or ``stop``;

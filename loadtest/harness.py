@@ -59,6 +59,15 @@ class Process:
         self._log.close()
 
 
+def fresh_log(log_dir: Path, stem: str) -> Path:
+    """``<stem>.log``, or ``<stem>-2.log`` and so on for a process started again."""
+    path, n = log_dir / f"{stem}.log", 1
+    while path.exists():
+        n += 1
+        path = log_dir / f"{stem}-{n}.log"
+    return path
+
+
 def wait_http(url: str, proc: Process, timeout: float = 60.0,
               verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + timeout
@@ -207,9 +216,10 @@ class GatewayServer:
 
     def __init__(self, log_dir: Path, upstream: str, env: dict[str, str] | None = None,
                  target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None,
-                 cwd: Path = ROOT):
-        """``cwd``: the source tree to serve (another checkout, for a benchmark's reference)."""
-        self.port = free_port()
+                 root: Path = ROOT, port: int | None = None, home: Path | None = None):
+        """``root`` is the checkout to serve (another version of the code, for a comparison);
+        ``port``/``home``: a given port and ``BENTOML_HOME``, to start a replica again."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         full_env = {
             "HOLYSHEEP_BASE_URL": upstream,
@@ -218,24 +228,63 @@ class GatewayServer:
             "GATEWAY_RETRY_BASE": "0.02",
             "GATEWAY_CACHE": "false",
             "BENTOML_DO_NOT_TRACK": "true",
+            # Nothing balances across these: stop at SIGTERM without failing /readyz first
+            # (tests of graceful shutdown set their own drain time).
+            "GATEWAY_SHUTDOWN_DRAIN": "0",
             # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
             # sharing a home would erase each other's metrics.
-            "BENTOML_HOME": str(log_dir / f"bentoml-home-{self.port}"),
+            "BENTOML_HOME": str(home or log_dir / f"bentoml-home-{self.port}"),
             **(env or {}),
             **(extra_env or {}),
         }
         self.process = Process(
             [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
              "--port", str(self.port)],
-            log_dir / f"gateway-{self.port}.log",
+            fresh_log(log_dir, f"gateway-{self.port}"),
             env=full_env,
-            cwd=cwd,
+            cwd=root,
         )
         wait_http(f"{self.url}/readyz", self.process, timeout=90)
 
     @property
     def v1(self) -> str:
         return f"{self.url}/v1"
+
+    def stop(self) -> None:
+        self.process.stop()
+
+
+class DurableRedis:
+    """``redis-server`` as deploy/selfhosted/redis.conf runs it (append-only file, no eviction),
+    its data in ``data_dir``, on a loopback port; ``restart`` stops it (SIGTERM: it writes its
+    file) and starts it again on the same port and data."""
+
+    def __init__(self, log_dir: Path, data_dir: Path, port: int | None = None) -> None:
+        self.log_dir, self.data_dir = log_dir, data_dir
+        self.port = port or free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process = self._start()
+
+    def _start(self) -> Process:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        process = Process(
+            ["redis-server", str(ROOT / "deploy" / "selfhosted" / "redis.conf"), "--port",
+             str(self.port), "--bind", "127.0.0.1", "--dir", str(self.data_dir)],
+            fresh_log(self.log_dir, f"redis-durable-{self.port}"))
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
+                    sock.sendall(b"PING\r\n")
+                    if sock.recv(16).startswith(b"+PONG"):
+                        return process
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError(f"redis-server did not start:\n{process.log()}")
+
+    def restart(self) -> None:
+        self.process.stop()
+        self.process = self._start()
 
     def stop(self) -> None:
         self.process.stop()

@@ -21,6 +21,7 @@ from gateway.server.requests import read_json
 from gateway.tenants import Tenants
 from gateway.tenants.keys import KeyLimits, ModelLimit
 from gateway.tenants.ledger import GroupBy, UsageQuery, to_csv
+from gateway.tenants.teams import TeamRecord
 
 MAX_DAYS = 366
 
@@ -39,6 +40,9 @@ class KeyPatch(BaseModel):
     budget_daily_usd: Decimal | None = Field(None, ge=0)
     budget_monthly_usd: Decimal | None = Field(None, ge=0)
     model_limits: dict[str, ModelLimit] | None = None
+    end_user_rpm: int | None = Field(None, ge=1)
+    end_user_budget_daily_usd: Decimal | None = Field(None, ge=0)
+    end_user_budget_monthly_usd: Decimal | None = Field(None, ge=0)
     expires_at: datetime | None = None
     metadata: dict[str, Any] | None = None
 
@@ -138,6 +142,53 @@ async def rotate_key(request: Request) -> Response:
     return _json({**record.public(), "key": secret})
 
 
+async def _object(request: Request) -> dict[str, Any]:
+    body = await read_json(request, gateway_of(request).settings.max_body_bytes)
+    if not isinstance(body, dict):
+        raise bad_request("The request body must be a JSON object.")
+    return body
+
+
+async def create_team(request: Request) -> Response:
+    """A team whose budgets, rate limits and models hold for all of its keys together (a key
+    joins it by naming it in its ``team``)."""
+    tenants = await _admin(request)
+    body = await _object(request)
+    try:
+        record = TeamRecord.model_validate({**body, "source": "admin"})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json((await tenants.save_team(record, new=True)).public(), 201)
+
+
+async def list_teams(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json({"object": "list", "data": [t.public() for t in await tenants.team_records()]})
+
+
+async def get_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.team(request.path_params["name"])).public())
+
+
+async def update_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    current = await tenants.team(request.path_params["name"])
+    body = await _object(request)
+    if "name" in body and body["name"] != current.name:
+        raise bad_request("A team's name cannot change: its keys name it.", param="name")
+    try:
+        record = TeamRecord.model_validate({**current.model_dump(), **body, "source": "admin"})
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return _json((await tenants.save_team(record, new=False)).public())
+
+
+async def delete_team(request: Request) -> Response:
+    tenants = await _admin(request)
+    return _json((await tenants.delete_team(request.path_params["name"])).public())
+
+
 def _date(value: str | None, name: str, default: date) -> date:
     if value is None or value == "":
         return default
@@ -161,7 +212,8 @@ def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str
         try:
             item = GroupBy(part.strip())
         except ValueError:
-            raise bad_request(f"group_by takes key, team, model, day (not {part.strip()!r}).",
+            raise bad_request(f"group_by takes key, team, model, day, user (not "
+                              f"{part.strip()!r}).",
                               param="group_by") from None
         if item not in group:
             group.append(item)
@@ -170,7 +222,7 @@ def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str
         raise bad_request("format is json or csv.", param="format")
     return UsageQuery(start, end, key=key or params.get("key") or None,
                       team=params.get("team") or None, model=params.get("model") or None,
-                      group_by=tuple(group)), fmt
+                      group_by=tuple(group), user=params.get("user") or None), fmt
 
 
 async def _usage_response(tenants: Tenants, query: UsageQuery, fmt: str) -> Response:
@@ -209,6 +261,11 @@ routes = [
     Route("/admin/keys/{key_id}", update_key, methods=["PATCH"]),
     Route("/admin/keys/{key_id}/revoke", revoke_key, methods=["POST"]),
     Route("/admin/keys/{key_id}/rotate", rotate_key, methods=["POST"]),
+    Route("/admin/teams", create_team, methods=["POST"]),
+    Route("/admin/teams", list_teams, methods=["GET"]),
+    Route("/admin/teams/{name}", get_team, methods=["GET"]),
+    Route("/admin/teams/{name}", update_team, methods=["PATCH"]),
+    Route("/admin/teams/{name}", delete_team, methods=["DELETE"]),
     Route("/admin/usage", admin_usage, methods=["GET"]),
     Route("/v1/usage", own_usage, methods=["GET"]),
 ]

@@ -13,12 +13,13 @@ import logging
 from starlette.applications import Starlette
 from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import Scope
 
-from gateway.api import admin, batch, bridged, dashboard, models, openai, simple
+from gateway.api import admin, batch, bridged, dashboard, index, models, openai, simple
 from gateway.books.accounting import RequestAccount
 from gateway.errors import ErrorCode, GatewayError, error_response
 from gateway.observability.metrics import Metrics
@@ -26,8 +27,16 @@ from gateway.server.dispatch import DirectRoutes, direct_table
 from gateway.server.intake import Intake, IntakeLimits
 from gateway.settings import Settings
 from gateway.tenants import Tenant
+from gateway.tenants.admission import RATE_HEADER_NAMES
 
 logger = logging.getLogger("gateway")
+
+# The answer headers a browser app may read (CORS hides all but a few by default).
+EXPOSED_HEADERS = (
+    "x-gateway-cost-usd", "x-gateway-saved-usd", "x-gateway-model", "x-gateway-provider",
+    "x-gateway-deployment", "x-gateway-attempts", "x-gateway-cache",
+    "x-gateway-cache-similarity", "x-request-id", "retry-after",
+    *(name for _, *names in RATE_HEADER_NAMES for name in names))
 
 
 async def _gateway_error(request: Request, exc: Exception) -> Response:
@@ -69,6 +78,7 @@ async def _render_error(request: Request, exc: Exception) -> Response:
 def create_app(settings: Settings) -> Starlette:
     routes = [*simple.routes, *openai.routes, *models.routes, *bridged.routes, *batch.routes]
     every_route = [*routes, *admin.routes, *dashboard.routes]  # these check their own keys
+    every_route.append(index.route(every_route))
     app = Starlette(
         routes=every_route,
         exception_handlers={
@@ -108,4 +118,8 @@ def create_app(settings: Settings) -> Starlette:
                        render_error=_render_error)
     app.add_middleware(Intake, limits=limits, endpoints=keyed, authorize=authorize_client,
                        metrics=metrics, book=book)
+    if settings.cors_origins:  # outermost: a preflight is answered before intake sees it
+        app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                           allow_methods=["GET", "POST", "PATCH", "DELETE"],
+                           allow_headers=["*"], expose_headers=list(EXPOSED_HEADERS), max_age=600)
     return app

@@ -21,7 +21,7 @@ from starlette.routing import Route
 from gateway.api.openai import relayed
 from gateway.api.pipeline import (
     Answered,
-    Exchange,
+    ChatExchange,
     cost_headers,
     gateway_of,
     start_exchange,
@@ -51,15 +51,15 @@ class Bridge:
     endpoint: str
     parse: Callable[[Any], Any]
     to_chat: Callable[[Any], dict[str, Any]]
-    answer: Callable[[Any, dict[str, Any], Exchange], dict[str, Any]]
-    translator: Callable[[Any, Exchange], Translator]
+    answer: Callable[[Any, dict[str, Any], ChatExchange], dict[str, Any]]
+    translator: Callable[[Any, ChatExchange], Translator]
     streams: Callable[[Any], bool]
 
 
 class Translated:
     """A bridge's stream translator as the pipeline's ``StreamRenderer``."""
 
-    def __init__(self, exchange: Exchange, translator: Translator) -> None:
+    def __init__(self, exchange: ChatExchange, translator: Translator) -> None:
         self._exchange = exchange
         self._translator = translator
 
@@ -93,7 +93,7 @@ async def serve(request: Request, bridge: Bridge) -> Response:
     return respond(exchange, bridge, parsed[0])
 
 
-def respond(exchange: Exchange, bridge: Bridge, api_request: Any) -> Response:
+def respond(exchange: ChatExchange, bridge: Bridge, api_request: Any) -> Response:
     """The chat answer (or stream) translated back into the bridge's API."""
     if bridge.streams(api_request):
         return stream_response(exchange, Translated(exchange,

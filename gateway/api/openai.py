@@ -17,7 +17,7 @@ from starlette.routing import Route
 
 from gateway.api.pipeline import (
     Answered,
-    Exchange,
+    ChatExchange,
     cost_headers,
     gateway_of,
     start_exchange,
@@ -43,7 +43,7 @@ async def chat_completions(request: Request) -> Response:
     return relayed(await start_exchange(request, "/v1/chat/completions", _plan))
 
 
-def relayed(exchange: Exchange) -> Response:
+def relayed(exchange: ChatExchange) -> Response:
     """The upstream's answer as it came (bytes, or chunks), priced in a header."""
     headers = exchange.headers()
     if exchange.plan.stream:
@@ -58,7 +58,7 @@ class ChatChunks:
     for on its own behalf is dropped, and a copy of it gains ``cost_usd`` when the client asked
     for usage (0 for an answer from the cache)."""
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: ChatExchange) -> None:
         self._account = exchange.account
         self._wants_usage = exchange.plan.wants_usage
 
@@ -101,10 +101,12 @@ async def embeddings(request: Request) -> Response:
     account.answered_by(answer.requested, answer.served,
                         answer.price or gateway.catalog.models[answer.served],
                         upstream_s=answer.upstream_s)
+    tenancy.answered(answer.attempts, None)
     charge = account.charge({"prompt_tokens": answer.tokens, "completion_tokens": 0})
     return Answered(answer.body, account=account, headers={
         **cost_headers(charge),
         "x-gateway-model": answer.served,
+        "x-gateway-attempts": str(answer.attempts),
         "x-gateway-batch-size": str(answer.batch_size),
         "x-gateway-provider": answer.provider,
         "x-gateway-deployment": answer.deployment,

@@ -53,7 +53,7 @@ class StreamRenderer(Protocol):
 
 
 @dataclass(slots=True)
-class Exchange:
+class ChatExchange:
     """One chat request on its way back: the plan, what answered, what the cache did, and
     the account that prices it."""
 
@@ -108,7 +108,7 @@ class Exchange:
         self.account.close(status=499)
 
 
-def stream_response(exchange: Exchange, renderer: StreamRenderer) -> EventStream:
+def stream_response(exchange: ChatExchange, renderer: StreamRenderer) -> EventStream:
     return EventStream(relay(exchange, renderer), exchange.headers(), on_close=exchange.release)
 
 
@@ -180,7 +180,7 @@ def _from_cache(gateway: Gateway, plan: ChatPlan, answer: CachedAnswer) -> Serve
 
 
 async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tenant: str,
-                 directives: Directives, deadline: Deadline) -> Exchange:
+                 directives: Directives, deadline: Deadline) -> ChatExchange:
     """Everything from the plan to the answer (or its opened stream): cache, then router."""
     route = gateway.router.open_stream if plan.stream else gateway.router.complete
     outcome = await gateway.cache.serve(
@@ -195,7 +195,7 @@ async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tena
         account.answered_by(plan.model, served.name, served.price, upstream_s=served.upstream_s)
     if account.tenancy is not None:
         account.tenancy.answered(served.attempts, outcome.result.value if outcome.result else None)
-    exchange = Exchange(gateway, account, plan, served, outcome)
+    exchange = ChatExchange(gateway, account, plan, served, outcome)
     if not plan.stream and outcome.wants_answer:
         reply: UpstreamReply = served.result
         exchange.complete(reply.body, reply.data.get("usage"),
@@ -204,7 +204,7 @@ async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tena
 
 
 async def start_exchange(request: Request, endpoint: str,
-                         parse: Callable[[Gateway, Any], ChatPlan]) -> Exchange:
+                         parse: Callable[[Gateway, Any], ChatPlan]) -> ChatExchange:
     """Authenticate, read and plan the request, then answer it; the client leaving cancels the
     upstream call. Any error closes the account before it propagates to the edge."""
     gateway = gateway_of(request)
@@ -237,7 +237,7 @@ async def start_exchange(request: Request, endpoint: str,
         raise
 
 
-async def relay(exchange: Exchange, renderer: StreamRenderer) -> AsyncIterator[bytes]:
+async def relay(exchange: ChatExchange, renderer: StreamRenderer) -> AsyncIterator[bytes]:
     """Relay the stream chunk by chunk through ``renderer``. A failure after the first byte
     cannot fall back any more: it ends the stream with the renderer's error event (never a
     clean end), so no client mistakes a cut answer for a whole one. Only a stream that ended

@@ -12,7 +12,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from gateway.api.pipeline import Answered, Exchange, gateway_of, start_exchange, stream_response
+from gateway.api.pipeline import Answered, ChatExchange, gateway_of, start_exchange, stream_response
 from gateway.assembly import Gateway
 from gateway.books.accounting import Charge
 from gateway.errors import GatewayError
@@ -30,7 +30,7 @@ def _plan(gateway: Gateway, body: Any) -> ChatPlan:
     return plan_chat(gateway.catalog, body, catalog_defaults=True)
 
 
-def simplify(exchange: Exchange, charge: Charge | None) -> CallResponse:
+def simplify(exchange: ChatExchange, charge: Charge | None) -> CallResponse:
     """The flat answer shape from a chat completion (upstream or cached), priced."""
     served = exchange.served
     data = served.result.data
@@ -63,7 +63,7 @@ class CallChunks:
     """``data: {"id", "model", "content"}`` per delta, then one closing event with
     ``finish_reason``, ``usage``, ``latency_ms``, ``cost_usd`` and ``cache``, then ``[DONE]``."""
 
-    def __init__(self, exchange: Exchange) -> None:
+    def __init__(self, exchange: ChatExchange) -> None:
         self._exchange = exchange
         self._seen = {"id": "", "model": exchange.served.entry.upstream_model}
 
@@ -103,7 +103,10 @@ async def models(request: Request) -> Response:
         "models": [
             {
                 "id": name,
-                "provider": entry.provider,
+                "owned_by": entry.owned_by,  # the vendor
+                "provider": entry.owned_by,  # the simplified contract's name for the vendor
+                "providers": list(dict.fromkeys(  # the upstreams that serve it, as in /health
+                    d.provider for d in catalog.deployments(name))),
                 "kind": entry.kind,
                 "input_usd_per_mtok": float(entry.input_usd_per_mtok),
                 "output_usd_per_mtok": float(entry.output_usd_per_mtok),
@@ -124,6 +127,7 @@ async def health(request: Request) -> Response:
     breakers = gateway.router.breaker_states()
     report = gateway.stats.snapshot(breakers, gateway.catalog.chain(gateway.catalog.default_model))
     report["deployments"] = gateway.router.deployment_health()
+    report["patched"] = not gateway.settings.unpatched  # GATEWAY_UNPATCHED: deliberately off
     return Response(orjson.dumps(report), media_type="application/json")
 
 

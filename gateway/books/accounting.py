@@ -17,7 +17,7 @@ from gateway.errors import GatewayError
 from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
 from gateway.plan.schemas import Usage
-from gateway.pricing import Price, cost_usd, read_usage
+from gateway.pricing import Price, Tokens, read_tokens, tokens_cost_usd
 from gateway.tenants import RequestTenancy
 
 ZERO = Decimal(0)
@@ -31,6 +31,7 @@ class Charge:
     completion_tokens: int
     cost: Decimal
     saved: Decimal
+    tokens: Tokens | None = None  # the cached, written and reasoning counts among them
 
     @property
     def usage(self) -> Usage:
@@ -76,20 +77,20 @@ class RequestAccount:
         usage is missing or unreadable, so the gateway never guesses a price."""
         if self._charge is not None:
             return self._charge
-        tokens = read_usage(usage)
+        tokens = read_tokens(usage)
         if tokens is None or self._price is None:
             return None
-        prompt, completion = tokens
-        worth = cost_usd(self._price, prompt, completion)
+        prompt, completion = tokens.prompt, tokens.completion
+        worth = tokens_cost_usd(self._price, tokens)
         if self.cached:
-            self._charge = Charge(prompt, completion, ZERO, worth)
+            self._charge = Charge(prompt, completion, ZERO, worth, tokens)
         else:
-            self._charge = Charge(prompt, completion, worth, ZERO)
+            self._charge = Charge(prompt, completion, worth, ZERO, tokens)
         if self._closed:
             self._observe_charge(self._charge)
         if self.tenancy is not None:
             charge = self._charge
-            self.tenancy.charged(prompt, completion, charge.cost, charge.saved)
+            self.tenancy.charged(prompt, completion, charge.cost, charge.saved, tokens)
         return self._charge
 
     def _observe_charge(self, charge: Charge) -> None:

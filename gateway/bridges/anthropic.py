@@ -26,8 +26,9 @@ Decisions where the two APIs differ (each is tested):
 - Tool call arguments that are not a JSON object are a 502 ``upstream_protocol`` (see
   ``common.tool_arguments``); in a stream the pieces are relayed as they come and the SDK's own
   JSON parser raises on them, as it would on Anthropic's.
-- ``usage.input_tokens`` is the upstream's ``prompt_tokens`` minus its cached tokens, which go
-  in ``cache_read_input_tokens`` (Anthropic counts the two apart).
+- ``usage.input_tokens`` is the upstream's ``prompt_tokens`` minus its cached and cache-written
+  tokens, which go in ``cache_read_input_tokens`` and ``cache_creation_input_tokens`` (Anthropic
+  counts them apart), read from whichever shape the upstream reports them in.
 """
 
 from __future__ import annotations
@@ -386,10 +387,12 @@ def stop_reason(choice: dict[str, Any], stop_sequences: list[str] | None,
 
 
 def anthropic_usage(usage: ChatUsage) -> dict[str, int]:
-    return {"input_tokens": usage.prompt - min(usage.cached, usage.prompt),
+    cached = min(usage.cached, usage.prompt)
+    written = min(usage.written, usage.prompt - cached)
+    return {"input_tokens": usage.prompt - cached - written,
             "output_tokens": usage.completion,
-            "cache_read_input_tokens": usage.cached,
-            "cache_creation_input_tokens": 0}
+            "cache_read_input_tokens": cached,
+            "cache_creation_input_tokens": written}
 
 
 def from_chat(completion: dict[str, Any], *, model: str,
@@ -538,7 +541,7 @@ def text_tokens(text: str) -> int:
     """Estimated tokens of ``text``, piece by piece (``_PIECES``): an ASCII word one per
     ``WORD_LETTERS`` letters, a non-ASCII word one per letter, digits one per ``DIGITS``,
     whitespace one per run, punctuation one per ``MARKS`` characters. The constants were fitted
-    to Claude's legacy tokenizer (see the README for the measured error)."""
+    to Claude's legacy tokenizer (docs/apis.md gives the measured error)."""
     total = 0
     for piece in _PIECES.findall(text):
         core = piece.lstrip(" ") or piece

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ValidationError
 
 from gateway.digest import sha256
 from gateway.errors import ErrorCode, GatewayError
+from gateway.pricing import read_tokens
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -83,12 +84,14 @@ def suffix(completion_id: Any) -> str:
 
 @dataclass(frozen=True, slots=True)
 class ChatUsage:
-    """A chat completion's ``usage``, with absent counts as zero."""
+    """A chat completion's ``usage``, with absent counts as zero; the cache's counts read by
+    ``pricing.read_tokens``, whichever provider's shape they came in."""
 
     prompt: int = 0
     completion: int = 0
     cached: int = 0
     reasoning: int = 0
+    written: int = 0
 
     @classmethod
     def read(cls, usage: Any) -> ChatUsage:
@@ -99,6 +102,10 @@ class ChatUsage:
             value = source.get(key) if isinstance(source, dict) else None
             return value if isinstance(value, int) and value >= 0 else 0
 
+        tokens = read_tokens(usage)
+        if tokens is not None:
+            return cls(tokens.prompt, tokens.completion, tokens.cached, tokens.reasoning,
+                       tokens.written)
         return cls(count(usage, "prompt_tokens"), count(usage, "completion_tokens"),
                    count(usage.get("prompt_tokens_details"), "cached_tokens"),
                    count(usage.get("completion_tokens_details"), "reasoning_tokens"))

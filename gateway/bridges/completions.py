@@ -27,7 +27,7 @@ from gateway.bridges.common import ChatUsage, suffix, unsupported, validate
 from gateway.errors import ErrorCode, GatewayError
 
 
-class StreamOptions(BaseModel):
+class CompletionsStreamOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     include_usage: bool | None = None
 
@@ -42,7 +42,7 @@ class CompletionsRequest(BaseModel):
     stop: str | list[str] | None = None
     n: int | None = Field(default=None, ge=1, le=128)
     stream: bool = False
-    stream_options: StreamOptions | None = None
+    stream_options: CompletionsStreamOptions | None = None
     echo: bool = False
     presence_penalty: float | None = Field(default=None, ge=-2, le=2)
     frequency_penalty: float | None = Field(default=None, ge=-2, le=2)

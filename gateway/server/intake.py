@@ -53,7 +53,7 @@ class Departure(StrEnum):
     STALLED = "stalled"
 
 
-class Refusal(StrEnum):
+class IntakeRefusal(StrEnum):
     """Why intake refused a request before admitting it: the ``reason`` label."""
 
     BODY_TIMEOUT = "body_timeout"
@@ -77,7 +77,7 @@ Book = Callable[[str, GatewayError], None]  # (endpoint, error): the request's b
 
 
 class _Refused(Exception):
-    def __init__(self, reason: Refusal, error: GatewayError) -> None:
+    def __init__(self, reason: IntakeRefusal, error: GatewayError) -> None:
         self.reason = reason
         self.error = error
 
@@ -131,7 +131,7 @@ class Deadlines:
             self._watcher = None
 
 
-class Exchange:
+class AdmittedRequest:
     """One admitted request's side of the wire: replays the buffered body once, then passes
     ``receive`` through, noting a disconnect and how far the response had got."""
 
@@ -181,7 +181,7 @@ def remember_transport(scope: Scope, send: Send) -> None:
 
 def drop_stalled(scope: Scope) -> None:
     """Mark the request as dropped for not reading its stream, and cut its connection."""
-    exchange: Exchange | None = scope.get(EXCHANGE_KEY)
+    exchange: AdmittedRequest | None = scope.get(EXCHANGE_KEY)
     if exchange is not None:
         exchange.stalled = True
     transport: Any = scope.get(TRANSPORT_KEY)
@@ -258,7 +258,7 @@ class Intake:
             await self._refuse(endpoint, overloaded(self.limits.max_concurrency), scope, receive,
                                send)
             return
-        exchange = Exchange(body, receive, send)
+        exchange = AdmittedRequest(body, receive, send)
         scope[EXCHANGE_KEY] = exchange
         self.in_flight += 1
         try:
@@ -278,9 +278,9 @@ class Intake:
         limits = self.limits
         declared = declared_length(scope)
         if declared is not None and declared > limits.max_body_bytes:
-            raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
+            raise _Refused(IntakeRefusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
         if self.readers >= limits.max_readers:
-            raise _Refused(Refusal.READERS_FULL, GatewayError(
+            raise _Refused(IntakeRefusal.READERS_FULL, GatewayError(
                 ErrorCode.GATEWAY_OVERLOADED,
                 "The gateway is reading as many request bodies as it allows; retry shortly.",
                 headers={"Retry-After": "1"}))
@@ -298,12 +298,12 @@ class Intake:
                 chunk: bytes = message.get("body", b"")
                 more = message.get("more_body", False)
                 if held + len(chunk) > limits.max_body_bytes:
-                    raise _Refused(Refusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
+                    raise _Refused(IntakeRefusal.TOO_LARGE, body_too_large(limits.max_body_bytes))
                 if not more and not chunks:
                     return chunk  # the usual case: the whole body in one message
                 if chunk:
                     if self.buffered + len(chunk) > limits.max_buffered_bytes:
-                        raise _Refused(Refusal.BUFFER_FULL, GatewayError(
+                        raise _Refused(IntakeRefusal.BUFFER_FULL, GatewayError(
                             ErrorCode.GATEWAY_OVERLOADED,
                             "The gateway holds as many partial request bodies as it allows; "
                             "retry shortly.", headers={"Retry-After": "1"}))
@@ -315,7 +315,7 @@ class Intake:
         except asyncio.CancelledError:
             if not self.deadlines.expired(task):
                 raise
-            raise _Refused(Refusal.BODY_TIMEOUT, GatewayError(
+            raise _Refused(IntakeRefusal.BODY_TIMEOUT, GatewayError(
                 ErrorCode.BODY_TIMEOUT,
                 f"The request body did not arrive within {limits.body_timeout_s:g} s.")) from None
         finally:

@@ -1,6 +1,6 @@
 """A sized answer's head and body leave in one write.
 
-uvicorn's httptools cycle (0.54, under BentoML 1.4.39) writes a response's status line and
+uvicorn's httptools cycle (0.55, pinned: ``seams.PINNED``) writes a response's status line and
 headers with one ``transport.write`` and its body with another. With ``TCP_NODELAY`` each is a
 send syscall and a segment the client wakes up for: a profile of a worker under load put a
 seventh of its CPU in those writes. ``apply`` wraps ``RequestResponseCycle.send`` so that the
@@ -13,10 +13,9 @@ that failed after its head) lets the head go first, an abort drops it with the c
 from __future__ import annotations
 
 import inspect
-import logging
 from typing import Any
 
-logger = logging.getLogger("gateway")
+from gateway.server.seams import check, mismatch
 
 _applied: dict[str, Any] = {}
 
@@ -60,23 +59,19 @@ def _sized(message: Any) -> bool:
 
 
 def apply() -> bool:
-    """Wrap uvicorn's httptools ``RequestResponseCycle.send``; False (and a warning) if it is
-    not the shape this was written against, in which case uvicorn writes as it always did."""
+    """Wrap uvicorn's httptools ``RequestResponseCycle.send``; ``SeamError`` if it is not the
+    shape this was written against (a held head could then never be written)."""
     if _applied:
         return True
+    what = "the one-write answers"
     try:
         from uvicorn.protocols.http.httptools_impl import RequestResponseCycle
-    except ImportError:
-        logger.warning("uvicorn's httptools protocol is not available: answers are written as "
-                       "uvicorn writes them.")
-        return False
-    original = getattr(RequestResponseCycle, "send", None)
-    if (not callable(original)
-            or list(inspect.signature(original).parameters) != ["self", "message"]
-            or "transport" not in inspect.signature(RequestResponseCycle.__init__).parameters):
-        logger.warning("uvicorn's request cycle is not the expected httptools one (uvicorn 0.54 "
-                       "under BentoML 1.4.39): answers are written as uvicorn writes them.")
-        return False
+    except ImportError as exc:
+        raise mismatch(what, f"uvicorn's httptools protocol cannot be imported ({exc})",
+                       "uvicorn") from None
+    original = check(RequestResponseCycle, "send", ["self", "message"], what, "uvicorn")
+    if "transport" not in inspect.signature(RequestResponseCycle.__init__).parameters:
+        raise mismatch(what, "uvicorn's RequestResponseCycle keeps no transport", "uvicorn")
 
     async def send(self: Any, message: Any) -> None:
         if (message["type"] == "http.response.start" and not self.response_started

@@ -13,7 +13,7 @@ from starlette.types import Receive
 
 from gateway.errors import ErrorCode, GatewayError, bad_request, body_too_large
 from gateway.eventloop import current_task, running_loop
-from gateway.server.intake import EXCHANGE_KEY, Exchange
+from gateway.server.intake import EXCHANGE_KEY, AdmittedRequest
 
 T = TypeVar("T")
 
@@ -21,7 +21,7 @@ T = TypeVar("T")
 async def read_json(request: Request, limit: int) -> Any:
     """The body as JSON, refusing more than ``limit`` bytes before reading them all. A body the
     intake already holds (read under the same bound) is taken as it is."""
-    exchange: Exchange | None = request.scope.get(EXCHANGE_KEY)
+    exchange: AdmittedRequest | None = request.scope.get(EXCHANGE_KEY)
     body = exchange.take_body() if exchange is not None else None
     if body is None:
         body = await _read(request, limit)

@@ -25,7 +25,7 @@ from gateway.errors import ErrorCode, GatewayError, unauthorized
 from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
-from gateway.pricing import to_micro
+from gateway.pricing import Tokens, to_micro
 from gateway.redis_client import open_redis
 from gateway.settings import Settings
 from gateway.tenants.admission import (
@@ -36,6 +36,7 @@ from gateway.tenants.admission import (
     rate_headers,
     retry_after,
 )
+from gateway.tenants.alerts import AlertSender, BudgetAlert, Webhook, parse_webhooks
 from gateway.tenants.buffer import STORE_ERRORS
 from gateway.tenants.keys import (
     KeyLimits,
@@ -47,7 +48,15 @@ from gateway.tenants.keys import (
     new_key_id,
     new_secret,
 )
-from gateway.tenants.ledger import Ledger, RedisLedger, Row, SqliteLedger, UsageQuery
+from gateway.tenants.ledger import (
+    OTHER_END_USERS,
+    Ledger,
+    RedisLedger,
+    Row,
+    SqliteLedger,
+    UsageQuery,
+    end_user_label,
+)
 from gateway.tenants.limits import (
     LUA,
     PREFIX,
@@ -66,7 +75,15 @@ from gateway.tenants.limits import (
     ledger_day,
     window_key,
 )
+from gateway.tenants.sharing import persistence_warning
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+from gateway.tenants.teams import (
+    RedisTeams,
+    SqliteTeams,
+    TeamRecord,
+    TeamStore,
+    load_team_file,
+)
 
 __all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
 
@@ -95,8 +112,8 @@ class Headroom:
 
 def headroom(plan: LimitPlan, decision: Decision) -> Headroom | None:
     """None if any budget has less than ``OVERLAP_MARGIN`` of itself left."""
-    for budget in plan.budgets:
-        spent = decision.spent_micros.get(budget.period, 0)
+    for budget in (*plan.budgets, *plan.shared_budgets):
+        spent = spent_of(budget, decision)
         if budget.limit_micros - spent < OVERLAP_MARGIN * budget.limit_micros:
             return None
     left = {Kind.REQUESTS: float("inf"), Kind.TOKENS: float("inf")}
@@ -121,7 +138,9 @@ class _Shape:
     max_parallel: int | None
     parallel_ttl_s: int
     budgets: list[Budget]
-    spend: list[Budget]  # both periods' spend counters, budget or not
+    spend: list[Budget]  # both periods' spend counters, budget or not (the team's too)
+    shared: list[Budget]  # the team's budgets
+    team: TeamRecord | None = None
 
 
 def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = None, *,
@@ -132,6 +151,32 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_exception(error)
     else:
         future.set_result(admission)  # type: ignore[arg-type]
+
+
+def seed_spend(limiter: MemoryLimiter, ledger: SqliteLedger) -> None:
+    """Budgets' spend so far today and this month, from the ledger: without Redis the counters
+    live in memory, and a restart must not hand every key, team or end user its budget again.
+    (An end user the ledger filed under ``(other)`` starts again from zero.)"""
+    day, _, month, _ = budget_periods()
+    today = ledger_day()
+    month_start = today[:8] + "01"
+    counters: list[tuple[str, tuple[int, int]]] = []
+    for (key_id,), spent in ledger.spend(today, month_start).items():
+        counters.append((f"{PREFIX}spend:{key_id}", spent))
+    for (team,), spent in ledger.spend(today, month_start, by="team").items():
+        if team:
+            counters.append((f"{PREFIX}team:{team}:spend", spent))
+    for (key_id, user), spent in ledger.spend(today, month_start, by="key_id, end_user").items():
+        if user and user != OTHER_END_USERS:
+            counters.append((f"{PREFIX}spend:{key_id}:u:{user}", spent))
+    for prefix, (spent_today, spent_month) in counters:
+        limiter.give_back(f"{prefix}:d:{day}", None, spent_today, 0)
+        limiter.give_back(f"{prefix}:m:{month}", None, spent_month, 0)
+
+
+def spend_key(key_id: str, tag: str) -> str:
+    """A budget period's spend counter (``tag``: ``d:YYYYMMDD`` or ``m:YYYYMM``)."""
+    return f"{PREFIX}spend:{key_id}:{tag}"
 
 
 def presented_key(headers: Mapping[str, str]) -> str | None:
@@ -148,6 +193,13 @@ def _micros(amount: Decimal) -> int:
     return int(to_micro(amount) * 1_000_000)
 
 
+def spent_of(budget: Budget, decision: Decision) -> int:
+    """What a decision says was spent against one of its plan's budgets."""
+    if budget.scope == "key":
+        return decision.spent_micros.get(budget.period, 0)
+    return decision.shared_spent.get(budget.key, 0)
+
+
 def _money(micros: int) -> str:
     return f"${Decimal(micros).scaleb(-6):f}"
 
@@ -155,8 +207,9 @@ def _money(micros: int) -> str:
 class Tenants:
     def __init__(self, settings: Settings, metrics: Metrics, store: KeyStore,
                  limiter: RedisLimiter | MemoryLimiter, ledger: Ledger, access: AccessLog,
-                 redis: Redis | None) -> None:
+                 redis: Redis | None, teams: TeamStore | None = None) -> None:
         self.settings = settings
+        self.teams = teams or TeamStore([], None)
         self.metrics = metrics
         self.store = store
         self.limiter = limiter
@@ -172,13 +225,17 @@ class Tenants:
         self._headroom: dict[tuple[str, str], Headroom] = {}
         self._shapes: dict[tuple[str, str], _Shape] = {}
         self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
+        self.webhooks = tuple(parse_webhooks(settings.alert_webhooks_csv, settings.alert_format))
+        self.alerts = AlertSender(redis, retry_base_s=settings.alert_retry_base_s)
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
         """Raises ``KeyFileError`` for a bad ``GATEWAY_KEYS_FILE`` (start-up stops)."""
         static = env_keys(settings.api_keys)
+        static_teams: list[TeamRecord] = []
         if settings.keys_file:
             static += load_key_file(settings.keys_file)
+            static_teams = load_team_file(settings.keys_file)
         drop_ledger = metrics.child(metrics.tenant_writes_dropped, "ledger").inc
         drop_limits = metrics.child(metrics.tenant_writes_dropped, "limits").inc
         redis: Redis | None = None
@@ -189,19 +246,31 @@ class Tenants:
             redis = open_redis(settings.redis_url, timeout)
             store = KeyStore(static, RedisKeys(redis))
             limiter = RedisLimiter(LimitsScript(redis, LUA), on_drop=drop_limits)
-            ledger = RedisLedger(redis, on_drop=drop_ledger)
+            ledger = RedisLedger(redis, on_drop=drop_ledger, max_end_users=settings.max_end_users)
+            teams = TeamStore(static_teams, RedisTeams(redis))
         else:
             store = KeyStore(static, SqliteKeys(settings.tenants_db))
-            limiter = MemoryLimiter()
-            ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger)
+            memory = limiter = MemoryLimiter()
+            ledger = SqliteLedger(settings.tenants_db, on_drop=drop_ledger,
+                                  max_end_users=settings.max_end_users)
+            teams = TeamStore(static_teams, SqliteTeams(settings.tenants_db))
+            seed_spend(memory, ledger)
         return cls(settings, metrics, store, limiter, ledger, AccessLog(settings.access_log),
-                   redis)
+                   redis, teams)
+
+    async def check_store(self) -> None:
+        """At start-up: warn when the Redis holding the ledger would lose it on a restart."""
+        if self._redis is not None:
+            warning = await persistence_warning(self._redis)
+            if warning is not None:
+                logger.warning("%s", warning)
 
     # The request path
 
     async def authenticate(self, headers: Mapping[str, str],
                            known: Tenant | None = None) -> Tenant:
         """``known``: the tenant the intake already found for this request's key."""
+        await self.teams.ready()
         if known is not None:
             return known
         if not self.required:
@@ -231,12 +300,13 @@ class Tenants:
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
 
-    def begin(self, tenant: Tenant, model: str, estimated_tokens: int) -> asyncio.Future[Admission]:
+    def begin(self, tenant: Tenant, model: str, estimated_tokens: int,
+              end_user: str = "") -> asyncio.Future[Admission]:
         """An admission's start, done before this returns: a model the key may not use is
         refused here, and the limits check is on its way to Redis (so an overlapped check
         leaves before the upstream call). The future holds the admission or its refusal."""
         future: asyncio.Future[Admission] = running_loop().create_future()
-        admission = Admission(tenant, model, estimated_tokens)
+        admission = Admission(tenant, model, estimated_tokens, end_user=end_user)
         if tenant.anonymous:
             future.set_result(admission)
             return future
@@ -245,7 +315,13 @@ class Tenants:
             self.metrics.child(self.metrics.tenant_refusals, "model").inc()
             raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
                                f"This API key may not use the model {model!r}.", param="model")
-        plan = self._plan(tenant, model, estimated_tokens)
+        team = self.teams.get(tenant.team)
+        if team is not None and not team.allows(model):
+            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
+            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
+                               f"Team {team.name!r} may not use the model {model!r}.",
+                               param="model")
+        plan = self._plan(tenant, model, estimated_tokens, end_user)
         if plan.empty:
             future.set_result(admission)
             return future
@@ -295,18 +371,25 @@ class Tenants:
         else:
             _fulfil(future, admission)
 
-    def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int) -> bool:
+    def may_overlap(self, tenant: Tenant, model: str, estimated_tokens: int,
+                    end_user: str = "") -> bool:
         """Whether this request's limits may be checked while its upstream call is already on
         its way: only with Redis (a round trip worth hiding), and only for a key whose last
         decision, under five seconds old, left every window and budget at least a tenth free after
         what this worker has overlapped since. The check itself is the same one."""
         if not self.overlap or tenant.anonymous or not tenant.limits.allows(model):
             return False
+        team = self.teams.get(tenant.team)
+        if team is not None and not team.allows(model):
+            return False
+        if end_user and tenant.limits.end_user_limited:
+            return False
         room = self._headroom.get((tenant.id, model))
         return room is not None and room.take(estimated_tokens)
 
     def settle(self, admission: Admission, *, prompt_tokens: int, completion_tokens: int,
-               cost: Decimal, saved: Decimal, error: bool, model: str | None = None) -> None:
+               cost: Decimal, saved: Decimal, error: bool, model: str | None = None,
+               tokens: Tokens | None = None) -> None:
         """``model``: the one that answered, if not the one admitted (fallbacks)."""
         if admission.settled:
             return
@@ -325,15 +408,21 @@ class Tenants:
         if not tenant.anonymous and micros:
             for budget in self._shape_for(tenant, admission.model).spend:
                 returns.append((budget.key, None, micros, budget.ttl_s))
+            for budget in self._end_user_budgets(tenant, admission.end_user):
+                returns.append((budget.key, None, micros, budget.ttl_s))
         if returns:
             self.limiter.give_back_all(returns)
         day = ledger_day()
-        self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model),
+        self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model,
+                         admission.end_user),
                         [1, int(error), prompt_tokens, completion_tokens, micros,
-                         _micros(saved)])
+                         _micros(saved), tokens.cached if tokens else 0,
+                         tokens.written if tokens else 0, tokens.reasoning if tokens else 0])
 
     async def aclose(self) -> None:
         self.access.flush()
+        await self.alerts.aclose()
+        await self.teams.aclose()
         await self.limiter.aclose()
         await self.ledger.aclose()
         await self.store.aclose()
@@ -347,22 +436,48 @@ class Tenants:
 
     # Limits
 
-    def _plan(self, tenant: Tenant, model: str, estimated_tokens: int) -> LimitPlan:
+    def _plan(self, tenant: Tenant, model: str, estimated_tokens: int,
+              end_user: str = "") -> LimitPlan:
         """The key's limits for this request: its windows and budgets are worked out once per
-        key, model and UTC day (then only the token estimate changes)."""
+        key, model and UTC day (then only the token estimate changes); the end user's, when the
+        key limits its end users, are added for each request."""
         shape = self._shape_for(tenant, model)
         windows = [w if w.kind is Kind.REQUESTS else Window(w.key, w.kind, w.limit,
-                                                            estimated_tokens, w.model)
+                                                            estimated_tokens, w.model, w.owner)
                    for w in shape.windows]
+        shared = shape.shared
+        limits = tenant.limits
+        if end_user and limits.end_user_limited:
+            owner = f"end user {end_user!r}"
+            if limits.end_user_rpm is not None:
+                windows.append(Window(f"{PREFIX}rl:{tenant.id}:u:{end_user}:requests",
+                                      Kind.REQUESTS, limits.end_user_rpm, 1, None, owner))
+            shared = [*shared, *self._end_user_budgets(tenant, end_user)]
         return LimitPlan(windows, shape.parallel_key, shape.max_parallel,
-                         shape.parallel_ttl_s, shape.budgets)
+                         shape.parallel_ttl_s, shape.budgets, shared)
+
+    def _end_user_budgets(self, tenant: Tenant, end_user: str) -> list[Budget]:
+        """The end user's budgets on this key: counted only for the periods the key sets, so a
+        client sending a new ``user`` per request adds no Redis keys on a key without them,
+        and on a key with them one small counter per end user and period (expiring with it)."""
+        limits = tenant.limits
+        if not end_user or (limits.end_user_budget_daily_usd is None
+                            and limits.end_user_budget_monthly_usd is None):
+            return []
+        return [b for b in self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
+                                                limits.end_user_budget_daily_usd,
+                                                limits.end_user_budget_monthly_usd,
+                                                owner=f"end user {end_user!r}", scope="end_user")
+                if b.limit_micros >= 0]
 
     def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
         """The key's shape for ``model`` today, worked out again when its limits or the day
         change."""
         day = int(time.time() // 86400)
         shape = self._shapes.get((tenant.id, model))
-        if shape is None or shape.limits is not tenant.limits or shape.day != day:
+        team = self.teams.get(tenant.team)
+        if shape is None or shape.limits is not tenant.limits or shape.day != day or \
+                shape.team is not team:
             if len(self._shapes) > 10_000:
                 self._shapes.clear()
             shape = self._shapes[(tenant.id, model)] = self._shape(tenant, model, day)
@@ -385,26 +500,45 @@ class Tenants:
             if per_model.tpm is not None:
                 windows.append(Window(window_key(tenant.id, Kind.TOKENS, model), Kind.TOKENS,
                                       per_model.tpm, 0, model))
+        team = self.teams.get(tenant.team)
+        team_budgets: list[Budget] = []
+        if tenant.team:
+            owner = f"team {tenant.team!r}"
+            team_budgets = self._period_budgets(
+                f"{PREFIX}team:{tenant.team}:spend",
+                team.budget_daily_usd if team else None,
+                team.budget_monthly_usd if team else None, owner=owner, scope="team")
+            if team is not None and team.rpm is not None:
+                windows.append(Window(f"{PREFIX}team:{tenant.team}:rl:requests", Kind.REQUESTS,
+                                      team.rpm, 1, None, owner))
+            if team is not None and team.tpm is not None:
+                windows.append(Window(f"{PREFIX}team:{tenant.team}:rl:tokens", Kind.TOKENS,
+                                      team.tpm, 0, None, owner))
         parallel = limits.max_parallel is not None
         return _Shape(limits, day, tuple(windows),
                       f"{PREFIX}par:{tenant.id}" if parallel else None, limits.max_parallel,
                       int(self.settings.timeout_s) + 60, self._budgets(tenant),
-                      self._budgets(tenant, spend_only=True))
+                      [*self._budgets(tenant, spend_only=True), *team_budgets],
+                      [b for b in team_budgets if b.limit_micros >= 0], team)
 
     def _budgets(self, tenant: Tenant, *, spend_only: bool = False) -> list[Budget]:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
         budget set later starts from the real spend)."""
-        day, next_day, month, next_month = budget_periods()
         limits = tenant.limits
-        found = []
-        for period, tag, resets, amount, ttl in (
-                ("daily", f"d:{day}", next_day, limits.budget_daily_usd, 2 * 86400),
-                ("monthly", f"m:{month}", next_month, limits.budget_monthly_usd, 32 * 86400)):
-            if amount is None and not spend_only:
-                continue
-            found.append(Budget(period, f"{PREFIX}spend:{tenant.id}:{tag}",
-                                _micros(amount) if amount is not None else -1, resets, ttl))
-        return found
+        found = self._period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
+                                     limits.budget_monthly_usd)
+        return found if spend_only else [b for b in found if b.limit_micros >= 0]
+
+    @staticmethod
+    def _period_budgets(prefix: str, daily: Decimal | None, monthly: Decimal | None, *,
+                        owner: str | None = None, scope: str = "key") -> list[Budget]:
+        """Both periods' budgets under ``prefix`` (a limit of -1 where there is none)."""
+        day, next_day, month, next_month = budget_periods()
+        return [Budget(period, f"{prefix}:{tag}", _micros(amount) if amount is not None else -1,
+                       resets, ttl, owner, scope)
+                for period, tag, resets, amount, ttl in (
+                    ("daily", f"d:{day}", next_day, daily, 2 * 86400),
+                    ("monthly", f"m:{month}", next_month, monthly, 32 * 86400))]
 
     def _without_store(self, admission: Admission, exc: BaseException | None) -> Admission:
         closed = self.settings.limits_fail_closed
@@ -423,22 +557,44 @@ class Tenants:
         return admission
 
     def _watch_budgets(self, tenant: Tenant, plan: LimitPlan, decision: Decision) -> None:
+        """The key's and its team's budgets past the soft ratio, or spent: once per crossing,
+        a metric, a log line and an alert to the webhooks (queued, sent in the background)."""
         ratio = self.settings.budget_soft_ratio
-        for budget in plan.budgets:
-            spent = decision.spent_micros.get(budget.period, 0)
+        for budget in (*plan.budgets, *plan.shared_budgets):
+            if budget.scope == "end_user":
+                continue
+            spent = spent_of(budget, decision)
             level = ("exhausted" if spent >= budget.limit_micros
                      else "soft" if spent >= ratio * budget.limit_micros else None)
             if level is None:
                 continue
-            mark = (tenant.id, budget.key, level)
+            mark = (budget.key, level)
             if mark in self._warned:
                 continue
+            if len(self._warned) > 100_000:
+                self._warned.clear()
             self._warned.add(mark)
             self.metrics.child(self.metrics.budget_threshold, budget.period, level).inc()
-            logger.warning("budget: key %s (team %s) has %s its %s budget: %s of %s",
-                           tenant.id, tenant.team or "-",
+            who = (f"team {tenant.team}" if budget.scope == "team"
+                   else f"key {tenant.id} (team {tenant.team or '-'})")
+            logger.warning("budget: %s has %s its %s budget: %s of %s", who,
                            "spent" if level == "exhausted" else f"passed {ratio:.0%} of",
                            budget.period, _money(spent), _money(budget.limit_micros))
+            self.alerts.notify(BudgetAlert(
+                "refused" if level == "exhausted" else "soft",
+                "team" if budget.scope == "team" else "key",
+                None if budget.scope == "team" else tenant.id,
+                None if budget.scope == "team" else tenant.name, tenant.team, budget.period,
+                spent, budget.limit_micros, budget.resets_at, f"{budget.key}:{level}"),
+                self._webhooks_for(tenant))
+
+    def _webhooks_for(self, tenant: Tenant) -> tuple[Webhook, ...]:
+        """``GATEWAY_ALERT_WEBHOOKS`` and the team's own."""
+        team = self.teams.get(tenant.team)
+        if team is None or not team.alert_webhooks:
+            return self.webhooks
+        return (*self.webhooks, *parse_webhooks(",".join(team.alert_webhooks),
+                                                self.settings.alert_format))
 
     def _refused(self, tenant: Tenant, decision: Decision) -> GatewayError:
         reason = decision.refusal
@@ -448,10 +604,12 @@ class Tenants:
         headers["Retry-After"] = retry_after(decision.retry_after_s)
         if decision.refused_budget is not None:
             budget = decision.refused_budget
+            spent = spent_of(budget, decision)
+            whose = budget.owner or f"key {tenant.name!r}"
             return GatewayError(
                 ErrorCode.INSUFFICIENT_QUOTA,
-                f"The {budget.period} budget of {_money(budget.limit_micros)} for key "
-                f"{tenant.name!r} is spent ({_money(decision.spent_micros[budget.period])}); "
+                f"The {budget.period} budget of {_money(budget.limit_micros)} for {whose} "
+                f"is spent ({_money(spent)}); "
                 f"it resets at {budget.resets_at.isoformat().replace('+00:00', 'Z')}.",
                 headers=headers)
         if reason is Refusal.PARALLEL:
@@ -463,11 +621,12 @@ class Tenants:
         assert window is not None
         unit = "requests" if window.kind is Kind.REQUESTS else "tokens"
         scope = f" for model {window.model!r}" if window.model else ""
+        whose = window.owner or f"key {tenant.name!r}"
         if window.cost > window.limit:
-            message = (f"This request's estimated {window.cost} tokens exceed key "
-                       f"{tenant.name!r}'s limit of {window.limit} tokens per minute{scope}.")
+            message = (f"This request's estimated {window.cost} tokens exceed {whose}'s "
+                       f"limit of {window.limit} tokens per minute{scope}.")
         else:
-            message = (f"Rate limit reached for key {tenant.name!r}{scope}: {window.limit} "
+            message = (f"Rate limit reached for {whose}{scope}: {window.limit} "
                        f"{unit} per minute. Retry in {headers['Retry-After']}s.")
         return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
 
@@ -537,6 +696,38 @@ class Tenants:
     async def keys(self) -> list[KeyRecord]:
         return await self.store.all()
 
+    async def team_records(self) -> list[TeamRecord]:
+        await self.teams.ready()
+        return self.teams.all()
+
+    async def team(self, name: str) -> TeamRecord:
+        await self.teams.ready()
+        record = self.teams.get(name)
+        if record is None:
+            raise GatewayError(ErrorCode.NOT_FOUND, f"No team named {name!r}.")
+        return record
+
+    async def save_team(self, record: TeamRecord, *, new: bool) -> TeamRecord:
+        """Create (``new``) or replace an admin-made team."""
+        await self.teams.ready()
+        existing = self.teams.get(record.name)
+        if existing is not None and existing.source != "admin":
+            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
+                               f"Team {record.name!r} comes from the key file; change it there.")
+        if new and existing is not None:
+            raise GatewayError(ErrorCode.INVALID_VALUE, f"A team named {record.name!r} exists.",
+                               param="name")
+        await self.teams.save(record)
+        return record
+
+    async def delete_team(self, name: str) -> TeamRecord:
+        record = await self.team(name)
+        if record.source != "admin":
+            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
+                               f"Team {name!r} comes from the key file; change it there.")
+        await self.teams.delete(name)
+        return record
+
     async def usage(self, query: UsageQuery) -> list[Row]:
         return await self.ledger.query(query)
 
@@ -558,6 +749,7 @@ class RequestTenancy:
     saved: Decimal = Decimal(0)
     cache: str | None = None
     attempts: int = 0
+    tokens: Tokens | None = None
 
     def request_id(self) -> str:
         """The client's ``x-request-id``, or a new one: read for the access log line, after the
@@ -568,12 +760,21 @@ class RequestTenancy:
         self.tenant = await self.tenants.authenticate(self.headers, known)
         return self.tenant
 
-    async def admit(self, model: str, payload: Any) -> Admission:
-        return await self._admit(model, estimate_tokens(payload))
+    def end_user(self, payload: Any) -> str:
+        """Who the client says the request is for: the header the operator named
+        (``GATEWAY_END_USER_HEADER``) if sent, else OpenAI's ``user`` (the Anthropic bridge
+        puts ``metadata.user_id`` there)."""
+        header = self.tenants.settings.end_user_header
+        if header and self.headers.get(header.lower()):
+            return end_user_label(self.headers.get(header.lower()))
+        return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
 
-    async def _admit(self, model: str, estimated_tokens: int) -> Admission:
+    async def admit(self, model: str, payload: Any) -> Admission:
+        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
+
+    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
         self.requested = model
-        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens)
+        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
         return self.admission
 
     async def admit_or_overlap(self, model: str,
@@ -581,11 +782,12 @@ class RequestTenancy:
         """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
         it, for the caller to await before it sends anything (a refusal then still refuses)."""
         estimated = estimate_tokens(payload)
-        if not self.tenants.may_overlap(self.tenant, model, estimated):
-            await self._admit(model, estimated)
+        end_user = self.end_user(payload)
+        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
+            await self._admit(model, estimated, end_user)
             return None
         self.requested = model
-        begun = self.tenants.begin(self.tenant, model, estimated)
+        begun = self.tenants.begin(self.tenant, model, estimated, end_user)
         begun.add_done_callback(self._admitted)
         return begun
 
@@ -617,9 +819,9 @@ class RequestTenancy:
         return self.admission.headers() if self.admission is not None else {}
 
     def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
-                saved: Decimal) -> None:
+                saved: Decimal, tokens: Tokens | None = None) -> None:
         self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
-        self.cost, self.saved = cost, saved
+        self.cost, self.saved, self.tokens = cost, saved, tokens
 
     def close(self, *, status: int, error_code: str | None, latency_ms: float,
               upstream_ms: float, served: str | None) -> None:
@@ -627,7 +829,7 @@ class RequestTenancy:
             self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
                                 completion_tokens=self.completion_tokens,
                                 cost=self.cost or Decimal(0), saved=self.saved,
-                                error=status >= 400, model=served or None)
+                                error=status >= 400, model=served or None, tokens=self.tokens)
         self.tenants.access.record(
             request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
             route=self.route, requested_model=self.requested, served_model=served or None,

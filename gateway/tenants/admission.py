@@ -43,6 +43,7 @@ class Admission:
     plan: LimitPlan | None = None
     decision: Decision | None = None
     settled: bool = field(default=False)
+    end_user: str = ""  # as the ledger files it; "" for none
     _headers: dict[str, str] | None = field(default=None, repr=False)
 
     def headers(self) -> dict[str, str]:

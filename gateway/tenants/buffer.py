@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import secrets
 import sqlite3
 from collections.abc import Awaitable, Callable, Hashable, Iterable, Sequence
 from typing import Generic, TypeVar
@@ -36,13 +37,31 @@ async def stop_asked(task: asyncio.Task[None], timeout_s: float) -> None:
         task.cancel()
 
 
+class Batch(dict):  # type: ignore[type-arg]
+    """One write's increments. ``id`` names it, for a sink that must not apply it twice."""
+
+    __slots__ = ("_id",)
+
+    @property
+    def id(self) -> str:
+        try:
+            return str(self._id)
+        except AttributeError:
+            self._id = secrets.token_hex(8)
+            return self._id
+
+
 class MergeBuffer(Generic[K]):
     def __init__(self, sink: Callable[[dict[K, list[int]]], Awaitable[None]], *, name: str,
                  max_cells: int = 50_000, on_drop: Callable[[], None] | None = None,
                  retry_s: float = 0.5, max_retry_s: float = 5.0,
-                 min_interval_s: float = 0.0) -> None:
+                 min_interval_s: float = 0.0, resend_unchanged: bool = False) -> None:
         """``min_interval_s``: the shortest time between two writes, so that under load one write
-        carries many requests' increments (for data nobody waits on, like the ledger)."""
+        carries many requests' increments (for data nobody waits on, like the ledger).
+        ``resend_unchanged``: a write that failed may still have landed (Redis ran the script
+        but the reply was lost to a restart or a timeout), so its batch is not merged back but
+        sent again as it was, the same ``Batch`` with the same ``id``, before anything newer;
+        the sink skips an id it has applied (up to ``max_cells`` more are then held)."""
         self._sink = sink
         self._name = name
         self._max_cells = max_cells
@@ -50,7 +69,9 @@ class MergeBuffer(Generic[K]):
         self._retry_s = retry_s
         self._max_retry_s = max_retry_s
         self._min_interval_s = min_interval_s
-        self._pending: dict[K, list[int]] = {}
+        self._resend_unchanged = resend_unchanged
+        self._pending: dict[K, list[int]] = Batch()
+        self._held: dict[K, list[int]] | None = None  # a failed batch, to send again unchanged
         self._wake = asyncio.Event()
         self._stop = asyncio.Event()
         self._closing = False
@@ -58,7 +79,7 @@ class MergeBuffer(Generic[K]):
         self._failing = False
 
     def __len__(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._held or ())
 
     def add(self, key: K, values: Sequence[int]) -> None:
         """Never blocks and never raises: the caller is on a client's request path."""
@@ -85,7 +106,7 @@ class MergeBuffer(Generic[K]):
     def take(self) -> dict[K, list[int]]:
         """Everything pending, for a writer that carries it in a call of its own; hand it back
         with ``restore`` if that call fails."""
-        batch, self._pending = self._pending, {}
+        batch, self._pending = self._pending, Batch()
         return batch
 
     def restore(self, batch: dict[K, list[int]]) -> None:
@@ -100,23 +121,33 @@ class MergeBuffer(Generic[K]):
             self._wake.set()
 
     async def flush(self) -> bool:
-        """Write what is pending; on failure put it back (merged with what came meanwhile)."""
-        if not self._pending:
-            return True
-        batch = self.take()
-        try:
-            await self._sink(batch)
-        except STORE_ERRORS as exc:
-            self.restore(batch)
-            if not self._failing:
-                self._failing = True
-                logger.warning("%s: store unavailable (%s); %d cells kept, retrying",
-                               self._name, type(exc).__name__, len(self._pending))
-            return False
-        if self._failing:
-            self._failing = False
-            logger.warning("%s: store reachable again; pending writes flushed", self._name)
-        return True
+        """Write what is pending (after a held batch, if one failed before); on failure put it
+        back, merged with what came meanwhile, or hold it unchanged (``resend_unchanged``)."""
+        while True:
+            if self._held is not None:
+                batch = self._held
+            elif self._pending:
+                batch = self.take()
+            else:
+                return True
+            try:
+                await self._sink(batch)
+            except STORE_ERRORS as exc:
+                if self._resend_unchanged:
+                    self._held = batch
+                else:
+                    self.restore(batch)
+                if not self._failing:
+                    self._failing = True
+                    logger.warning("%s: store unavailable (%s); %d cells kept, retrying",
+                                   self._name, type(exc).__name__, len(self))
+                return False
+            if self._failing:
+                self._failing = False
+                logger.warning("%s: store reachable again; pending writes flushed", self._name)
+            if self._held is None:
+                return True
+            self._held = None  # the held batch is in: now what came after it
 
     async def _run(self) -> None:
         wait = self._retry_s

@@ -70,8 +70,14 @@ class KeyLimits(BaseModel):
     budget_daily_usd: Decimal | None = Field(None, ge=0)
     budget_monthly_usd: Decimal | None = Field(None, ge=0)
     model_limits: dict[str, ModelLimit] = Field(default_factory=dict)
+    # Each end user of the key (OpenAI ``user``, Anthropic ``metadata.user_id``, or the header
+    # the operator names) on its own: a request without an end user is not held to these.
+    end_user_rpm: int | None = Field(None, ge=1)
+    end_user_budget_daily_usd: Decimal | None = Field(None, ge=0)
+    end_user_budget_monthly_usd: Decimal | None = Field(None, ge=0)
 
-    @field_validator("budget_daily_usd", "budget_monthly_usd")
+    @field_validator("budget_daily_usd", "budget_monthly_usd", "end_user_budget_daily_usd",
+                     "end_user_budget_monthly_usd")
     @classmethod
     def _whole_micro_dollars(cls, value: Decimal | None) -> Decimal | None:
         if value is not None and value != value.quantize(MICRO):
@@ -89,10 +95,15 @@ class KeyLimits(BaseModel):
         return None
 
     @property
+    def end_user_limited(self) -> bool:
+        return (self.end_user_rpm is not None or self.end_user_budget_daily_usd is not None
+                or self.end_user_budget_monthly_usd is not None)
+
+    @property
     def empty(self) -> bool:
         return (self.rpm is None and self.tpm is None and self.max_parallel is None
                 and self.budget_daily_usd is None and self.budget_monthly_usd is None
-                and not self.model_limits)
+                and not self.model_limits and not self.end_user_limited)
 
 
 class KeyRecord(BaseModel):
@@ -139,8 +150,8 @@ def load_key_file(path: Path) -> list[KeyRecord]:
         raise KeyFileError(f"{path}: cannot read the key file: {exc.strerror}") from None
     except yaml.YAMLError as exc:
         raise KeyFileError(f"{path}: not valid YAML: {exc}") from None
-    if isinstance(raw, dict) and "keys" in raw:
-        raw = raw["keys"]
+    if isinstance(raw, dict) and ("keys" in raw or "teams" in raw):
+        raw = raw.get("keys") or []  # ``teams:`` is read by ``teams.load_team_file``
     if not isinstance(raw, list):
         raise KeyFileError(f"{path}: the key file must be a list of keys (or a 'keys' list)")
     records: list[KeyRecord] = []

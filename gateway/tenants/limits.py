@@ -58,6 +58,7 @@ class Window:
     limit: int
     cost: int
     model: str | None = None  # set for a per-model limit
+    owner: str | None = None  # whose limit, when not the key's own: "team 'red'", "end user 'u1'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +68,8 @@ class Budget:
     limit_micros: int
     resets_at: datetime
     ttl_s: int
+    owner: str | None = None  # whose budget, when not the key's own (see ``Window.owner``)
+    scope: str = "key"  # key | team | end_user
 
 
 @dataclass(slots=True)
@@ -76,10 +79,12 @@ class LimitPlan:
     max_parallel: int | None = None
     parallel_ttl_s: int = 600
     budgets: list[Budget] = field(default_factory=list)
+    shared_budgets: list[Budget] = field(default_factory=list)  # the team's, the end user's
 
     @property
     def empty(self) -> bool:
-        return not self.windows and self.max_parallel is None and not self.budgets
+        return (not self.windows and self.max_parallel is None and not self.budgets
+                and not self.shared_budgets)
 
 
 @dataclass(slots=True)
@@ -100,6 +105,7 @@ class Decision:
     in_flight: int  # the key's requests in flight, this one included if admitted (max_parallel)
     refused_window: Window | None = None
     refused_budget: Budget | None = None
+    shared_spent: dict[str, int] = field(default_factory=dict)  # shared budget's key -> spend
 
 
 @functools.lru_cache(maxsize=4)
@@ -142,12 +148,14 @@ def window_key(tenant_id: str, kind: Kind, model: str | None = None) -> str:
 # One call carries a batch: what ended requests give back, then every waiting request's check.
 # KEYS[1]: the key store's version. ARGV[1]: JSON {"r": [[key, hash field or "", delta, ttl]],
 # "q": [[parallel key, max parallel, parallel TTL, daily key, daily limit, monthly key, monthly
-# limit, [[window key, limit, cost]]]]}; a limit of -1 means "no such limit". ARGV[2]: the
+# limit, [[window key, limit, cost]], [[shared budget key, limit]]]]}; a limit of -1 means "no
+# such limit"; shared budgets are the team's and the end user's, checked with the key's own
+# (windows are windows, whoever they belong to). ARGV[2]: the
 # window in seconds. (The keys travel in the JSON, so a batch costs one small command to encode:
 # fine on one Redis node, not on a cluster.) Returns JSON: per request, [status, refused index,
 # retry ms, second, daily spend, monthly spend, key version, requests in flight, (used, reset
-# ms) per window];
-# status 0 admitted, 1 window, 2 parallel, 3 daily, 4 monthly.
+# ms) per window, spend per shared budget];
+# status 0 admitted, 1 window, 2 parallel, 3 daily, 4 monthly, 5 shared budget (refused index).
 #
 # A window is a hash: one field per second that took something, plus its running total "t",
 # oldest second "o" and newest second "n", so a check reads three fields; the buckets are only
@@ -197,7 +205,10 @@ for qi, q in ipairs(p.q) do
   local max_par, par_ttl, day_limit, month_limit = q[2], q[3], q[5], q[7]
   local windows = q[8]
   local n = #windows
-  local counters = redis.call('MGET', q[4], q[6], q[1])
+  local shared = q[9] or {}
+  local names = {q[4], q[6], q[1]}
+  for i = 1, #shared do names[3 + i] = shared[i][1] end
+  local counters = redis.call('MGET', unpack(names))
   local day_spent = tonumber(counters[1] or '0')
   local month_spent = tonumber(counters[2] or '0')
   local status, refused, retry_ms = 0, 0, 0
@@ -205,6 +216,15 @@ for qi, q in ipairs(p.q) do
     status = 3
   elseif month_limit >= 0 and month_spent >= month_limit then
     status = 4
+  end
+  local shared_spent = {}
+  for i = 1, #shared do
+    local spent = tonumber(counters[3 + i] or '0')
+    shared_spent[i] = spent
+    if status == 0 and spent >= shared[i][2] then
+      status = 5
+      refused = i
+    end
   end
   local parallel = 0
   if status == 0 and max_par >= 0 then
@@ -266,6 +286,7 @@ for qi, q in ipairs(p.q) do
     if newest[i] > 0 then reset = (newest[i] + win) * 1000 - now_ms end
     row[#row + 1] = reset
   end
+  for i = 1, #shared do row[#row + 1] = shared_spent[i] end
   out[qi] = row
 end
 return cjson.encode(out)
@@ -284,13 +305,17 @@ def _decision(plan: LimitPlan, raw: list[int]) -> Decision:
         refusal = Refusal.RPM if refused_window.kind is Kind.REQUESTS else Refusal.TPM
     elif status == 2:
         refusal = Refusal.PARALLEL
-    elif status in (3, 4):
-        refused_budget = budgets["daily" if status == 3 else "monthly"]
-        refusal = Refusal.BUDGET_DAILY if status == 3 else Refusal.BUDGET_MONTHLY
+    elif status in (3, 4, 5):
+        refused_budget = (budgets["daily" if status == 3 else "monthly"] if status != 5
+                          else plan.shared_budgets[refused - 1])
+        refusal = (Refusal.BUDGET_DAILY if refused_budget.period == "daily"
+                   else Refusal.BUDGET_MONTHLY)
         retry_ms = int(1000 * (refused_budget.resets_at - datetime.now(UTC)).total_seconds())
+    at = 8 + 2 * len(plan.windows)
+    shared = {b.key: int(v) for b, v in zip(plan.shared_budgets, raw[at:], strict=False)}
     return Decision(refusal, max(0, retry_ms) / 1000, second, states,
                     {"daily": day, "monthly": month}, version if version >= 0 else None, parallel,
-                    refused_window, refused_budget)
+                    refused_window, refused_budget, shared)
 
 
 def _request(plan: LimitPlan) -> list[object]:
@@ -301,7 +326,8 @@ def _request(plan: LimitPlan) -> list[object]:
             plan.max_parallel if plan.max_parallel is not None else -1, plan.parallel_ttl_s,
             day.key if day else NONE_KEY, day.limit_micros if day else -1,
             month.key if month else NONE_KEY, month.limit_micros if month else -1,
-            [[w.key, w.limit, w.cost] for w in plan.windows]]
+            [[w.key, w.limit, w.cost] for w in plan.windows],
+            [[b.key, b.limit_micros] for b in plan.shared_budgets]]
 
 
 Return = tuple[str, str | None, int]
@@ -440,6 +466,10 @@ class MemoryLimiter:
         for b in plan.budgets:
             if raw[0] == 0 and spent[b.period] >= b.limit_micros:
                 raw[0] = 3 if b.period == "daily" else 4
+        shared = [self._counters.get(b.key, 0) for b in plan.shared_budgets]
+        for i, b in enumerate(plan.shared_budgets, start=1):
+            if raw[0] == 0 and shared[i - 1] >= b.limit_micros:
+                raw[0], raw[1] = 5, i
         parallel = max(0, self._counters.get(plan.parallel_key or "", 0))
         if raw[0] == 0 and plan.max_parallel is not None and parallel >= plan.max_parallel:
             raw[0], raw[2] = 2, 1000
@@ -470,7 +500,7 @@ class MemoryLimiter:
         raw[7] = parallel
         for total, newest in totals:
             raw += [total, int((newest + WINDOW_S - now) * 1000) if newest else 0]
-        return _decision(plan, raw)
+        return _decision(plan, raw + shared)
 
     def give_back_all(self, returns: list[GiveBack]) -> None:
         for key, field_, delta, ttl_s in returns:

@@ -163,6 +163,18 @@ class SqliteKeys:
         await asyncio.to_thread(self._db.close)
 
 
+def stored_records(path: Path) -> list[KeyRecord]:
+    """Every admin-made key in the SQLite file, read at once (start-up checks, before any event
+    loop); none when there is no file yet."""
+    if not path.exists():
+        return []
+    store = SqliteKeys(path)
+    try:
+        return store._all()
+    finally:
+        store._db.close()
+
+
 class KeyStore:
     """Every key the gateway knows, looked up by the SHA-256 of the presented secret."""
 

@@ -38,6 +38,7 @@ Scope = dict[str, Any]
 MODELS = ["deepseek-v3.2", "gemini-2.5-flash", "gpt-4.1", "claude-sonnet-4.5",
           "text-embedding-3-small"]
 FAULT_KINDS = {"status", "hang", "drop", "truncate", "malformed", "trickle"}
+USAGE_SHAPES = ("plain", "openai", "deepseek", "anthropic")
 RECEIVED_MAX = 50
 MAX_DIMENSIONS = 3072
 COMPLETIONS_DEFAULT_MAX_TOKENS = 16  # OpenAI's default for legacy completions
@@ -62,6 +63,7 @@ class FakeConfig:
     api_key: str | None = None
     name: str = "fake"
     rpm_limit: int | None = None
+    usage_shapes: dict[str, str] = field(default_factory=dict)  # model or "*" -> USAGE_SHAPES
 
 
 @dataclass
@@ -179,6 +181,9 @@ class FakeProvider:
                                  f"Limit {limit}. Please try again in {decision.retry_after}s.",
                                  "rate_limit_exceeded", headers, retry_after=decision.retry_after)
                 return
+        shape = request_headers.get(b"x-fake-usage-shape", b"").decode() or \
+            self.config.usage_shapes.get(model) or self.config.usage_shapes.get("*") or "plain"
+        request = {**request, "_usage_shape": shape if shape in USAGE_SHAPES else "plain"}
         self.in_flight += 1
         try:
             await self._serve(endpoint, request, model, send, receive, headers)
@@ -266,7 +271,8 @@ class FakeProvider:
             "id": self._ident("chatcmpl"), "object": "chat.completion", "created": created,
             "model": model, "system_fingerprint": "fake", "x_fake_provider": self.config.name,
             "choices": [{"index": 0, "message": message, "finish_reason": answer.finish}],
-            "usage": _chat_usage(answer.prompt_tokens, answer.completion_tokens)})
+            "usage": _chat_usage(answer.prompt_tokens, answer.completion_tokens,
+                                 request["_usage_shape"])})
 
     async def _whole(self, body: bytes, send: Any, fault: Fault | None,
                      headers: wire.Headers) -> None:
@@ -304,7 +310,8 @@ class FakeProvider:
                     "system_fingerprint": "fake"}
             choices = [[{"index": 0, "delta": delta, "finish_reason": finish}]
                        for delta, finish in _chat_deltas(answer, n)]
-            usage = _chat_usage(answer.prompt_tokens, answer.completion_tokens)
+            usage = _chat_usage(answer.prompt_tokens, answer.completion_tokens,
+                                request["_usage_shape"])
         events = []
         for choice in choices:
             chunk: dict[str, Any] = base | {"choices": choice}
@@ -444,6 +451,9 @@ def _checked(config: FakeConfig) -> FakeConfig:
         raise ValueError("rpm_limit must be an integer >= 1, or null for no limit")
     if not isinstance(config.name, str) or not config.name:
         raise ValueError("name must be a non-empty string")
+    shapes = config.usage_shapes
+    if not isinstance(shapes, dict) or any(v not in USAGE_SHAPES for v in shapes.values()):
+        raise ValueError(f"usage_shapes maps a model (or '*') to one of {', '.join(USAGE_SHAPES)}")
     return config
 
 
@@ -452,11 +462,24 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
             "total_tokens": prompt + completion}
 
 
-def _chat_usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"prompt_tokens": prompt, "completion_tokens": completion,
-            "total_tokens": prompt + completion,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0}}
+def _chat_usage(prompt: int, completion: int, shape: str = "plain") -> dict[str, Any]:
+    """Chat usage in one provider's shape. ``plain``: cached and reasoning counts of 0. The
+    others report half the prompt (rounded down) as read from the provider's prompt cache and a
+    quarter of the completion as reasoning: ``openai`` in ``prompt_tokens_details.cached_tokens``;
+    ``deepseek`` in ``prompt_cache_hit_tokens`` / ``prompt_cache_miss_tokens``; ``anthropic`` in
+    ``cache_read_input_tokens`` plus a quarter of the prompt in ``cache_creation_input_tokens``
+    (``prompt_tokens`` counting both, as OpenAI-compatible aggregators relay Claude's usage)."""
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                             "total_tokens": prompt + completion}
+    cached, reasoning = (0, 0) if shape == "plain" else (prompt // 2, completion // 4)
+    if shape == "deepseek":
+        usage |= {"prompt_cache_hit_tokens": cached, "prompt_cache_miss_tokens": prompt - cached}
+    elif shape == "anthropic":
+        usage |= {"cache_read_input_tokens": cached, "cache_creation_input_tokens": prompt // 4}
+    else:
+        usage["prompt_tokens_details"] = {"cached_tokens": cached}
+    usage["completion_tokens_details"] = {"reasoning_tokens": reasoning}
+    return usage
 
 
 def _even(text: str, n: int) -> list[str]:

@@ -1,6 +1,7 @@
 """The dashboard in a real headless Chromium (Debian's ``chromium``, driven by Playwright) against
 a real ``bentoml serve`` with traffic from the ``openai`` SDK and httpx: login, charts, the
-ledger's totals on the page, escaping, the session cookie, and screenshots for the README."""
+ledger's totals on the page, escaping, the session cookie, and screenshots (into a temporary
+folder: tests never rewrite tracked files)."""
 
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 API = ("session", "spend", "traffic", "cache", "budgets", "health", "requests")
-DOCS = ROOT / "docs"
+SCRIPT = ROOT / "gateway" / "dashboard" / "static" / "dashboard.js"
 
 # scripts/setup.sh installs it; only a hand-made environment may lack it, never CI.
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists() and not os.environ.get("CI"),
@@ -183,10 +184,9 @@ def test_a_gateway_without_traffic_says_what_to_do(server: GatewayServer) -> Non
 
 
 def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
-        server: GatewayServer, traffic: dict[str, Any]) -> None:
+        server: GatewayServer, traffic: dict[str, Any], tmp_path: Path) -> None:
     secrets = [ADMIN] + [k["key"] for k in traffic["keys"]]
     total = ledger(server.url)
-    DOCS.mkdir(exist_ok=True)
     dialogs: list[str] = []
     with playwright_api.sync_playwright() as pw:
         browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
@@ -216,6 +216,15 @@ def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
         # The totals shown are the ledger's.
         assert page.text_content("#total-cost") == usd(total["cost"])
         assert page.text_content("#total-requests") == f"{int(total['requests']):,}"
+        # Two sources, each named: the ledger's totals (admitted requests, all workers) and the
+        # last hour of this worker's traffic, which also counts the refused request.
+        tiles = page.inner_text("section.tiles")
+        assert "ledger" in page.inner_text("#totals-source")
+        assert "refused" in page.inner_text("#totals-source")
+        assert "Requests in the ledger" in tiles and "Errors in the ledger" in tiles
+        hour = page.inner_text("#traffic-card .stats")
+        assert "last hour, this worker" in hour.lower()
+        assert int(page.text_content("#hour-requests") or "0") > traffic["admitted"]
         # The key named like markup is text in the legend, the budgets and the requests table.
         page.click(".toggle button[data-dim=by_key]")
         assert XSS_NAME in page.locator("#spend-legend").inner_text()
@@ -236,7 +245,7 @@ def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
         assert page.text_content("#cache-exact") not in ("0%", "–")
         assert page.locator("#requests-table tbody tr").count() == traffic["admitted"] + 1
         page.click(".toggle button[data-dim=by_model]")
-        page.screenshot(path=str(DOCS / "dashboard-desktop.png"), full_page=True)
+        page.screenshot(path=str(tmp_path / "dashboard-desktop.png"), full_page=True)
 
         phone = browser.new_context(viewport={"width": 390, "height": 844},
                                     color_scheme="dark")
@@ -248,7 +257,7 @@ def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
         small.wait_for_selector("#spend-chart svg rect")
         width = small.evaluate("document.documentElement.scrollWidth")
         assert width <= 390, f"the page scrolls sideways at phone width ({width}px)"
-        small.screenshot(path=str(DOCS / "dashboard-phone.png"), full_page=True)
+        small.screenshot(path=str(tmp_path / "dashboard-phone.png"), full_page=True)
         phone.close()
 
         for text in [page.content(), *bodies]:
@@ -263,3 +272,58 @@ def test_the_dashboard_shows_the_ledger_escapes_names_and_logs_out(
                           cookies={"gw_dashboard": cookie["value"]})
         assert stale.status_code == 401
         browser.close()
+
+
+@pytest.mark.parametrize("counts", [[1], [2], [3], [2, 6], [7], [13], [0, 250]])
+def test_the_requests_axis_labels_sit_on_their_gridlines(counts: list[int]) -> None:
+    """Each label of the requests-per-minute axis is the exact value of its gridline: whole
+    requests, evenly spaced from 0, the top one at or above the busiest minute."""
+    with playwright_api.sync_playwright() as pw:
+        browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.set_content('<div id="host"></div>')
+        page.add_script_tag(content=SCRIPT.read_text(encoding="utf-8"))
+        labels = page.evaluate("""(counts) => {
+            const host = document.getElementById("host");
+            const minutes = counts.map((n, i) => ({t: 1700000000 + 60 * i, requests: n,
+                                                   errors: 0, error_rate: 0}));
+            trafficChart(host, minutes);
+            return [...host.querySelectorAll("svg text[text-anchor=end]")]
+                .map((t) => t.textContent);
+        }""", counts)
+        browser.close()
+    assert len(labels) == 5
+    values = [int(label.replace(",", "")) for label in labels]  # whole numbers, as shown
+    step = values[1]
+    assert step > 0 and values == [i * step for i in range(5)], labels
+    assert values[-1] >= max(counts)
+
+
+def as_ms(label: str) -> float:
+    number, unit = label.split()
+    return float(number) * (1000 if unit == "s" else 1)
+
+
+@pytest.mark.parametrize("slowest_ms", [0.03, 0.6, 1.5, 3.2, 32, 170, 1200, 31_000])
+def test_the_latency_axis_labels_sit_on_their_gridlines(slowest_ms: float) -> None:
+    """Each label of the latency axis, as the page formats it, is its gridline's value."""
+    with playwright_api.sync_playwright() as pw:
+        browser, context = browser_context(pw, viewport={"width": 1280, "height": 800})
+        page = context.new_page()
+        page.set_content('<div id="host"></div><ul id="latency-legend"></ul>')
+        page.add_script_tag(content=SCRIPT.read_text(encoding="utf-8"))
+        labels = page.evaluate("""(slowest) => {
+            const host = document.getElementById("host");
+            const minutes = [0, 1].map((i) => ({t: 1700000000 + 60 * i,
+                added_p50_ms: slowest / 8, added_p99_ms: slowest / 2,
+                upstream_p50_ms: slowest / 4, upstream_p99_ms: slowest}));
+            latencyChart(host, minutes);
+            return [...host.querySelectorAll("svg text[text-anchor=end]")]
+                .map((t) => t.textContent);
+        }""", slowest_ms)
+        browser.close()
+    values = [as_ms(label) for label in labels]
+    assert len(values) == 5 and values[0] == 0
+    step = values[1]
+    assert all(abs(v - i * step) < 1e-9 for i, v in enumerate(values)), labels
+    assert values[-1] >= slowest_ms

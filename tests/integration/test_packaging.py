@@ -44,11 +44,13 @@ def test_build_makes_a_bento_with_the_labels_and_the_catalog(
     assert (labels["team"], labels["environment"]) == ("platform", "production")
     assert labels.get("openai_endpoint") == "/v1"  # BentoML's own tag for OpenAI-compatible routes
     assert (bento_dir / "src" / "gateway" / "models.yaml").is_file()
-    assert (bento_dir / "src" / "gateway" / "cache" / "models" / "verifier-int8.onnx").is_file()
+    # The semantic tier's models are an optional extra (bentofile.semantic.yaml), not shipped here.
+    assert not (bento_dir / "src" / "gateway" / "cache" / "models").exists()
     assert (bento_dir / "src" / "service.py").is_file()
     assert not (bento_dir / "src" / "tests").exists()
     requirements = (bento_dir / "env" / "python" / "requirements.txt").read_text()
-    assert "bentoml==1.4.39" in requirements
+    assert "bentoml==1.4.39 \\\n    --hash=sha256:" in requirements  # the lock, with its hashes
+    assert "onnxruntime" not in requirements
 
 
 def test_export_writes_an_archive(bento: tuple[str, dict[str, str]], tmp_path: Path) -> None:

@@ -470,3 +470,79 @@ def test_an_upstream_error_after_admission_still_carries_the_rate_headers(
     answer = chat(a.url, key, f"fails {time.time()}", model="gemini-2.5-flash")
     assert answer.status_code == 400
     assert answer.headers["x-ratelimit-remaining-requests"] == "4"
+
+
+def create_team(base: str, **spec: Any) -> dict[str, Any]:
+    response = httpx.post(f"{base}/admin/teams", json=spec, headers=ADMIN_AUTH, timeout=10)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def test_a_team_budget_stops_all_its_keys_on_every_replica_when_the_team_crosses_it(
+        replicas: tuple[GatewayServer, GatewayServer]) -> None:
+    """Three keys of one team, spread over two replicas: the team's $0.01 monthly budget stops
+    them together exactly when the team's spend crosses it; one key's own tighter budget stops
+    that key first; another team's key is untouched."""
+    a, b = replicas
+    stamp = f"{time.time():.6f}"
+    team, other = f"growth-{stamp}", f"search-{stamp}"
+    create_team(a.url, name=team, budget_monthly_usd="0.01")
+    create_team(b.url, name=other, budget_monthly_usd="0.01")
+    keys = [create_key(a.url, team=team)["key"], create_key(b.url, team=team)["key"],
+            create_key(a.url, team=team, budget_daily_usd="0.002")["key"]]
+    outsider = create_key(a.url, team=other)["key"]
+    time.sleep(0.5)  # a team made on one replica holds on the others within 0.25 s
+    costs: list[Decimal] = []
+    tight_stopped = False
+    live = list(keys)
+    for i in range(100):
+        key = live[i % len(live)]
+        answer = chat((a, b)[i % 2].url, key, f"team spend {i} {stamp}")
+        if answer.status_code == 200:
+            costs.append(Decimal(answer.headers["x-gateway-cost-usd"]))
+            continue
+        error = answer.json()["error"]
+        assert answer.status_code == 429 and error["code"] == "insufficient_quota", answer.text
+        if key == keys[2] and "key 'team-key'" in error["message"]:
+            assert not tight_stopped and sum(costs) < Decimal("0.01")
+            assert "daily budget of $0.002000" in error["message"]
+            tight_stopped = True
+            live.remove(key)
+            continue
+        assert f"team '{team}'" in error["message"], error["message"]
+        assert "monthly budget of $0.010000" in error["message"]
+        break
+    else:
+        pytest.fail("the team's budget never stopped its keys")
+    assert tight_stopped
+    assert sum(costs[:-1]) < Decimal("0.01") <= sum(costs)  # the last one served crossed it
+    for key in keys:
+        for replica in (a, b):
+            refused = chat(replica.url, key, f"after {stamp}")
+            assert refused.status_code == 429
+            assert refused.json()["error"]["code"] == "insufficient_quota"
+    for replica in (a, b):
+        assert chat(replica.url, outsider, f"other team {stamp}").status_code == 200
+    time.sleep(0.3)  # the ledger's writes are batched every 0.1 s
+    usage = httpx.get(f"{a.url}/admin/usage", params={"group_by": "team", "team": team},
+                      headers=ADMIN_AUTH, timeout=10).json()["data"]
+    assert Decimal(usage[0]["cost_usd"]) == sum(costs)
+
+
+def test_a_team_rpm_and_its_models_hold_for_all_its_keys(
+        replicas: tuple[GatewayServer, GatewayServer]) -> None:
+    a, b = replicas
+    stamp = f"{time.time():.6f}"
+    team = f"ops-{stamp}"
+    create_team(a.url, name=team, rpm=6, models=["gpt-*"])
+    keys = [create_key(a.url, team=team)["key"], create_key(b.url, team=team, rpm=2)["key"]]
+    time.sleep(0.5)  # a team made on one replica holds on the others within 0.25 s
+    statuses = [chat((a, b)[i % 2].url, keys[i % 2], f"rpm {i} {stamp}").status_code
+                for i in range(4)]
+    assert statuses == [200, 200, 200, 200]
+    third = chat(b.url, keys[1], f"own rpm {stamp}")  # the key's own 2 a minute, tighter
+    assert third.status_code == 429 and "key 'team-key'" in third.json()["error"]["message"]
+    assert [chat(a.url, keys[0], f"more {i} {stamp}").status_code for i in range(3)] == \
+        [200, 200, 429]
+    wrong = chat(a.url, keys[0], f"model {stamp}", model="deepseek-v3.2")
+    assert wrong.status_code in (400, 403) and f"Team '{team}'" in wrong.json()["error"]["message"]

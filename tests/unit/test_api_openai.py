@@ -180,6 +180,30 @@ async def test_health_is_degraded_but_200_when_no_model_of_the_default_chain_can
         assert body["upstream"]["reachable"] is False
 
 
+async def test_an_embeddings_line_in_the_access_log_counts_its_upstream_attempts() -> None:
+    async with in_process() as gw:
+        gw.fake.faults.append(_fault("text-embedding-3-small", "status", status=503, times=1,
+                                     endpoint="embeddings"))
+        answer = await gw.http.post("/v1/embeddings", json={
+            "model": "text-embedding-3-small", "input": "hello"})
+        assert answer.status_code == 200
+        assert answer.headers["x-gateway-attempts"] == "2"
+        line = gw.gateway.tenants.access.snapshot()[-1]
+        assert line["route"] == "/v1/embeddings" and line["attempts"] == 2
+
+
+async def test_models_and_health_say_provider_for_the_upstream_and_owned_by_for_the_vendor(
+        ) -> None:
+    async with in_process() as gw:
+        listed = {m["id"]: m for m in (await gw.http.get("/models")).json()["models"]}
+        health = (await gw.http.get("/health")).json()
+    gpt = listed["gpt-4.1"]
+    assert gpt["owned_by"] == "openai" and gpt["providers"] == ["holysheep"]
+    assert gpt["provider"] == gpt["owned_by"]  # the simplified contract's name for the vendor
+    served_by = {d["provider"] for d in health["deployments"]["gpt-4.1"]["deployments"].values()}
+    assert served_by == set(gpt["providers"])
+
+
 def _fault(model: str, kind: str, **spec: Any) -> Any:
     from loadtest.fake_provider import Fault
 

@@ -508,3 +508,28 @@ async def test_only_the_last_50_requests_are_kept(http: httpx.AsyncClient) -> No
 def test_create_app_still_builds_a_default_provider() -> None:
     app = create_app()
     assert app.config.name == "fake" and app.config.rpm_limit is None
+
+
+async def test_usage_comes_in_each_providers_cached_token_shape(
+        app: FakeProvider, http: httpx.AsyncClient) -> None:
+    """Per model (``usage_shapes``) or per request (``x-fake-usage-shape``), whole or streamed."""
+    answer = await http.post("/_fake/config", json={"usage_shapes": {"gpt-4.1": "deepseek"}})
+    assert answer.status_code == 200
+    content = "a long enough prompt for a cache " * 4
+    usage = (await http.post("/v1/chat/completions", json=chat(content))).json()["usage"]
+    prompt, completion = usage["prompt_tokens"], usage["completion_tokens"]
+    assert usage["prompt_cache_hit_tokens"] == prompt // 2
+    assert usage["prompt_cache_hit_tokens"] + usage["prompt_cache_miss_tokens"] == prompt
+    assert usage["completion_tokens_details"] == {"reasoning_tokens": completion // 4}
+    for shape, expected in (("openai", {"prompt_tokens_details": {"cached_tokens": prompt // 2}}),
+                            ("anthropic", {"cache_read_input_tokens": prompt // 2,
+                                           "cache_creation_input_tokens": prompt // 4})):
+        streamed = await http.post("/v1/chat/completions", headers={"x-fake-usage-shape": shape},
+                                   json=chat(content, stream=True,
+                                             stream_options={"include_usage": True}))
+        last = events(streamed)[-1]["usage"]
+        assert {k: last[k] for k in expected} == expected
+    bad = await http.post("/_fake/config", json={"usage_shapes": {"*": "gemini"}})
+    assert bad.status_code == 400
+    assert app.received[-1]["body"] == chat(content, stream=True,
+                                            stream_options={"include_usage": True})

@@ -430,3 +430,20 @@ def test_rate_headers_show_the_tightest_window_of_each_kind() -> None:
     assert rate_headers([]) == {}
     equal = [state(Kind.REQUESTS, 10, 5, 2.0), state(Kind.REQUESTS, 10, 5, 9.0, "m")]
     assert rate_headers(equal)["x-ratelimit-reset-requests"] == "2s"  # a tie: the first
+
+
+async def test_an_end_users_budget_on_redis_refuses_that_end_user_on_every_replica(
+        pair: tuple[Tenants, Tenants]) -> None:
+    a, b = pair
+    _, secret = await make_key(a, end_user_budget_daily_usd=Decimal("0.000010"))
+    ta, tb = (await a.authenticate(bearer(secret))), (await b.authenticate(bearer(secret)))
+    first = await a.begin(ta, "gpt-4.1", 1, "alice")
+    a.settle(first, prompt_tokens=1, completion_tokens=1, cost=Decimal("0.000010"),
+             saved=Decimal(0), error=False)
+    await a.limiter.returns.flush()  # type: ignore[union-attr]
+    for tenants, tenant in ((a, ta), (b, tb)):
+        with pytest.raises(GatewayError) as refused:
+            await tenants.begin(tenant, "gpt-4.1", 1, "alice")
+        assert "end user 'alice'" in refused.value.message
+        await tenants.begin(tenant, "gpt-4.1", 1, "bob")
+        await tenants.begin(tenant, "gpt-4.1", 1, "")

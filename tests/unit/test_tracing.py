@@ -10,7 +10,8 @@ from opentelemetry.trace import StatusCode
 from pydantic import ValidationError
 
 from gateway.errors import ErrorCode, GatewayError
-from gateway.observability.tracing import UpstreamSpans, service_tracing
+from gateway.observability.tracing import service_tracing
+from gateway.routing.spans import UpstreamSpans
 from gateway.settings import Settings
 from gateway.upstream.failures import FailureKind, UpstreamFailure
 

@@ -89,6 +89,22 @@ function niceMax(v) {
   return 10 * p;
 }
 
+/* A count axis: four equal whole steps, so each gridline's label is its exact value. */
+function countMax(v) {
+  const quarter = Math.max(1, Math.ceil(v / 4));
+  const p = Math.pow(10, Math.floor(Math.log10(quarter)));
+  for (const m of [1, 2, 2.5, 3, 4, 5, 6, 8, 10]) {
+    if (Number.isInteger(m * p) && m * p >= quarter) return 4 * m * p;
+  }
+  return 40 * p;
+}
+
+/* A milliseconds axis: quarters that ms() shows exactly (0.05 to 0.5 ms, then whole numbers). */
+function msMax(v) {
+  for (const step of [0.05, 0.1, 0.25, 0.5]) if (step >= v / 4) return 4 * step;
+  return countMax(v);
+}
+
 function frame(width, height, pad, max, fmt) {
   const root = svg("svg", { viewBox: `0 0 ${width} ${height}`, role: "img" });
   const h = height - pad.t - pad.b;
@@ -144,8 +160,8 @@ function minuteAxis(root, minutes, W, H, pad) {
 
 function trafficChart(host, minutes) {
   const W = width(host, 420), H = 180, pad = { t: 10, r: 34, b: 22, l: 44 };
-  const max = niceMax(Math.max(...minutes.map((m) => m.requests)));
-  const root = frame(W, H, pad, max, (v) => count(Math.round(v)));
+  const max = countMax(Math.max(...minutes.map((m) => m.requests)));
+  const root = frame(W, H, pad, max, count);
   const h = H - pad.t - pad.b;
   const step = minuteAxis(root, minutes, W, H, pad);
   const points = [];
@@ -177,7 +193,7 @@ function latencyChart(host, minutes) {
   const keys = [["added_p50_ms", "Added p50", "s0"], ["added_p99_ms", "Added p99", "s0 dashed"],
                 ["upstream_p50_ms", "Upstream p50", "s1"], ["upstream_p99_ms", "Upstream p99", "s1 dashed"]];
   const values = minutes.flatMap((m) => keys.map(([k]) => m[k] || 0));
-  const max = niceMax(Math.max(...values));
+  const max = msMax(Math.max(...values));
   const root = frame(W, H, pad, max, ms);
   const h = H - pad.t - pad.b;
   const step = minuteAxis(root, minutes, W, H, pad);
