@@ -61,8 +61,8 @@ Control API (``/_fake/``): ``POST faults`` (``model`` or ``*``, ``kind`` in stat
 truncate, malformed, trickle; ``status``, ``retry_after``, ``message``, ``times``, ``rate``,
 ``seed``, ``after_chunks``, ``delay_ms``, ``endpoint`` in chat, completions, embeddings),
 ``DELETE faults``, ``POST config`` (any ``FakeConfig`` field), ``POST reset``, ``GET stats``,
-``GET requests`` (the last 50 ``/v1/*`` requests: ``path``, parsed ``body``, and the last 4
-characters of ``authorization``).
+``GET requests`` (the last 50 ``/v1/*`` requests: ``path``, parsed ``body``, the last 4
+characters of ``authorization``, and the ``http_version`` it came over).
 """
 
 from __future__ import annotations

@@ -488,8 +488,10 @@ async def test_requests_record_path_body_and_the_keys_last_4_chars(
     response = await http.get("/_fake/requests")
     received = response.json()["requests"]
     assert received == [
-        {"path": "/v1/chat/completions", "body": chat("first"), "authorization": "abcd"},
-        {"path": "/v1/embeddings", "body": {"model": "m", "input": "x"}, "authorization": "9876"},
+        {"path": "/v1/chat/completions", "body": chat("first"), "authorization": "abcd",
+         "http_version": "1.1"},
+        {"path": "/v1/embeddings", "body": {"model": "m", "input": "x"}, "authorization": "9876",
+         "http_version": "1.1"},
     ]
     assert KEY not in response.text
     await http.post("/_fake/reset")
