@@ -793,6 +793,13 @@ def compare(args: argparse.Namespace) -> None:
                 targets.append(Target(f"{label}: {args.keys} keys limited on Redis",
                                       f"{gw.v1}/chat/completions", keys, direct,
                                       gw.process.proc.pid))
+                if name == "this code" and args.team_limits:
+                    gw = alive.enter_context(bench.gateway(fake, root=root, **env))
+                    _bench_teams(gw, admin)
+                    keys = _bench_keys(gw, admin, args.keys)
+                    targets.append(Target(f"{label}: {args.keys} keys and their teams limited "
+                                          "on Redis", f"{gw.v1}/chat/completions", keys, direct,
+                                          gw.process.proc.pid))
             if args.round1:
                 (_, root), = _checkouts(bench.logs, {"round1": args.round1})
                 gw = alive.enter_context(bench.gateway(fake, root=root))
@@ -943,6 +950,16 @@ def tenants_layer(args: argparse.Namespace) -> None:
         rows,
         header=["store", "p50 µs (one at a time)", "p99 µs", "req/s (50 at once)"],
     )
+
+
+def _bench_teams(gw: GatewayServer, admin: str) -> None:
+    """The ten teams ``_bench_keys`` spreads its keys over, each with every limit set (none
+    reached)."""
+    for i in range(10):
+        httpx.post(f"{gw.url}/admin/teams", headers={"Authorization": f"Bearer {admin}"},
+                   json={"name": f"team-{i}", "rpm": 1_000_000, "tpm": 1_000_000_000,
+                         "budget_daily_usd": "100000", "budget_monthly_usd": "1000000"},
+                   ).raise_for_status()
 
 
 def _bench_keys(gw: GatewayServer, admin: str, count: int) -> list[str]:
@@ -1307,6 +1324,8 @@ def main() -> None:
     p = sub.add_parser("compare")
     p.add_argument("--base", default=BASE_REF, help="the git ref to compare with")
     p.add_argument("--round1", default=ROUND1_REF, help="round 1's ref ('' to leave it out)")
+    p.add_argument("--team-limits", action="store_true",
+                   help="also this code's keys with their teams limited (issue 31's figure)")
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--duration", type=int, default=6)
