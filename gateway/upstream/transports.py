@@ -1,8 +1,8 @@
 """How bytes reach the upstream: interchangeable HTTP transports behind one small interface,
 each a maintained library.
 
-``aiohttp`` (the default) sends over one ``aiohttp.ClientSession`` per provider; a provider set to HTTP/2
-gets ``httpx``'s client instead (aiohttp speaks HTTP/1.1 only). ``httpx`` uses an
+``aiohttp`` (the default) sends over one ``aiohttp.ClientSession`` per provider; a provider set
+to HTTP/2 gets ``httpx``'s client instead (aiohttp speaks HTTP/1.1 only). ``httpx`` uses an
 ``httpx.AsyncClient`` (and is what the respx unit tests drive). ``pyreqwest`` is Rust's reqwest
 behind a Python API: the lowest added latency in the benchmark, but a cancelled call (a client
 that left, a timeout) is not aborted upstream: the provider keeps running it, so it is not the
