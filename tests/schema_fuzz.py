@@ -337,6 +337,9 @@ DELIBERATE_GAPS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
         (r"A user message cannot contain a 'tool_use' block",
          "Messages: a tool_use block in a user turn (the spec's block union allows it; only the "
          "assistant calls tools, and chat has no way to say a user did)"),
+        (r"An assistant message cannot contain a '(image|tool_result)' block",
+         "Messages: an image or a tool result in an assistant turn (the spec's block union allows "
+         "it; chat's assistant messages carry text and tool calls only)"),
         (r"'messages\.\d+\.role': Input should be 'user' or 'assistant'",
          "Messages: a 'system' role inside 'messages' (the spec's enum has it; the bridge "
          "takes the system prompt from 'system' only)"),

@@ -221,7 +221,8 @@ def _postcheck(req: CountTokensRequest, *, answering: bool) -> None:
                 (TextBlock, ToolUseBlock, ThinkingBlock, RedactedThinkingBlock)
             if not isinstance(block, allowed):
                 raise GatewayError(ErrorCode.INVALID_VALUE,
-                                   f"A {message.role} message cannot contain a "
+                                   f"{'An' if message.role == 'assistant' else 'A'} "
+                                   f"{message.role} message cannot contain a "
                                    f"{block.type!r} block.",
                                    param=f"messages.{i}.content.{j}.type")
     last = len(req.messages) - 1
