@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
 import random
 import time
@@ -28,6 +27,7 @@ from gateway.observability.metrics import Metrics
 from gateway.pricing import Tokens, to_micro
 from gateway.redis_client import open_redis
 from gateway.settings import Settings
+from gateway.tenants.admin import TenantAdmin
 from gateway.tenants.admission import (
     ANONYMOUS,
     Admission,
@@ -40,21 +40,15 @@ from gateway.tenants.alerts import AlertSender, BudgetAlert, Webhook, parse_webh
 from gateway.tenants.buffer import STORE_ERRORS
 from gateway.tenants.keys import (
     KeyLimits,
-    KeyRecord,
-    display_prefix,
     env_keys,
     hash_secret,
     load_key_file,
-    new_key_id,
-    new_secret,
 )
 from gateway.tenants.ledger import (
     OTHER_END_USERS,
     Ledger,
     RedisLedger,
-    Row,
     SqliteLedger,
-    UsageQuery,
     end_user_label,
 )
 from gateway.tenants.limits import (
@@ -217,7 +211,6 @@ class Tenants:
         self.access = access
         self._redis = redis
         self.required = settings.auth_required
-        self._admin = settings.admin_key.get_secret_value().encode() if settings.admin_key else b""
         self._down_until = 0.0
         self._outage = False
         self._warned: set[tuple[str, str, str]] = set()
@@ -227,6 +220,7 @@ class Tenants:
         self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
         self.webhooks = tuple(parse_webhooks(settings.alert_webhooks_csv, settings.alert_format))
         self.alerts = AlertSender(redis, retry_base_s=settings.alert_retry_base_s)
+        self.admin = TenantAdmin(settings, store, self.teams, ledger)
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -629,107 +623,6 @@ class Tenants:
             message = (f"Rate limit reached for {whose}{scope}: {window.limit} "
                        f"{unit} per minute. Retry in {headers['Retry-After']}s.")
         return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
-
-    # The admin API
-
-    def is_admin(self, headers: Mapping[str, str]) -> bool:
-        """The admin key, as ``Authorization: Bearer``, compared in constant time."""
-        if not self._admin:
-            return False
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
-                                                                  self._admin)
-
-    async def create_key(self, name: str, team: str | None, limits: KeyLimits,
-                         expires_at: datetime | None, metadata: dict[str, Any],
-                         key_id: str | None = None) -> tuple[KeyRecord, str]:
-        secret = new_secret()
-        record = KeyRecord(id=key_id or new_key_id(), name=name, team=team,
-                           key_sha256=hash_secret(secret), prefix=display_prefix(secret),
-                           limits=limits, expires_at=expires_at, metadata=metadata)
-        if await self.store.get(record.id) is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"A key with id {record.id!r} exists.",
-                               param="id")
-        await self.store.save(record)
-        return record, secret
-
-    async def key(self, key_id: str) -> KeyRecord:
-        record = await self.store.get(key_id)
-        if record is None:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"No key with id {key_id!r}.")
-        return record
-
-    async def _mutable(self, key_id: str) -> KeyRecord:
-        record = await self.key(key_id)
-        if record.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Key {key_id!r} comes from the {record.source} configuration; "
-                               "change it there.")
-        return record
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
-        record = await self._mutable(key_id)
-        data = record.model_dump()
-        limits = {**data["limits"], **changes.pop("limits", {})}
-        updated = KeyRecord.model_validate({**data, **changes, "limits": limits})
-        await self.store.save(updated)
-        return updated
-
-    async def revoke_key(self, key_id: str) -> KeyRecord:
-        record = await self._mutable(key_id)
-        if record.revoked_at is None:
-            record = record.model_copy(update={"revoked_at": datetime.now(UTC)})
-            await self.store.save(record)
-        return record
-
-    async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
-        record = await self._mutable(key_id)
-        if record.revoked_at is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"Key {key_id!r} is revoked.")
-        secret = new_secret()
-        rotated = record.model_copy(update={"key_sha256": hash_secret(secret),
-                                            "prefix": display_prefix(secret)})
-        await self.store.save(rotated, old_hash=record.key_sha256)
-        return rotated, secret
-
-    async def keys(self) -> list[KeyRecord]:
-        return await self.store.all()
-
-    async def team_records(self) -> list[TeamRecord]:
-        await self.teams.ready()
-        return self.teams.all()
-
-    async def team(self, name: str) -> TeamRecord:
-        await self.teams.ready()
-        record = self.teams.get(name)
-        if record is None:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"No team named {name!r}.")
-        return record
-
-    async def save_team(self, record: TeamRecord, *, new: bool) -> TeamRecord:
-        """Create (``new``) or replace an admin-made team."""
-        await self.teams.ready()
-        existing = self.teams.get(record.name)
-        if existing is not None and existing.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Team {record.name!r} comes from the key file; change it there.")
-        if new and existing is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"A team named {record.name!r} exists.",
-                               param="name")
-        await self.teams.save(record)
-        return record
-
-    async def delete_team(self, name: str) -> TeamRecord:
-        record = await self.team(name)
-        if record.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Team {name!r} comes from the key file; change it there.")
-        await self.teams.delete(name)
-        return record
-
-    async def usage(self, query: UsageQuery) -> list[Row]:
-        return await self.ledger.query(query)
 
 
 @dataclass(slots=True)
