@@ -2,7 +2,9 @@
 
 ``Tenants`` is what the request path calls: ``authenticate`` (the key), ``admit`` (every limit
 and budget in one Redis round trip), ``settle`` (never blocks: corrects tokens, adds spend,
-writes the ledger, frees the parallel slot). The admin API calls its key operations.
+writes the ledger, frees the parallel slot). Beside it: ``admin`` (key and team administration,
+usage queries; ``tenants.admin``), ``request`` (one request's tenancy), ``spend`` (budgets'
+counters and micro-dollars).
 """
 
 from __future__ import annotations
@@ -10,13 +12,11 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from redis.asyncio import Redis
 
@@ -24,7 +24,7 @@ from gateway.errors import ErrorCode, GatewayError, unauthorized
 from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
-from gateway.pricing import Tokens, to_micro
+from gateway.pricing import Tokens
 from gateway.redis_client import open_redis
 from gateway.settings import Settings
 from gateway.tenants.admin import TenantAdmin
@@ -32,7 +32,6 @@ from gateway.tenants.admission import (
     ANONYMOUS,
     Admission,
     Tenant,
-    estimate_tokens,
     rate_headers,
     retry_after,
 )
@@ -45,11 +44,9 @@ from gateway.tenants.keys import (
     load_key_file,
 )
 from gateway.tenants.ledger import (
-    OTHER_END_USERS,
     Ledger,
     RedisLedger,
     SqliteLedger,
-    end_user_label,
 )
 from gateway.tenants.limits import (
     LUA,
@@ -65,11 +62,12 @@ from gateway.tenants.limits import (
     RedisLimiter,
     Refusal,
     Window,
-    budget_periods,
     ledger_day,
     window_key,
 )
+from gateway.tenants.request import RequestTenancy
 from gateway.tenants.sharing import persistence_warning
+from gateway.tenants.spend import as_micros, period_budgets, seed_spend, spent_of
 from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
 from gateway.tenants.teams import (
     RedisTeams,
@@ -79,7 +77,7 @@ from gateway.tenants.teams import (
     load_team_file,
 )
 
-__all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
+__all__ = ["Tenants"]
 
 logger = logging.getLogger("gateway.tenants")
 
@@ -147,32 +145,6 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_result(admission)  # type: ignore[arg-type]
 
 
-def seed_spend(limiter: MemoryLimiter, ledger: SqliteLedger) -> None:
-    """Budgets' spend so far today and this month, from the ledger: without Redis the counters
-    live in memory, and a restart must not hand every key, team or end user its budget again.
-    (An end user the ledger filed under ``(other)`` starts again from zero.)"""
-    day, _, month, _ = budget_periods()
-    today = ledger_day()
-    month_start = today[:8] + "01"
-    counters: list[tuple[str, tuple[int, int]]] = []
-    for (key_id,), spent in ledger.spend(today, month_start).items():
-        counters.append((f"{PREFIX}spend:{key_id}", spent))
-    for (team,), spent in ledger.spend(today, month_start, by="team").items():
-        if team:
-            counters.append((f"{PREFIX}team:{team}:spend", spent))
-    for (key_id, user), spent in ledger.spend(today, month_start, by="key_id, end_user").items():
-        if user and user != OTHER_END_USERS:
-            counters.append((f"{PREFIX}spend:{key_id}:u:{user}", spent))
-    for prefix, (spent_today, spent_month) in counters:
-        limiter.give_back(f"{prefix}:d:{day}", None, spent_today, 0)
-        limiter.give_back(f"{prefix}:m:{month}", None, spent_month, 0)
-
-
-def spend_key(key_id: str, tag: str) -> str:
-    """A budget period's spend counter (``tag``: ``d:YYYYMMDD`` or ``m:YYYYMM``)."""
-    return f"{PREFIX}spend:{key_id}:{tag}"
-
-
 def presented_key(headers: Mapping[str, str]) -> str | None:
     """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
     scheme, _, token = headers.get("authorization", "").partition(" ")
@@ -180,18 +152,6 @@ def presented_key(headers: Mapping[str, str]) -> str | None:
         return token.strip()
     key = headers.get("x-api-key", "").strip()
     return key or None
-
-
-def _micros(amount: Decimal) -> int:
-    """Dollars to integer micro-dollars, rounded half up as the client's cost header is."""
-    return int(to_micro(amount) * 1_000_000)
-
-
-def spent_of(budget: Budget, decision: Decision) -> int:
-    """What a decision says was spent against one of its plan's budgets."""
-    if budget.scope == "key":
-        return decision.spent_micros.get(budget.period, 0)
-    return decision.shared_spent.get(budget.key, 0)
 
 
 def _money(micros: int) -> str:
@@ -389,7 +349,7 @@ class Tenants:
             return
         admission.settled = True
         tenant = admission.tenant
-        micros = _micros(cost)
+        micros = as_micros(cost)
         plan, decision = admission.plan, admission.decision
         returns: list[GiveBack] = []
         if plan is not None and decision is not None and decision.refusal is None:
@@ -410,7 +370,7 @@ class Tenants:
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model,
                          admission.end_user),
                         [1, int(error), prompt_tokens, completion_tokens, micros,
-                         _micros(saved), tokens.cached if tokens else 0,
+                         as_micros(saved), tokens.cached if tokens else 0,
                          tokens.written if tokens else 0, tokens.reasoning if tokens else 0])
 
     async def aclose(self) -> None:
@@ -458,10 +418,10 @@ class Tenants:
         if not end_user or (limits.end_user_budget_daily_usd is None
                             and limits.end_user_budget_monthly_usd is None):
             return []
-        return [b for b in self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
-                                                limits.end_user_budget_daily_usd,
-                                                limits.end_user_budget_monthly_usd,
-                                                owner=f"end user {end_user!r}", scope="end_user")
+        return [b for b in period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
+                                          limits.end_user_budget_daily_usd,
+                                          limits.end_user_budget_monthly_usd,
+                                          owner=f"end user {end_user!r}", scope="end_user")
                 if b.limit_micros >= 0]
 
     def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
@@ -498,7 +458,7 @@ class Tenants:
         team_budgets: list[Budget] = []
         if tenant.team:
             owner = f"team {tenant.team!r}"
-            team_budgets = self._period_budgets(
+            team_budgets = period_budgets(
                 f"{PREFIX}team:{tenant.team}:spend",
                 team.budget_daily_usd if team else None,
                 team.budget_monthly_usd if team else None, owner=owner, scope="team")
@@ -519,20 +479,9 @@ class Tenants:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
         budget set later starts from the real spend)."""
         limits = tenant.limits
-        found = self._period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
-                                     limits.budget_monthly_usd)
+        found = period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
+                               limits.budget_monthly_usd)
         return found if spend_only else [b for b in found if b.limit_micros >= 0]
-
-    @staticmethod
-    def _period_budgets(prefix: str, daily: Decimal | None, monthly: Decimal | None, *,
-                        owner: str | None = None, scope: str = "key") -> list[Budget]:
-        """Both periods' budgets under ``prefix`` (a limit of -1 where there is none)."""
-        day, next_day, month, next_month = budget_periods()
-        return [Budget(period, f"{prefix}:{tag}", _micros(amount) if amount is not None else -1,
-                       resets, ttl, owner, scope)
-                for period, tag, resets, amount, ttl in (
-                    ("daily", f"d:{day}", next_day, daily, 2 * 86400),
-                    ("monthly", f"m:{month}", next_month, monthly, 32 * 86400))]
 
     def _without_store(self, admission: Admission, exc: BaseException | None) -> Admission:
         closed = self.settings.limits_fail_closed
@@ -623,110 +572,3 @@ class Tenants:
             message = (f"Rate limit reached for {whose}{scope}: {window.limit} "
                        f"{unit} per minute. Retry in {headers['Retry-After']}s.")
         return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
-
-
-@dataclass(slots=True)
-class RequestTenancy:
-    """One request's tenancy, filled in as it goes and closed with its book: settles the
-    admission and writes the access log line."""
-
-    tenants: Tenants
-    tenant: Tenant
-    route: str
-    headers: Mapping[str, str]
-    admission: Admission | None = None
-    requested: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal | None = None
-    saved: Decimal = Decimal(0)
-    cache: str | None = None
-    attempts: int = 0
-    tokens: Tokens | None = None
-
-    def request_id(self) -> str:
-        """The client's ``x-request-id``, or a new one: read for the access log line, after the
-        answer, not before it."""
-        return self.headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
-
-    async def authenticate(self, known: Tenant | None = None) -> Tenant:
-        self.tenant = await self.tenants.authenticate(self.headers, known)
-        return self.tenant
-
-    def end_user(self, payload: Any) -> str:
-        """Who the client says the request is for: the header the operator named
-        (``GATEWAY_END_USER_HEADER``) if sent, else OpenAI's ``user`` (the Anthropic bridge
-        puts ``metadata.user_id`` there)."""
-        header = self.tenants.settings.end_user_header
-        if header and self.headers.get(header.lower()):
-            return end_user_label(self.headers.get(header.lower()))
-        return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
-
-    async def admit(self, model: str, payload: Any) -> Admission:
-        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
-
-    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
-        self.requested = model
-        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
-        return self.admission
-
-    async def admit_or_overlap(self, model: str,
-                               payload: Any) -> asyncio.Future[Admission] | None:
-        """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
-        it, for the caller to await before it sends anything (a refusal then still refuses)."""
-        estimated = estimate_tokens(payload)
-        end_user = self.end_user(payload)
-        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
-            await self._admit(model, estimated, end_user)
-            return None
-        self.requested = model
-        begun = self.tenants.begin(self.tenant, model, estimated, end_user)
-        begun.add_done_callback(self._admitted)
-        return begun
-
-    def _admitted(self, begun: asyncio.Future[Admission]) -> None:
-        """The verdict as it arrives, even if the request never awaits it (so a request that
-        ends early still settles); its headers are worked out now, while the upstream call is
-        out. A callback runs on a later turn of the loop than the verdict, so ``verdict``
-        takes the admission itself too."""
-        if not begun.cancelled() and begun.exception() is None:
-            self.admission = begun.result()
-            self.admission.headers()
-
-    async def verdict(self, pending: asyncio.Future[Admission] | None) -> GatewayError | None:
-        """An overlapped admission's refusal, if it refused (awaited before anything is sent).
-        A verdict that arrived in the same turn as the answer is read here: awaiting a done
-        future does not yield, so ``_admitted`` may not have run yet."""
-        if pending is None:
-            return None
-        try:
-            self.admission = await pending
-        except GatewayError as refusal:
-            return refusal
-        return None
-
-    def answered(self, attempts: int, cache: str | None) -> None:
-        self.attempts, self.cache = attempts, cache
-
-    def rate_headers(self) -> dict[str, str]:
-        return self.admission.headers() if self.admission is not None else {}
-
-    def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
-                saved: Decimal, tokens: Tokens | None = None) -> None:
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
-        self.cost, self.saved, self.tokens = cost, saved, tokens
-
-    def close(self, *, status: int, error_code: str | None, latency_ms: float,
-              upstream_ms: float, served: str | None) -> None:
-        if self.admission is not None:
-            self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
-                                completion_tokens=self.completion_tokens,
-                                cost=self.cost or Decimal(0), saved=self.saved,
-                                error=status >= 400, model=served or None, tokens=self.tokens)
-        self.tenants.access.record(
-            request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
-            route=self.route, requested_model=self.requested, served_model=served or None,
-            status=status, error_code=error_code, latency_ms=latency_ms,
-            upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,
-            output_tokens=self.completion_tokens, cost=self.cost, cache=self.cache,
-            attempts=self.attempts)
