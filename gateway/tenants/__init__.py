@@ -2,9 +2,10 @@
 
 ``Tenants`` is what the request path calls: ``authenticate`` (the key), ``admit`` (every limit
 and budget in one Redis round trip), ``settle`` (never blocks: corrects tokens, adds spend,
-writes the ledger, frees the parallel slot). Beside it: ``admin`` (key and team administration,
-usage queries; ``tenants.admin``), ``request`` (one request's tenancy), ``spend`` (budgets'
-counters and micro-dollars).
+writes the ledger, frees the parallel slot). Beside it: ``auth`` (the key to its tenant; bound
+as ``tenants.authenticate``), ``admin`` (key and team administration, usage queries;
+``tenants.admin``), ``request`` (one request's tenancy), ``spend`` (budgets' counters and
+micro-dollars).
 """
 
 from __future__ import annotations
@@ -15,12 +16,11 @@ import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
 
 from redis.asyncio import Redis
 
-from gateway.errors import ErrorCode, GatewayError, unauthorized
+from gateway.errors import ErrorCode, GatewayError
 from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
@@ -36,11 +36,11 @@ from gateway.tenants.admission import (
     retry_after,
 )
 from gateway.tenants.alerts import AlertSender, BudgetAlert, Webhook, parse_webhooks
+from gateway.tenants.auth import Authenticator
 from gateway.tenants.buffer import STORE_ERRORS
 from gateway.tenants.keys import (
     KeyLimits,
     env_keys,
-    hash_secret,
     load_key_file,
 )
 from gateway.tenants.ledger import (
@@ -68,7 +68,7 @@ from gateway.tenants.limits import (
 from gateway.tenants.request import RequestTenancy
 from gateway.tenants.sharing import persistence_warning
 from gateway.tenants.spend import as_micros, period_budgets, seed_spend, spent_of
-from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys
 from gateway.tenants.teams import (
     RedisTeams,
     SqliteTeams,
@@ -145,15 +145,6 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_result(admission)  # type: ignore[arg-type]
 
 
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    key = headers.get("x-api-key", "").strip()
-    return key or None
-
-
 def _money(micros: int) -> str:
     return f"${Decimal(micros).scaleb(-6):f}"
 
@@ -170,17 +161,17 @@ class Tenants:
         self.ledger = ledger
         self.access = access
         self._redis = redis
-        self.required = settings.auth_required
         self._down_until = 0.0
         self._outage = False
         self._warned: set[tuple[str, str, str]] = set()
         self.overlap = settings.limits_overlap and isinstance(limiter, RedisLimiter)
         self._headroom: dict[tuple[str, str], Headroom] = {}
         self._shapes: dict[tuple[str, str], _Shape] = {}
-        self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
         self.webhooks = tuple(parse_webhooks(settings.alert_webhooks_csv, settings.alert_format))
         self.alerts = AlertSender(redis, retry_base_s=settings.alert_retry_base_s)
         self.admin = TenantAdmin(settings, store, self.teams, ledger)
+        self.auth = Authenticator(store, self.teams, settings.auth_required)
+        self.authenticate = self.auth.authenticate  # bound once: the request pays no extra call
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -220,36 +211,6 @@ class Tenants:
                 logger.warning("%s", warning)
 
     # The request path
-
-    async def authenticate(self, headers: Mapping[str, str],
-                           known: Tenant | None = None) -> Tenant:
-        """``known``: the tenant the intake already found for this request's key."""
-        await self.teams.ready()
-        if known is not None:
-            return known
-        if not self.required:
-            return ANONYMOUS
-        secret = presented_key(headers)
-        if secret is None:
-            raise unauthorized()
-        try:
-            record = await self.store.lookup(hash_secret(secret))
-        except StoreUnavailable:
-            raise GatewayError(ErrorCode.LIMITS_UNAVAILABLE,
-                               "The key store is unreachable; retry shortly.",
-                               headers={"Retry-After": "1"}) from None
-        if record is None or record.revoked_at is not None:
-            raise unauthorized()
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
-            raise GatewayError(ErrorCode.KEY_EXPIRED,
-                               f"This API key expired at {record.expires_at.isoformat()}.")
-        tenant = self._tenants.get(record.id)
-        if tenant is None or tenant.record is not record:
-            if len(self._tenants) > 10_000:
-                self._tenants.clear()
-            tenant = self._tenants[record.id] = Tenant(record.id, record.name, record.team,
-                                                       record.limits, record)
-        return tenant
 
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
