@@ -2,7 +2,7 @@
 
 Apart from ``Tenants`` because it answers before anything else (intake calls it before reading
 the body) and needs only the key and team stores; ``Tenants.authenticate`` is this class's
-method, bound once at start-up, so a request pays no extra call for the split.
+method, bound once at start-up, so a request pays no extra call frame for the split.
 """
 
 from __future__ import annotations
