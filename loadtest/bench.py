@@ -889,12 +889,13 @@ def tenants_layer(args: argparse.Namespace) -> None:
         )
         tenants = Tenants.build(settings, Metrics(CollectorRegistry()))
         if team_limits:
-            await tenants.save_team(TeamRecord(
+            await tenants.admin.save_team(TeamRecord(
                 name="t", rpm=100_000_000, tpm=100_000_000_000,
                 budget_daily_usd=Decimal(10_000_000), budget_monthly_usd=Decimal(100_000_000)),
                 new=False)
         secrets_ = [
-            (await tenants.create_key(f"k{i}", "t", limits, None, {}))[1] for i in range(args.keys)
+            (await tenants.admin.create_key(f"k{i}", "t", limits, None, {}))[1]
+            for i in range(args.keys)
         ]
 
         async def one() -> float:

@@ -18,7 +18,7 @@ from starlette.routing import Route
 from gateway.api.pipeline import gateway_of
 from gateway.errors import ErrorCode, GatewayError, bad_request, unauthorized
 from gateway.server.requests import read_json
-from gateway.tenants import Tenants
+from gateway.tenants.admin import TenantAdmin
 from gateway.tenants.keys import KeyLimits, ModelLimit
 from gateway.tenants.ledger import GroupBy, UsageQuery, to_csv
 from gateway.tenants.teams import TeamRecord
@@ -62,10 +62,10 @@ def _invalid(exc: ValidationError) -> GatewayError:
     return bad_request(f"{where}: {err['msg']}" if where else err["msg"], param=where)
 
 
-async def _admin(request: Request) -> Tenants:
+async def _admin(request: Request) -> TenantAdmin:
     tenants = gateway_of(request).tenants
-    if tenants.is_admin(request.headers):
-        return tenants
+    if tenants.admin.is_admin(request.headers):
+        return tenants.admin
     if not tenants.settings.admin_key:
         raise GatewayError(ErrorCode.PERMISSION_DENIED,
                            "The admin API is off: set GATEWAY_ADMIN_KEY to turn it on.")
@@ -93,13 +93,13 @@ def _limits_of(patch: KeyPatch) -> dict[str, Any]:
 
 
 async def create_key(request: Request) -> Response:
-    tenants = await _admin(request)
+    admin = await _admin(request)
     spec = await _body(request, KeyCreate)
     assert isinstance(spec, KeyCreate)
     try:
         limits = KeyLimits.model_validate({k: v for k, v in _limits_of(spec).items()
                                            if v is not None})
-        record, secret = await tenants.create_key(spec.name, spec.team, limits, spec.expires_at,
+        record, secret = await admin.create_key(spec.name, spec.team, limits, spec.expires_at,
                                                   spec.metadata or {}, spec.id)
     except ValidationError as exc:
         raise _invalid(exc) from None
@@ -107,17 +107,17 @@ async def create_key(request: Request) -> Response:
 
 
 async def list_keys(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json({"object": "list", "data": [r.public() for r in await tenants.keys()]})
+    admin = await _admin(request)
+    return _json({"object": "list", "data": [r.public() for r in await admin.keys()]})
 
 
 async def get_key(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json((await tenants.key(request.path_params["key_id"])).public())
+    admin = await _admin(request)
+    return _json((await admin.key(request.path_params["key_id"])).public())
 
 
 async def update_key(request: Request) -> Response:
-    tenants = await _admin(request)
+    admin = await _admin(request)
     patch = await _body(request, KeyPatch)
     changes: dict[str, Any] = {k: getattr(patch, k) for k in patch.model_fields_set
                                if k not in KeyLimits.model_fields}
@@ -125,20 +125,20 @@ async def update_key(request: Request) -> Response:
     if limits:
         changes["limits"] = limits
     try:
-        record = await tenants.update_key(request.path_params["key_id"], changes)
+        record = await admin.update_key(request.path_params["key_id"], changes)
     except ValidationError as exc:
         raise _invalid(exc) from None
     return _json(record.public())
 
 
 async def revoke_key(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json((await tenants.revoke_key(request.path_params["key_id"])).public())
+    admin = await _admin(request)
+    return _json((await admin.revoke_key(request.path_params["key_id"])).public())
 
 
 async def rotate_key(request: Request) -> Response:
-    tenants = await _admin(request)
-    record, secret = await tenants.rotate_key(request.path_params["key_id"])
+    admin = await _admin(request)
+    record, secret = await admin.rotate_key(request.path_params["key_id"])
     return _json({**record.public(), "key": secret})
 
 
@@ -152,28 +152,28 @@ async def _object(request: Request) -> dict[str, Any]:
 async def create_team(request: Request) -> Response:
     """A team whose budgets, rate limits and models hold for all of its keys together (a key
     joins it by naming it in its ``team``)."""
-    tenants = await _admin(request)
+    admin = await _admin(request)
     body = await _object(request)
     try:
         record = TeamRecord.model_validate({**body, "source": "admin"})
     except ValidationError as exc:
         raise _invalid(exc) from None
-    return _json((await tenants.save_team(record, new=True)).public(), 201)
+    return _json((await admin.save_team(record, new=True)).public(), 201)
 
 
 async def list_teams(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json({"object": "list", "data": [t.public() for t in await tenants.team_records()]})
+    admin = await _admin(request)
+    return _json({"object": "list", "data": [t.public() for t in await admin.team_records()]})
 
 
 async def get_team(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json((await tenants.team(request.path_params["name"])).public())
+    admin = await _admin(request)
+    return _json((await admin.team(request.path_params["name"])).public())
 
 
 async def update_team(request: Request) -> Response:
-    tenants = await _admin(request)
-    current = await tenants.team(request.path_params["name"])
+    admin = await _admin(request)
+    current = await admin.team(request.path_params["name"])
     body = await _object(request)
     if "name" in body and body["name"] != current.name:
         raise bad_request("A team's name cannot change: its keys name it.", param="name")
@@ -181,12 +181,12 @@ async def update_team(request: Request) -> Response:
         record = TeamRecord.model_validate({**current.model_dump(), **body, "source": "admin"})
     except ValidationError as exc:
         raise _invalid(exc) from None
-    return _json((await tenants.save_team(record, new=False)).public())
+    return _json((await admin.save_team(record, new=False)).public())
 
 
 async def delete_team(request: Request) -> Response:
-    tenants = await _admin(request)
-    return _json((await tenants.delete_team(request.path_params["name"])).public())
+    admin = await _admin(request)
+    return _json((await admin.delete_team(request.path_params["name"])).public())
 
 
 def _date(value: str | None, name: str, default: date) -> date:
@@ -225,8 +225,8 @@ def _query(request: Request, *, key: str | None = None) -> tuple[UsageQuery, str
                       group_by=tuple(group), user=params.get("user") or None), fmt
 
 
-async def _usage_response(tenants: Tenants, query: UsageQuery, fmt: str) -> Response:
-    rows = await tenants.usage(query)
+async def _usage_response(admin: TenantAdmin, query: UsageQuery, fmt: str) -> Response:
+    rows = await admin.usage(query)
     if fmt == "csv":
         return Response(to_csv(query, rows), media_type="text/csv; charset=utf-8")
     return _json({"object": "list", "from": query.start.isoformat(), "to": query.end.isoformat(),
@@ -234,9 +234,9 @@ async def _usage_response(tenants: Tenants, query: UsageQuery, fmt: str) -> Resp
 
 
 async def admin_usage(request: Request) -> Response:
-    tenants = await _admin(request)
+    admin = await _admin(request)
     query, fmt = _query(request)
-    return await _usage_response(tenants, query, fmt)
+    return await _usage_response(admin, query, fmt)
 
 
 async def own_usage(request: Request) -> Response:
@@ -251,7 +251,7 @@ async def own_usage(request: Request) -> Response:
         raise GatewayError(ErrorCode.PERMISSION_DENIED, "A key can read only its own usage.",
                            param="key")
     query, fmt = _query(request, key=tenant.id)
-    return await _usage_response(tenants, query, fmt)
+    return await _usage_response(tenants.admin, query, fmt)
 
 
 routes = [

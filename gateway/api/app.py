@@ -26,8 +26,7 @@ from gateway.observability.metrics import Metrics
 from gateway.server.dispatch import DirectRoutes, direct_table
 from gateway.server.intake import Intake, IntakeLimits
 from gateway.settings import Settings
-from gateway.tenants import Tenant
-from gateway.tenants.admission import RATE_HEADER_NAMES
+from gateway.tenants.admission import RATE_HEADER_NAMES, Tenant
 
 logger = logging.getLogger("gateway")
 

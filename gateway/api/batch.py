@@ -29,7 +29,7 @@ from gateway.pricing import to_micro
 from gateway.routing.deadline import Deadline
 from gateway.server.intake import TENANT_KEY
 from gateway.server.requests import cancel_on_disconnect, read_json
-from gateway.tenants import Tenant
+from gateway.tenants.admission import Tenant
 
 
 async def _run_item(gateway: Gateway, request: Request, index: int, item: Any,

@@ -64,7 +64,7 @@ class DashboardState:
         admin = gateway.settings.admin_key
         self.sessions = Sessions(admin.get_secret_value().encode() if admin else b"",
                                  gateway.settings.dashboard_session_ttl_s)
-        self.ledger = data.LedgerView(gateway.tenants)
+        self.ledger = data.LedgerView(gateway.tenants.admin)
 
 
 def _state(request: Request) -> DashboardState:
@@ -186,7 +186,7 @@ async def session_info(request: Request, state: DashboardState, gw: Gateway) -> 
 
 
 async def spend(request: Request, state: DashboardState, gw: Gateway) -> dict[str, Any]:
-    return await data.spend(state.ledger, gw.tenants, _today())
+    return await data.spend(state.ledger, gw.tenants.admin, _today())
 
 
 async def traffic(request: Request, state: DashboardState, gw: Gateway) -> dict[str, Any]:
@@ -198,7 +198,7 @@ async def cache(request: Request, state: DashboardState, gw: Gateway) -> dict[st
 
 
 async def budgets(request: Request, state: DashboardState, gw: Gateway) -> dict[str, Any]:
-    return await data.budgets(state.ledger, gw.tenants, _today())
+    return await data.budgets(state.ledger, gw.tenants.admin, _today())
 
 
 async def health(request: Request, state: DashboardState, gw: Gateway) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
 from gateway.plan.schemas import Usage
 from gateway.pricing import Price, Tokens, read_tokens, tokens_cost_usd
-from gateway.tenants import RequestTenancy
+from gateway.tenants.request import RequestTenancy
 
 ZERO = Decimal(0)
 

@@ -20,6 +20,7 @@ from gateway.tenants.ledger import COUNTS, GroupBy, Row, UsageQuery
 
 if TYPE_CHECKING:
     from gateway.tenants import Tenants
+    from gateway.tenants.admin import TenantAdmin
     from gateway.tenants.keys import KeyRecord
 
 SPEND_DAYS = 30
@@ -43,8 +44,8 @@ def spend_window(today: date) -> tuple[date, date]:
 class LedgerView:
     """One ledger read (day × key × team × model) shared by the panels for a moment."""
 
-    def __init__(self, tenants: Tenants) -> None:
-        self._tenants = tenants
+    def __init__(self, admin: TenantAdmin) -> None:
+        self._admin = admin
         self._memo: tuple[float, date, list[Row]] | None = None
 
     async def rows(self, today: date) -> tuple[date, list[Row]]:
@@ -55,7 +56,7 @@ class LedgerView:
         memo = self._memo
         if memo is not None and memo[1] == today and now - memo[0] < LEDGER_MEMO_S:
             return start, memo[2]
-        rows = await self._tenants.usage(UsageQuery(start, today, group_by=ALL_GROUPS))
+        rows = await self._admin.usage(UsageQuery(start, today, group_by=ALL_GROUPS))
         self._memo = (now, today, rows)
         return start, rows
 
@@ -65,12 +66,12 @@ def _names(keys: list[KeyRecord]) -> dict[str, dict[str, Any]]:
     return {k.id: {"name": k.name, "team": k.team, "prefix": k.prefix} for k in keys}
 
 
-async def spend(view: LedgerView, tenants: Tenants, today: date) -> dict[str, Any]:
+async def spend(view: LedgerView, admin: TenantAdmin, today: date) -> dict[str, Any]:
     first, last = spend_window(today)
     _, rows = await view.rows(today)
     days = [(first + timedelta(days=i)).isoformat() for i in range(SPEND_DAYS)]
     index = {d: i for i, d in enumerate(days)}
-    names = _names(await tenants.keys())
+    names = _names(await admin.keys())
     series: dict[str, dict[str, list[Decimal]]] = {"model": {}, "key": {}, "team": {}}
     totals = dict.fromkeys(COUNTS[:4], 0)
     cost = saved = Decimal(0)
@@ -172,7 +173,7 @@ async def cache(view: LedgerView, tenants: Tenants, today: date) -> dict[str, An
                       "last_30_days_usd": _usd(saved_30d)}}
 
 
-async def budgets(view: LedgerView, tenants: Tenants, today: date) -> dict[str, Any]:
+async def budgets(view: LedgerView, admin: TenantAdmin, today: date) -> dict[str, Any]:
     """Each live key's budgets against its spend in the ledger (today; this month), the
     fullest first, so the ones over 80 % lead."""
     _, rows = await view.rows(today)
@@ -191,7 +192,7 @@ async def budgets(view: LedgerView, tenants: Tenants, today: date) -> dict[str, 
             daily[key] = daily.get(key, Decimal(0)) + amount
             team_daily[team] = team_daily.get(team, Decimal(0)) + amount
     items = []
-    for team_record in await tenants.team_records():  # the whole team's bar, all its keys
+    for team_record in await admin.team_records():  # the whole team's bar, all its keys
         for period, limit, spent in (("daily", team_record.budget_daily_usd, team_daily),
                                      ("monthly", team_record.budget_monthly_usd, team_monthly)):
             if limit is None:
@@ -203,7 +204,7 @@ async def budgets(view: LedgerView, tenants: Tenants, today: date) -> dict[str, 
                           "budget_usd": _usd(limit), "spent_usd": _usd(used),
                           "percent_used": round(100 * ratio, 2), "alert": ratio >= BUDGET_ALERT})
     now = datetime.now(UTC)
-    for record in await tenants.keys():
+    for record in await admin.keys():
         if record.revoked_at is not None or (record.expires_at and record.expires_at <= now):
             continue
         for period, limit, spent in (("daily", record.limits.budget_daily_usd, daily),

@@ -2,60 +2,51 @@
 
 ``Tenants`` is what the request path calls: ``authenticate`` (the key), ``admit`` (every limit
 and budget in one Redis round trip), ``settle`` (never blocks: corrects tokens, adds spend,
-writes the ledger, frees the parallel slot). The admin API calls its key operations.
+writes the ledger, frees the parallel slot). Beside it: ``auth`` (the key to its tenant; bound
+as ``tenants.authenticate``), ``admin`` (key and team administration, usage queries;
+``tenants.admin``), ``request`` (one request's tenancy), ``spend`` (budgets' counters and
+micro-dollars).
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import hmac
 import logging
-import random
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Any
 
 from redis.asyncio import Redis
 
-from gateway.errors import ErrorCode, GatewayError, unauthorized
+from gateway.errors import ErrorCode, GatewayError
 from gateway.eventloop import running_loop
 from gateway.observability.accesslog import AccessLog
 from gateway.observability.metrics import Metrics
-from gateway.pricing import Tokens, to_micro
+from gateway.pricing import Tokens
 from gateway.redis_client import open_redis
 from gateway.settings import Settings
+from gateway.tenants.admin import TenantAdmin
 from gateway.tenants.admission import (
     ANONYMOUS,
     Admission,
     Tenant,
-    estimate_tokens,
     rate_headers,
     retry_after,
 )
 from gateway.tenants.alerts import AlertSender, BudgetAlert, Webhook, parse_webhooks
+from gateway.tenants.auth import Authenticator
 from gateway.tenants.buffer import STORE_ERRORS
 from gateway.tenants.keys import (
     KeyLimits,
-    KeyRecord,
-    display_prefix,
     env_keys,
-    hash_secret,
     load_key_file,
-    new_key_id,
-    new_secret,
 )
 from gateway.tenants.ledger import (
-    OTHER_END_USERS,
     Ledger,
     RedisLedger,
-    Row,
     SqliteLedger,
-    UsageQuery,
-    end_user_label,
 )
 from gateway.tenants.limits import (
     LUA,
@@ -71,12 +62,13 @@ from gateway.tenants.limits import (
     RedisLimiter,
     Refusal,
     Window,
-    budget_periods,
     ledger_day,
     window_key,
 )
+from gateway.tenants.request import RequestTenancy
 from gateway.tenants.sharing import persistence_warning
-from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys, StoreUnavailable
+from gateway.tenants.spend import as_micros, period_budgets, seed_spend, spent_of
+from gateway.tenants.store import KeyStore, RedisKeys, SqliteKeys
 from gateway.tenants.teams import (
     RedisTeams,
     SqliteTeams,
@@ -85,7 +77,7 @@ from gateway.tenants.teams import (
     load_team_file,
 )
 
-__all__ = ["ANONYMOUS", "Admission", "RequestTenancy", "Tenant", "Tenants"]
+__all__ = ["Tenants"]
 
 logger = logging.getLogger("gateway.tenants")
 
@@ -153,53 +145,6 @@ def _fulfil(future: asyncio.Future[Admission], admission: Admission | None = Non
         future.set_result(admission)  # type: ignore[arg-type]
 
 
-def seed_spend(limiter: MemoryLimiter, ledger: SqliteLedger) -> None:
-    """Budgets' spend so far today and this month, from the ledger: without Redis the counters
-    live in memory, and a restart must not hand every key, team or end user its budget again.
-    (An end user the ledger filed under ``(other)`` starts again from zero.)"""
-    day, _, month, _ = budget_periods()
-    today = ledger_day()
-    month_start = today[:8] + "01"
-    counters: list[tuple[str, tuple[int, int]]] = []
-    for (key_id,), spent in ledger.spend(today, month_start).items():
-        counters.append((f"{PREFIX}spend:{key_id}", spent))
-    for (team,), spent in ledger.spend(today, month_start, by="team").items():
-        if team:
-            counters.append((f"{PREFIX}team:{team}:spend", spent))
-    for (key_id, user), spent in ledger.spend(today, month_start, by="key_id, end_user").items():
-        if user and user != OTHER_END_USERS:
-            counters.append((f"{PREFIX}spend:{key_id}:u:{user}", spent))
-    for prefix, (spent_today, spent_month) in counters:
-        limiter.give_back(f"{prefix}:d:{day}", None, spent_today, 0)
-        limiter.give_back(f"{prefix}:m:{month}", None, spent_month, 0)
-
-
-def spend_key(key_id: str, tag: str) -> str:
-    """A budget period's spend counter (``tag``: ``d:YYYYMMDD`` or ``m:YYYYMM``)."""
-    return f"{PREFIX}spend:{key_id}:{tag}"
-
-
-def presented_key(headers: Mapping[str, str]) -> str | None:
-    """``Authorization: Bearer <key>`` (OpenAI clients) or ``x-api-key: <key>`` (Anthropic)."""
-    scheme, _, token = headers.get("authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and token.strip():
-        return token.strip()
-    key = headers.get("x-api-key", "").strip()
-    return key or None
-
-
-def _micros(amount: Decimal) -> int:
-    """Dollars to integer micro-dollars, rounded half up as the client's cost header is."""
-    return int(to_micro(amount) * 1_000_000)
-
-
-def spent_of(budget: Budget, decision: Decision) -> int:
-    """What a decision says was spent against one of its plan's budgets."""
-    if budget.scope == "key":
-        return decision.spent_micros.get(budget.period, 0)
-    return decision.shared_spent.get(budget.key, 0)
-
-
 def _money(micros: int) -> str:
     return f"${Decimal(micros).scaleb(-6):f}"
 
@@ -216,17 +161,17 @@ class Tenants:
         self.ledger = ledger
         self.access = access
         self._redis = redis
-        self.required = settings.auth_required
-        self._admin = settings.admin_key.get_secret_value().encode() if settings.admin_key else b""
         self._down_until = 0.0
         self._outage = False
         self._warned: set[tuple[str, str, str]] = set()
         self.overlap = settings.limits_overlap and isinstance(limiter, RedisLimiter)
         self._headroom: dict[tuple[str, str], Headroom] = {}
         self._shapes: dict[tuple[str, str], _Shape] = {}
-        self._tenants: dict[str, Tenant] = {}  # one per key record, while the record lasts
         self.webhooks = tuple(parse_webhooks(settings.alert_webhooks_csv, settings.alert_format))
         self.alerts = AlertSender(redis, retry_base_s=settings.alert_retry_base_s)
+        self.admin = TenantAdmin(settings, store, self.teams, ledger)
+        self.auth = Authenticator(store, self.teams, settings.auth_required)
+        self.authenticate = self.auth.authenticate  # bound once: no extra call frame per request
 
     @classmethod
     def build(cls, settings: Settings, metrics: Metrics) -> Tenants:
@@ -266,36 +211,6 @@ class Tenants:
                 logger.warning("%s", warning)
 
     # The request path
-
-    async def authenticate(self, headers: Mapping[str, str],
-                           known: Tenant | None = None) -> Tenant:
-        """``known``: the tenant the intake already found for this request's key."""
-        await self.teams.ready()
-        if known is not None:
-            return known
-        if not self.required:
-            return ANONYMOUS
-        secret = presented_key(headers)
-        if secret is None:
-            raise unauthorized()
-        try:
-            record = await self.store.lookup(hash_secret(secret))
-        except StoreUnavailable:
-            raise GatewayError(ErrorCode.LIMITS_UNAVAILABLE,
-                               "The key store is unreachable; retry shortly.",
-                               headers={"Retry-After": "1"}) from None
-        if record is None or record.revoked_at is not None:
-            raise unauthorized()
-        if record.expires_at is not None and record.expires_at <= datetime.now(UTC):
-            raise GatewayError(ErrorCode.KEY_EXPIRED,
-                               f"This API key expired at {record.expires_at.isoformat()}.")
-        tenant = self._tenants.get(record.id)
-        if tenant is None or tenant.record is not record:
-            if len(self._tenants) > 10_000:
-                self._tenants.clear()
-            tenant = self._tenants[record.id] = Tenant(record.id, record.name, record.team,
-                                                       record.limits, record)
-        return tenant
 
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
@@ -395,7 +310,7 @@ class Tenants:
             return
         admission.settled = True
         tenant = admission.tenant
-        micros = _micros(cost)
+        micros = as_micros(cost)
         plan, decision = admission.plan, admission.decision
         returns: list[GiveBack] = []
         if plan is not None and decision is not None and decision.refusal is None:
@@ -416,7 +331,7 @@ class Tenants:
         self.ledger.add((day, tenant.id, tenant.team or "", model or admission.model,
                          admission.end_user),
                         [1, int(error), prompt_tokens, completion_tokens, micros,
-                         _micros(saved), tokens.cached if tokens else 0,
+                         as_micros(saved), tokens.cached if tokens else 0,
                          tokens.written if tokens else 0, tokens.reasoning if tokens else 0])
 
     async def aclose(self) -> None:
@@ -464,10 +379,10 @@ class Tenants:
         if not end_user or (limits.end_user_budget_daily_usd is None
                             and limits.end_user_budget_monthly_usd is None):
             return []
-        return [b for b in self._period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
-                                                limits.end_user_budget_daily_usd,
-                                                limits.end_user_budget_monthly_usd,
-                                                owner=f"end user {end_user!r}", scope="end_user")
+        return [b for b in period_budgets(f"{PREFIX}spend:{tenant.id}:u:{end_user}",
+                                          limits.end_user_budget_daily_usd,
+                                          limits.end_user_budget_monthly_usd,
+                                          owner=f"end user {end_user!r}", scope="end_user")
                 if b.limit_micros >= 0]
 
     def _shape_for(self, tenant: Tenant, model: str) -> _Shape:
@@ -504,7 +419,7 @@ class Tenants:
         team_budgets: list[Budget] = []
         if tenant.team:
             owner = f"team {tenant.team!r}"
-            team_budgets = self._period_budgets(
+            team_budgets = period_budgets(
                 f"{PREFIX}team:{tenant.team}:spend",
                 team.budget_daily_usd if team else None,
                 team.budget_monthly_usd if team else None, owner=owner, scope="team")
@@ -525,20 +440,9 @@ class Tenants:
         """The key's budgets now (``spend_only``: both periods' counters, budget or not, so a
         budget set later starts from the real spend)."""
         limits = tenant.limits
-        found = self._period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
-                                     limits.budget_monthly_usd)
+        found = period_budgets(f"{PREFIX}spend:{tenant.id}", limits.budget_daily_usd,
+                               limits.budget_monthly_usd)
         return found if spend_only else [b for b in found if b.limit_micros >= 0]
-
-    @staticmethod
-    def _period_budgets(prefix: str, daily: Decimal | None, monthly: Decimal | None, *,
-                        owner: str | None = None, scope: str = "key") -> list[Budget]:
-        """Both periods' budgets under ``prefix`` (a limit of -1 where there is none)."""
-        day, next_day, month, next_month = budget_periods()
-        return [Budget(period, f"{prefix}:{tag}", _micros(amount) if amount is not None else -1,
-                       resets, ttl, owner, scope)
-                for period, tag, resets, amount, ttl in (
-                    ("daily", f"d:{day}", next_day, daily, 2 * 86400),
-                    ("monthly", f"m:{month}", next_month, monthly, 32 * 86400))]
 
     def _without_store(self, admission: Admission, exc: BaseException | None) -> Admission:
         closed = self.settings.limits_fail_closed
@@ -629,211 +533,3 @@ class Tenants:
             message = (f"Rate limit reached for {whose}{scope}: {window.limit} "
                        f"{unit} per minute. Retry in {headers['Retry-After']}s.")
         return GatewayError(ErrorCode.RATE_LIMIT_EXCEEDED, message, headers=headers)
-
-    # The admin API
-
-    def is_admin(self, headers: Mapping[str, str]) -> bool:
-        """The admin key, as ``Authorization: Bearer``, compared in constant time."""
-        if not self._admin:
-            return False
-        auth = headers.get("authorization", "")
-        scheme, _, token = auth.partition(" ")
-        return scheme.lower() == "bearer" and hmac.compare_digest(token.strip().encode(),
-                                                                  self._admin)
-
-    async def create_key(self, name: str, team: str | None, limits: KeyLimits,
-                         expires_at: datetime | None, metadata: dict[str, Any],
-                         key_id: str | None = None) -> tuple[KeyRecord, str]:
-        secret = new_secret()
-        record = KeyRecord(id=key_id or new_key_id(), name=name, team=team,
-                           key_sha256=hash_secret(secret), prefix=display_prefix(secret),
-                           limits=limits, expires_at=expires_at, metadata=metadata)
-        if await self.store.get(record.id) is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"A key with id {record.id!r} exists.",
-                               param="id")
-        await self.store.save(record)
-        return record, secret
-
-    async def key(self, key_id: str) -> KeyRecord:
-        record = await self.store.get(key_id)
-        if record is None:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"No key with id {key_id!r}.")
-        return record
-
-    async def _mutable(self, key_id: str) -> KeyRecord:
-        record = await self.key(key_id)
-        if record.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Key {key_id!r} comes from the {record.source} configuration; "
-                               "change it there.")
-        return record
-
-    async def update_key(self, key_id: str, changes: dict[str, Any]) -> KeyRecord:
-        record = await self._mutable(key_id)
-        data = record.model_dump()
-        limits = {**data["limits"], **changes.pop("limits", {})}
-        updated = KeyRecord.model_validate({**data, **changes, "limits": limits})
-        await self.store.save(updated)
-        return updated
-
-    async def revoke_key(self, key_id: str) -> KeyRecord:
-        record = await self._mutable(key_id)
-        if record.revoked_at is None:
-            record = record.model_copy(update={"revoked_at": datetime.now(UTC)})
-            await self.store.save(record)
-        return record
-
-    async def rotate_key(self, key_id: str) -> tuple[KeyRecord, str]:
-        record = await self._mutable(key_id)
-        if record.revoked_at is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"Key {key_id!r} is revoked.")
-        secret = new_secret()
-        rotated = record.model_copy(update={"key_sha256": hash_secret(secret),
-                                            "prefix": display_prefix(secret)})
-        await self.store.save(rotated, old_hash=record.key_sha256)
-        return rotated, secret
-
-    async def keys(self) -> list[KeyRecord]:
-        return await self.store.all()
-
-    async def team_records(self) -> list[TeamRecord]:
-        await self.teams.ready()
-        return self.teams.all()
-
-    async def team(self, name: str) -> TeamRecord:
-        await self.teams.ready()
-        record = self.teams.get(name)
-        if record is None:
-            raise GatewayError(ErrorCode.NOT_FOUND, f"No team named {name!r}.")
-        return record
-
-    async def save_team(self, record: TeamRecord, *, new: bool) -> TeamRecord:
-        """Create (``new``) or replace an admin-made team."""
-        await self.teams.ready()
-        existing = self.teams.get(record.name)
-        if existing is not None and existing.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Team {record.name!r} comes from the key file; change it there.")
-        if new and existing is not None:
-            raise GatewayError(ErrorCode.INVALID_VALUE, f"A team named {record.name!r} exists.",
-                               param="name")
-        await self.teams.save(record)
-        return record
-
-    async def delete_team(self, name: str) -> TeamRecord:
-        record = await self.team(name)
-        if record.source != "admin":
-            raise GatewayError(ErrorCode.KEY_IMMUTABLE,
-                               f"Team {name!r} comes from the key file; change it there.")
-        await self.teams.delete(name)
-        return record
-
-    async def usage(self, query: UsageQuery) -> list[Row]:
-        return await self.ledger.query(query)
-
-
-@dataclass(slots=True)
-class RequestTenancy:
-    """One request's tenancy, filled in as it goes and closed with its book: settles the
-    admission and writes the access log line."""
-
-    tenants: Tenants
-    tenant: Tenant
-    route: str
-    headers: Mapping[str, str]
-    admission: Admission | None = None
-    requested: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal | None = None
-    saved: Decimal = Decimal(0)
-    cache: str | None = None
-    attempts: int = 0
-    tokens: Tokens | None = None
-
-    def request_id(self) -> str:
-        """The client's ``x-request-id``, or a new one: read for the access log line, after the
-        answer, not before it."""
-        return self.headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
-
-    async def authenticate(self, known: Tenant | None = None) -> Tenant:
-        self.tenant = await self.tenants.authenticate(self.headers, known)
-        return self.tenant
-
-    def end_user(self, payload: Any) -> str:
-        """Who the client says the request is for: the header the operator named
-        (``GATEWAY_END_USER_HEADER``) if sent, else OpenAI's ``user`` (the Anthropic bridge
-        puts ``metadata.user_id`` there)."""
-        header = self.tenants.settings.end_user_header
-        if header and self.headers.get(header.lower()):
-            return end_user_label(self.headers.get(header.lower()))
-        return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
-
-    async def admit(self, model: str, payload: Any) -> Admission:
-        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
-
-    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
-        self.requested = model
-        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
-        return self.admission
-
-    async def admit_or_overlap(self, model: str,
-                               payload: Any) -> asyncio.Future[Admission] | None:
-        """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
-        it, for the caller to await before it sends anything (a refusal then still refuses)."""
-        estimated = estimate_tokens(payload)
-        end_user = self.end_user(payload)
-        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
-            await self._admit(model, estimated, end_user)
-            return None
-        self.requested = model
-        begun = self.tenants.begin(self.tenant, model, estimated, end_user)
-        begun.add_done_callback(self._admitted)
-        return begun
-
-    def _admitted(self, begun: asyncio.Future[Admission]) -> None:
-        """The verdict as it arrives, even if the request never awaits it (so a request that
-        ends early still settles); its headers are worked out now, while the upstream call is
-        out. A callback runs on a later turn of the loop than the verdict, so ``verdict``
-        takes the admission itself too."""
-        if not begun.cancelled() and begun.exception() is None:
-            self.admission = begun.result()
-            self.admission.headers()
-
-    async def verdict(self, pending: asyncio.Future[Admission] | None) -> GatewayError | None:
-        """An overlapped admission's refusal, if it refused (awaited before anything is sent).
-        A verdict that arrived in the same turn as the answer is read here: awaiting a done
-        future does not yield, so ``_admitted`` may not have run yet."""
-        if pending is None:
-            return None
-        try:
-            self.admission = await pending
-        except GatewayError as refusal:
-            return refusal
-        return None
-
-    def answered(self, attempts: int, cache: str | None) -> None:
-        self.attempts, self.cache = attempts, cache
-
-    def rate_headers(self) -> dict[str, str]:
-        return self.admission.headers() if self.admission is not None else {}
-
-    def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
-                saved: Decimal, tokens: Tokens | None = None) -> None:
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
-        self.cost, self.saved, self.tokens = cost, saved, tokens
-
-    def close(self, *, status: int, error_code: str | None, latency_ms: float,
-              upstream_ms: float, served: str | None) -> None:
-        if self.admission is not None:
-            self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
-                                completion_tokens=self.completion_tokens,
-                                cost=self.cost or Decimal(0), saved=self.saved,
-                                error=status >= 400, model=served or None, tokens=self.tokens)
-        self.tenants.access.record(
-            request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
-            route=self.route, requested_model=self.requested, served_model=served or None,
-            status=status, error_code=error_code, latency_ms=latency_ms,
-            upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,
-            output_tokens=self.completion_tokens, cost=self.cost, cache=self.cache,
-            attempts=self.attempts)

@@ -126,7 +126,7 @@ async def test_two_replicas_send_a_crossing_once(tmp_path: Path, receiver: Recei
     a = build(tmp_path, redis_server.url, f"{receiver.url}/hook")
     b = build(tmp_path, redis_server.url, f"{receiver.url}/hook")
     try:
-        record, secret = await a.create_key("k", None, KeyLimits(
+        record, secret = await a.admin.create_key("k", None, KeyLimits(
             budget_daily_usd=Decimal("0.000010")), None, {})
         headers = {"authorization": f"Bearer {secret}"}
         first = await a.admit(await a.authenticate(headers), "gpt-4.1", 1)

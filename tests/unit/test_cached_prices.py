@@ -85,7 +85,7 @@ def fake() -> FakeConfig:
 async def ledger_rows(gw: Any) -> dict[str, dict[str, Any]]:
     await gw.gateway.tenants.ledger.buffer.flush()
     today = datetime.now(UTC).date()
-    rows = await gw.gateway.tenants.usage(UsageQuery(today, today, group_by=(GroupBy.MODEL,)))
+    rows = await gw.gateway.tenants.admin.usage(UsageQuery(today, today, group_by=(GroupBy.MODEL,)))
     return {row["model"]: row for row in rows}
 
 

@@ -107,7 +107,7 @@ async def test_a_team_budget_holds_for_all_its_keys_and_alerts_the_teams_webhook
                 ("budget.refused", "team", "growth", None)]
 
             await gw.gateway.tenants.ledger.buffer.flush()
-            bars = await budgets(LedgerView(gw.gateway.tenants), gw.gateway.tenants,
+            bars = await budgets(LedgerView(gw.gateway.tenants.admin), gw.gateway.tenants.admin,
                                  datetime.now(UTC).date())
             [bar] = [b for b in bars["data"] if b["scope"] == "team"]
             assert bar["team"] == "growth" and Decimal(bar["budget_usd"]) == 1

@@ -48,7 +48,8 @@ async def pair(tmp_path: Path, redis_server: RedisServer) -> AsyncIterator[tuple
 
 
 async def make_key(tenants: Tenants, **limits: object) -> tuple[str, str]:
-    record, secret = await tenants.create_key("team-key", "team-a", KeyLimits(**limits), None, {})
+    record, secret = await tenants.admin.create_key("team-key", "team-a", KeyLimits(**limits),
+                                                    None, {})
     return record.id, secret
 
 
@@ -137,7 +138,7 @@ async def test_a_request_larger_than_the_tpm_limit_says_so(pair: tuple[Tenants, 
 async def test_per_model_limits_apply_to_matching_models_only(
         pair: tuple[Tenants, Tenants]) -> None:
     a, _ = pair
-    _, secret = await a.create_key("k", None, KeyLimits(
+    _, secret = await a.admin.create_key("k", None, KeyLimits(
         model_limits={"gpt-*": {"rpm": 1}}), None, {})
     tenant = await a.authenticate(bearer(secret))
     await a.admit(tenant, "gpt-4.1", 1)
@@ -218,7 +219,7 @@ async def test_revoked_and_expired_keys_are_refused_and_x_api_key_is_accepted(
     a, b = pair
     record, secret = await make_key(a)
     assert (await b.authenticate({"x-api-key": secret})).id == record
-    await a.revoke_key(record)
+    await a.admin.revoke_key(record)
     deadline = time.monotonic() + 1.0
     while True:  # replica b may hold the key for at most 0.5 s
         try:
@@ -228,7 +229,7 @@ async def test_revoked_and_expired_keys_are_refused_and_x_api_key_is_accepted(
             break
         assert time.monotonic() < deadline, "a revoked key still worked after a second"
         await asyncio.sleep(0.05)
-    _, secret2 = await a.create_key("old", None, KeyLimits(),
+    _, secret2 = await a.admin.create_key("old", None, KeyLimits(),
                                     datetime.now(UTC) - timedelta(seconds=1), {})
     with pytest.raises(GatewayError) as refused:
         await b.authenticate(bearer(secret2))
@@ -239,7 +240,7 @@ async def test_rotation_stops_the_old_secret_and_starts_the_new(
         pair: tuple[Tenants, Tenants]) -> None:
     a, b = pair
     key_id, old = await make_key(a)
-    _, new = await a.rotate_key(key_id)
+    _, new = await a.admin.rotate_key(key_id)
     assert (await b.authenticate(bearer(new))).id == key_id
     with pytest.raises(GatewayError):
         await b.authenticate(bearer(old))
@@ -334,7 +335,7 @@ async def test_a_busy_key_is_not_looked_up_again_until_some_key_changes(
         await b.admit(tenant, "gpt-4.1", 1)  # each admit tells b the key version is unchanged
         await asyncio.sleep(0.02)
     assert len(lookups) == 1
-    await a.revoke_key(record_id)  # any change moves the version: the next admit sees it
+    await a.admin.revoke_key(record_id)  # any change moves the version: the next admit sees it
     await b.admit(tenant, "gpt-4.1", 1)
     with pytest.raises(GatewayError) as refused:
         await b.authenticate(bearer(secret))

@@ -11,11 +11,11 @@ import pytest
 from redis.asyncio import Redis
 
 from gateway.settings import Settings
-from gateway.tenants import seed_spend, spend_key
 from gateway.tenants.keys import KeyLimits, KeyRecord, hash_secret
 from gateway.tenants.ledger import SqliteLedger
 from gateway.tenants.limits import PREFIX, MemoryLimiter, budget_periods, ledger_day
 from gateway.tenants.sharing import UnsharedLimits, persistence_warning, refuse_unshared_limits
+from gateway.tenants.spend import seed_spend, spend_key
 from gateway.tenants.store import SqliteKeys
 from loadtest.harness import DurableRedis, RedisServer
 

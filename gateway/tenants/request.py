@@ -1,0 +1,131 @@
+"""One request's tenancy: who it is for, what it was admitted to, what it cost, closed once
+with the request's book.
+
+Apart from ``Tenants`` because it lives as long as one request, while ``Tenants`` lives as long
+as the worker: the request's handlers fill it in as they go; ``close`` settles the admission and
+writes the access log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING, Any
+
+from gateway.errors import GatewayError
+from gateway.pricing import Tokens
+from gateway.tenants.admission import Admission, Tenant, estimate_tokens
+from gateway.tenants.ledger import end_user_label
+
+if TYPE_CHECKING:
+    from gateway.tenants import Tenants
+
+
+@dataclass(slots=True)
+class RequestTenancy:
+    """One request's tenancy, filled in as it goes and closed with its book: settles the
+    admission and writes the access log line."""
+
+    tenants: Tenants
+    tenant: Tenant
+    route: str
+    headers: Mapping[str, str]
+    admission: Admission | None = None
+    requested: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None
+    saved: Decimal = Decimal(0)
+    cache: str | None = None
+    attempts: int = 0
+    tokens: Tokens | None = None
+
+    def request_id(self) -> str:
+        """The client's ``x-request-id``, or a new one: read for the access log line, after the
+        answer, not before it."""
+        return self.headers.get("x-request-id", "")[:64] or f"{random.getrandbits(64):016x}"
+
+    async def authenticate(self, known: Tenant | None = None) -> Tenant:
+        self.tenant = await self.tenants.authenticate(self.headers, known)
+        return self.tenant
+
+    def end_user(self, payload: Any) -> str:
+        """Who the client says the request is for: the header the operator named
+        (``GATEWAY_END_USER_HEADER``) if sent, else OpenAI's ``user`` (the Anthropic bridge
+        puts ``metadata.user_id`` there)."""
+        header = self.tenants.settings.end_user_header
+        if header and self.headers.get(header.lower()):
+            return end_user_label(self.headers.get(header.lower()))
+        return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
+
+    async def admit(self, model: str, payload: Any) -> Admission:
+        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
+
+    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
+        self.requested = model
+        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
+        return self.admission
+
+    async def admit_or_overlap(self, model: str,
+                               payload: Any) -> asyncio.Future[Admission] | None:
+        """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
+        it, for the caller to await before it sends anything (a refusal then still refuses)."""
+        estimated = estimate_tokens(payload)
+        end_user = self.end_user(payload)
+        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
+            await self._admit(model, estimated, end_user)
+            return None
+        self.requested = model
+        begun = self.tenants.begin(self.tenant, model, estimated, end_user)
+        begun.add_done_callback(self._admitted)
+        return begun
+
+    def _admitted(self, begun: asyncio.Future[Admission]) -> None:
+        """The verdict as it arrives, even if the request never awaits it (so a request that
+        ends early still settles); its headers are worked out now, while the upstream call is
+        out. A callback runs on a later turn of the loop than the verdict, so ``verdict``
+        takes the admission itself too."""
+        if not begun.cancelled() and begun.exception() is None:
+            self.admission = begun.result()
+            self.admission.headers()
+
+    async def verdict(self, pending: asyncio.Future[Admission] | None) -> GatewayError | None:
+        """An overlapped admission's refusal, if it refused (awaited before anything is sent).
+        A verdict that arrived in the same turn as the answer is read here: awaiting a done
+        future does not yield, so ``_admitted`` may not have run yet."""
+        if pending is None:
+            return None
+        try:
+            self.admission = await pending
+        except GatewayError as refusal:
+            return refusal
+        return None
+
+    def answered(self, attempts: int, cache: str | None) -> None:
+        self.attempts, self.cache = attempts, cache
+
+    def rate_headers(self) -> dict[str, str]:
+        return self.admission.headers() if self.admission is not None else {}
+
+    def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
+                saved: Decimal, tokens: Tokens | None = None) -> None:
+        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
+        self.cost, self.saved, self.tokens = cost, saved, tokens
+
+    def close(self, *, status: int, error_code: str | None, latency_ms: float,
+              upstream_ms: float, served: str | None) -> None:
+        if self.admission is not None:
+            self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
+                                completion_tokens=self.completion_tokens,
+                                cost=self.cost or Decimal(0), saved=self.saved,
+                                error=status >= 400, model=served or None, tokens=self.tokens)
+        self.tenants.access.record(
+            request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
+            route=self.route, requested_model=self.requested, served_model=served or None,
+            status=status, error_code=error_code, latency_ms=latency_ms,
+            upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,
+            output_tokens=self.completion_tokens, cost=self.cost, cache=self.cache,
+            attempts=self.attempts)
