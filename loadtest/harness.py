@@ -30,6 +30,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def throwaway_tls(folder: Path) -> tuple[Path, Path, Path]:
+    """A certificate for 127.0.0.1 from a CA made for this run (trustme): (certificate, key,
+    CA), written into ``folder``."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    paths = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
+    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
+    cert.private_key_pem.write_to_path(str(paths[1]))
+    ca.cert_pem.write_to_path(str(paths[2]))
+    return paths
+
+
 class Process:
     """A child process in its own process group, with its output in ``log_path``."""
 

@@ -19,7 +19,6 @@ import csv
 import io
 import secrets
 import sqlite3
-import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -31,6 +30,7 @@ import orjson
 from redis.asyncio import Redis
 
 from gateway.tenants.buffer import Batch, MergeBuffer
+from gateway.tenants.sqlite import open_sqlite
 
 COUNTS = ("requests", "errors", "input_tokens", "output_tokens", "cost_micros", "saved_micros",
           "cached_tokens", "cache_write_tokens", "reasoning_tokens")
@@ -253,13 +253,9 @@ def _migrate(db: sqlite3.Connection) -> None:
 class SqliteLedger:
     def __init__(self, path: Path, on_drop: Callable[[], None] | None = None,
                  max_end_users: int = 1000) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
         self.max_end_users = max_end_users
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=5.0)
-        self._lock = threading.Lock()
+        self._db, self._lock = open_sqlite(path)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
             _migrate(self._db)
             self._db.execute(LEDGER_TABLE)
         self.buffer: MergeBuffer[Cell] = MergeBuffer(self._write, name="ledger", on_drop=on_drop,

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-import threading
 import time
 from pathlib import Path
 from typing import Protocol
@@ -27,6 +25,7 @@ from redis.asyncio import Redis
 from gateway.eventloop import running_loop
 from gateway.tenants.buffer import STORE_ERRORS, stop_asked
 from gateway.tenants.keys import KeyRecord
+from gateway.tenants.sqlite import open_sqlite
 
 CACHE_TTL_S = 0.5
 REDIS_KEY = "gw:tenant:key:"
@@ -97,12 +96,8 @@ class SqliteKeys:
     every call runs in a thread, off the event loop."""
 
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=5.0)
-        self._lock = threading.Lock()
+        self._db, self._lock = open_sqlite(path)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS api_keys (id TEXT PRIMARY KEY, "
                              "key_sha256 TEXT NOT NULL UNIQUE, record TEXT NOT NULL)")
             self._db.execute("CREATE TABLE IF NOT EXISTS api_keys_version "

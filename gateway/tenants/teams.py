@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import sqlite3
-import threading
 from decimal import Decimal
 from fnmatch import fnmatchcase
 from pathlib import Path
@@ -25,6 +23,7 @@ from redis.asyncio import Redis
 
 from gateway.tenants.buffer import STORE_ERRORS, stop_asked
 from gateway.tenants.keys import KeyFileError
+from gateway.tenants.sqlite import open_sqlite
 
 REFRESH_S = 0.25
 REDIS_TEAMS = "gw:tenant:teams"
@@ -124,12 +123,8 @@ class RedisTeams:
 
 class SqliteTeams:
     def __init__(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None,
-                                   timeout=5.0)
-        self._lock = threading.Lock()
+        self._db, self._lock = open_sqlite(path)
         with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("CREATE TABLE IF NOT EXISTS teams (name TEXT PRIMARY KEY, "
                              "record TEXT NOT NULL)")
 

@@ -167,6 +167,13 @@ def _connect_failure(exc: BaseException) -> UpstreamFailure:
     return UpstreamFailure(FailureKind.CONNECT, CONNECT_FAILED)
 
 
+def _unknown_failure(exc: BaseException) -> UpstreamFailure:
+    """An error no rule above names: a connection failure, named by its type only (its message
+    can quote request data)."""
+    return UpstreamFailure(FailureKind.CONNECT,
+                           f"upstream connection failed ({type(exc).__name__})")
+
+
 # --- pyreqwest ----------------------------------------------------------------------------------
 
 
@@ -181,9 +188,7 @@ def _reqwest_failure(exc: BaseException, *, streaming: bool = False) -> Upstream
         return UpstreamFailure(FailureKind.TRUNCATED, DROPPED)
     if isinstance(exc, reqwest_errors.RequestError):
         return UpstreamFailure(FailureKind.CONNECT, CLOSED_UNANSWERED)
-    return UpstreamFailure(
-        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
-    )
+    return _unknown_failure(exc)
 
 
 class _ReqwestStream:
@@ -320,29 +325,21 @@ class ReqwestTransport:
 def _aiohttp_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFailure:
     if isinstance(exc, TimeoutError):  # aiohttp's socket timeouts are TimeoutErrors too
         if streaming:
-            return UpstreamFailure(
-                FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout"
-            )
-        return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
+            return UpstreamFailure(FailureKind.TIMEOUT, STALLED)
+        return UpstreamFailure(FailureKind.TIMEOUT, NO_ANSWER)
     if isinstance(exc, aiohttp.ClientPayloadError) or (
         streaming and isinstance(exc, aiohttp.ClientConnectionError)
     ):
-        return UpstreamFailure(
-            FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer"
-        )
+        return UpstreamFailure(FailureKind.TRUNCATED, DROPPED)
     if isinstance(exc, aiohttp.ServerDisconnectedError):
-        return UpstreamFailure(
-            FailureKind.CONNECT, "the upstream closed the connection without answering"
-        )
+        return UpstreamFailure(FailureKind.CONNECT, CLOSED_UNANSWERED)
     if isinstance(exc, aiohttp.ClientSSLError):
         return UpstreamFailure(FailureKind.CONNECT, TLS_FAILED)
     if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
         return UpstreamFailure(FailureKind.CONNECT, PROXY_FAILED)
     if isinstance(exc, aiohttp.ClientConnectorError):
         return UpstreamFailure(FailureKind.CONNECT, CONNECT_FAILED)
-    return UpstreamFailure(
-        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
-    )
+    return _unknown_failure(exc)
 
 
 class _AiohttpStream:
@@ -432,23 +429,15 @@ def _httpx_failure(exc: BaseException, *, streaming: bool = False) -> UpstreamFa
         if isinstance(exc, httpx.ConnectTimeout):
             return UpstreamFailure(FailureKind.CONNECT, "could not connect to the upstream in time")
         if streaming:
-            return UpstreamFailure(
-                FailureKind.TIMEOUT, "the upstream stream stalled past the idle timeout"
-            )
-        return UpstreamFailure(FailureKind.TIMEOUT, "the upstream did not answer in time")
+            return UpstreamFailure(FailureKind.TIMEOUT, STALLED)
+        return UpstreamFailure(FailureKind.TIMEOUT, NO_ANSWER)
     if streaming and isinstance(exc, httpx.TransportError):
-        return UpstreamFailure(
-            FailureKind.TRUNCATED, "the upstream dropped the connection mid-answer"
-        )
+        return UpstreamFailure(FailureKind.TRUNCATED, DROPPED)
     if isinstance(exc, httpx.RemoteProtocolError):
-        return UpstreamFailure(
-            FailureKind.CONNECT, "the upstream closed the connection without answering"
-        )
+        return UpstreamFailure(FailureKind.CONNECT, CLOSED_UNANSWERED)
     if isinstance(exc, httpx.ConnectError | httpx.ProxyError):
         return _connect_failure(exc)
-    return UpstreamFailure(
-        FailureKind.CONNECT, f"upstream connection failed ({type(exc).__name__})"
-    )
+    return _unknown_failure(exc)
 
 
 class _HttpxStream:

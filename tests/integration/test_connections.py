@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import trustme
 import yaml
 
 from loadtest.harness import (
@@ -26,6 +25,7 @@ from loadtest.harness import (
     GatewayServer,
     Process,
     free_port,
+    throwaway_tls,
 )
 
 AUTH = {"Authorization": f"Bearer {CLIENT_KEY}"}
@@ -68,14 +68,7 @@ class Tinyproxy:
 
 @pytest.fixture(scope="module")
 def tls(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    folder = tmp_path_factory.mktemp("upstream-tls")
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
-    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
-    cert.private_key_pem.write_to_path(str(paths[1]))
-    ca.cert_pem.write_to_path(str(paths[2]))
-    return paths
+    return throwaway_tls(tmp_path_factory.mktemp("upstream-tls"))
 
 
 @pytest.fixture(scope="module")

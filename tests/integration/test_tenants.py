@@ -15,9 +15,8 @@ from typing import Any
 import httpx
 import openai
 import pytest
-import trustme
 
-from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer
+from loadtest.harness import CLIENT_KEY, FakeProvider, GatewayServer, RedisServer, throwaway_tls
 
 ADMIN = "gw-admin-SECRET-77"
 ADMIN_AUTH = {"Authorization": f"Bearer {ADMIN}"}
@@ -42,17 +41,6 @@ def redis(log_dir: Path, tmp_path_factory: pytest.TempPathFactory,
             "tcp") else None, unix=request.param == "unix socket")
     yield server
     server.stop()
-
-
-def throwaway_tls(folder: Path) -> tuple[Path, Path, Path]:
-    """A certificate for 127.0.0.1 from a CA made for this run: (certificate, key, CA)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
-    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
-    cert.private_key_pem.write_to_path(str(paths[1]))
-    ca.cert_pem.write_to_path(str(paths[2]))
-    return paths
 
 
 @pytest.fixture(scope="module")

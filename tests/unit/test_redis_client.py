@@ -5,28 +5,16 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-import trustme
 from redis.exceptions import AuthenticationError, ConnectionError, ResponseError
 
 from gateway.redis_client import open_redis
 from gateway.tenants.limits import LimitsScript
-from loadtest.harness import Process, RedisServer, free_port
+from loadtest.harness import Process, RedisServer, free_port, throwaway_tls
 
 # Counts the call in KEYS[1] and echoes ARGV[1]: the reply shows the script ran there.
 ECHO = "redis.call('INCR', KEYS[1]); return ARGV[1]"
-
-
-def tls_files(folder: Path) -> tuple[Path, Path, Path]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1")
-    paths = folder / "cert.pem", folder / "key.pem", folder / "ca.pem"
-    cert.cert_chain_pems[0].write_to_path(str(paths[0]))
-    cert.private_key_pem.write_to_path(str(paths[1]))
-    ca.cert_pem.write_to_path(str(paths[2]))
-    return paths
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +22,7 @@ def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Redi
     folder = tmp_path_factory.mktemp("redis-forms")
     started = {
         "password": RedisServer(folder, password="pw-SECRET-1"),
-        "tls": RedisServer(folder, tls=tls_files(folder)),
+        "tls": RedisServer(folder, tls=throwaway_tls(folder)),
         "unix": RedisServer(folder, unix=True),
     }
     yield started
