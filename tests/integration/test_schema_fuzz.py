@@ -32,7 +32,11 @@ pytestmark = pytest.mark.timeout(300)
 
 @pytest.fixture
 async def http(gateway: GatewayServer) -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+    # Generating one example can take seconds; a connection idle for uvicorn's keep-alive (5 s,
+    # httpx's default expiry too) can be closed by the server as the next request goes out, a
+    # ReadError that says nothing of the gateway. Idle connections are dropped well before that.
+    limits = httpx.Limits(keepalive_expiry=2.0)
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30, limits=limits) as client:
         yield client
 
 
