@@ -9,14 +9,11 @@ a non-recording span costs microseconds on the hot path for nothing.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 
 def service_tracing(settings: Settings) -> dict[str, Any]:
