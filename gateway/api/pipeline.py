@@ -28,18 +28,20 @@ from gateway.routing.deadline import Deadline
 from gateway.routing.router import Served
 from gateway.server.intake import TENANT_KEY
 from gateway.server.requests import cancel_on_disconnect, read_json
-from gateway.server.streaming import EventStream
+from gateway.server.streaming import EventStream, LastChunk
 from gateway.upstream.client import UpstreamFailure, UpstreamReply
 
 
 class ChunkStream(Protocol):
-    """An upstream stream or a cache replay: ``(raw_event, chunk)`` pairs, then the totals."""
+    """An upstream stream or a cache replay: ``(raw_event, chunk)`` pairs in batches of those
+    already in hand, then the totals."""
 
     usage: dict[str, Any] | None
     finish_reason: str | None
     model: str | None
+    done: bool  # its end was read: nothing follows the last batch
 
-    def __aiter__(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]: ...
+    def batches(self) -> AsyncIterator[list[tuple[bytes, dict[str, Any]]]]: ...
     async def aclose(self) -> None: ...
 
 
@@ -238,40 +240,51 @@ async def start_exchange(request: Request, endpoint: str,
 
 
 async def relay(exchange: ChatExchange, renderer: StreamRenderer) -> AsyncIterator[bytes]:
-    """Relay the stream chunk by chunk through ``renderer``. A failure after the first byte
-    cannot fall back any more: it ends the stream with the renderer's error event (never a
-    clean end), so no client mistakes a cut answer for a whole one. Only a stream that ended
-    normally is offered to the cache."""
+    """Relay the stream through ``renderer``, the chunks that arrived together in one write,
+    and the last of them with the stream's end. A failure after the first byte cannot fall
+    back any more: it ends the stream with the renderer's error event (never a clean end), so
+    no client mistakes a cut answer for a whole one. Only a stream that ended normally is
+    offered to the cache."""
     stream: ChunkStream = exchange.served.result
     account = exchange.account
     assembler = Assembler() if exchange.outcome.wants_answer else None
     first = True
+    tail = b""
     try:
         opening = renderer.start()
         if opening:
             account.first_chunk()
             first = False
             yield opening
-        async for raw, chunk in stream:
-            if assembler is not None:
-                assembler.feed(chunk)
-            out = renderer.chunk(raw, chunk)
-            if out:
+        async for batch in stream.batches():
+            parts = []
+            for raw, chunk in batch:
+                if assembler is not None:
+                    assembler.feed(chunk)
+                out = renderer.chunk(raw, chunk)
+                if out:
+                    parts.append(out)
+            if stream.done:  # the end came with this batch: it leaves with the last bytes
+                tail = b"".join(parts)
+                break
+            if parts:
                 if first:
                     account.first_chunk()
                     first = False
-                yield out
+                yield parts[0] if len(parts) == 1 else b"".join(parts)
         charge = account.charge(stream.usage)
         if assembler is not None and assembler.rebuildable:
             exchange.complete(assembler.body(stream.usage), stream.usage,
                               assembler.finish_reasons())
-        yield renderer.finish(charge, stream.finish_reason)
+        if first and tail:
+            account.first_chunk()
+        yield LastChunk(tail + renderer.finish(charge, stream.finish_reason))
         account.close()
     except UpstreamFailure as failure:
         error = GatewayError(ErrorCode(f"stream_{failure.kind}"),
                              f"The upstream stream failed after it had started: "
                              f"{failure.describe()}")
         account.close(error=error)
-        yield renderer.fail(error)
+        yield LastChunk(renderer.fail(error))
     finally:
         await exchange.release()

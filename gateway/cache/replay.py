@@ -43,6 +43,7 @@ class ReplayStream:
         self.usage: dict[str, Any] | None = data.get("usage")
         choices = data.get("choices") or [{}]
         self.finish_reason: str | None = choices[0].get("finish_reason")
+        self.done = False
 
     def _chunks(self) -> list[dict[str, Any]]:
         data = self._data
@@ -61,9 +62,16 @@ class ReplayStream:
         chunks.append({**base, "choices": [], "usage": self.usage})
         return chunks
 
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, dict[str, Any]]]]:
+        """The whole answer at once: it is all in hand, so it goes out in one send."""
+        batch = [(b"data: " + orjson.dumps(chunk), chunk) for chunk in self._chunks()]
+        self.done = True
+        yield batch
+
     async def __aiter__(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
-        for chunk in self._chunks():
-            yield b"data: " + orjson.dumps(chunk), chunk
+        async for batch in self.batches():
+            for pair in batch:
+                yield pair
 
     async def aclose(self) -> None:
         return None

@@ -6,8 +6,10 @@ send syscall and a segment the client wakes up for: a profile of a worker under 
 seventh of its CPU in those writes. ``apply`` wraps ``RequestResponseCycle.send`` so that the
 head of a response that declares its ``Content-Length`` is held (the cycle writes it into a
 ``_HeldHead`` in place of the transport) and goes out with the body's first write. Streams
-(no length) and HEAD answers (no body write) are untouched; a close before the body (an answer
-that failed after its head) lets the head go first, an abort drops it with the connection.
+of server-sent events are held the same way: the gateway reads an answer's first events
+before it starts one, so its first body write follows the head at once. Other streams (no
+length) and HEAD answers (no body write) are untouched; a close before the body (an answer that
+failed after its head) lets the head go first, an abort drops it with the connection.
 """
 
 from __future__ import annotations
@@ -54,8 +56,15 @@ class _HeldHead:
         return getattr(self.transport, name)
 
 
-def _sized(message: Any) -> bool:
-    return any(name.lower() == b"content-length" for name, _ in message.get("headers", ()))
+def _held(message: Any) -> bool:
+    """Whether the answer's first body follows its head at once: it has a length, or it is
+    the gateway's event stream."""
+    for name, value in message.get("headers", ()):
+        name = name.lower()
+        if name == b"content-length" or (name == b"content-type"
+                                         and value.startswith(b"text/event-stream")):
+            return True
+    return False
 
 
 def apply() -> bool:
@@ -75,7 +84,7 @@ def apply() -> bool:
 
     async def send(self: Any, message: Any) -> None:
         if (message["type"] == "http.response.start" and not self.response_started
-                and self.scope["method"] != "HEAD" and _sized(message)):
+                and self.scope["method"] != "HEAD" and _held(message)):
             self.transport = _HeldHead(self, self.transport)
         await original(self, message)
 

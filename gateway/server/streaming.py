@@ -28,6 +28,12 @@ from gateway.server.requests import cancel_when_gone
 SSE_HEADERS = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
+class LastChunk(bytes):
+    """A stream's last bytes: ``EventStream`` writes them with the response's end, in one
+    write. The iterator may still run after yielding one (to close its books) but yields no
+    more."""
+
+
 class _Stalled(Exception):
     """The client stopped reading for longer than the stall timeout."""
 
@@ -42,6 +48,19 @@ class EventStream(StreamingResponse):
                          headers={**SSE_HEADERS, **headers})
         self._on_close = on_close
         self.stall_timeout_s = stall_timeout_s
+
+    async def stream_response(self, send: Send) -> None:
+        """Starlette's, but a ``LastChunk`` ends the response with its own write."""
+        await send({"type": "http.response.start", "status": self.status_code,
+                    "headers": self.raw_headers})
+        ended = False
+        async for chunk in self.body_iterator:
+            if ended:
+                raise RuntimeError("a stream yielded bytes after its last chunk")
+            ended = isinstance(chunk, LastChunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": not ended})
+        if not ended:
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         stall_s = self.stall_timeout_s or _configured_stall_timeout(scope)

@@ -205,13 +205,18 @@ class UpstreamClient:
         )
 
 
+BATCH_BYTES = 4 * 1024  # the most of a stream's events relayed in one write
+
+
 class UpstreamStream:
     """A 200 streaming answer, read as chat-completion chunks.
 
-    Call ``start()`` first; iterating then yields ``(raw_event, chunk)`` pairs in order. It
-    raises UpstreamFailure when the connection drops, the stream stalls past the idle timeout,
-    an event is not JSON or carries an error, or the stream ends before its terminal chunk (no
-    ``finish_reason``, no ``[DONE]``).
+    Call ``start()`` first; ``batches()`` then yields, in order, the ``(raw_event, chunk)``
+    pairs that arrived together (one socket read), so the relay writes them to the client in
+    one send; iterating yields the pairs one by one. It raises UpstreamFailure when the
+    connection drops, the stream stalls past the idle timeout, an event is not JSON or carries
+    an error, or the stream ends before its terminal chunk (no ``finish_reason``, no
+    ``[DONE]``); the events before a bad one are yielded first.
     """
 
     def __init__(self, client: UpstreamClient, raw: RawStream, idle_s: float) -> None:
@@ -222,8 +227,8 @@ class UpstreamStream:
         self.usage: dict[str, Any] | None = None
         self.model: str | None = None
         self.done = False
-        self._iter = self._chunks()
-        self._first: tuple[bytes, dict[str, Any]] | None = None
+        self._iter = self._batches()
+        self._first: list[tuple[bytes, dict[str, Any]]] | None = None
 
     async def aclose(self) -> None:
         await self._iter.aclose()
@@ -239,18 +244,23 @@ class UpstreamStream:
             await self.aclose()
             raise
 
-    async def __aiter__(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+    async def batches(self) -> AsyncIterator[list[tuple[bytes, dict[str, Any]]]]:
         if self._first is not None:
             first, self._first = self._first, None
             yield first
-        async for item in self._iter:
-            yield item
+        async for batch in self._iter:
+            yield batch
 
-    async def _chunks(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+    async def __aiter__(self) -> AsyncIterator[tuple[bytes, dict[str, Any]]]:
+        async for batch in self.batches():
+            for pair in batch:
+                yield pair
+
+    async def _batches(self) -> AsyncIterator[list[tuple[bytes, dict[str, Any]]]]:
         decoder = EventDecoder()
         raw_chunks = self._raw.chunks()
         try:
-            while True:
+            while not self.done:
                 try:
                     async with Within(self._idle_s):
                         data = await anext(raw_chunks)
@@ -261,14 +271,29 @@ class UpstreamStream:
                         FailureKind.TIMEOUT,
                         f"the upstream stream stalled for more than {self._idle_s:g} s",
                     ) from None
+                batch: list[tuple[bytes, dict[str, Any]]] = []
+                size = 0
                 for event in decoder.feed(data):
                     if event.is_done:
                         self.done = True
-                        return
-                    yield event.raw, self._inspect(event.data)
+                        break
+                    try:
+                        batch.append((event.raw, self._inspect(event.data)))
+                    except UpstreamFailure:
+                        if batch:
+                            yield batch
+                        raise
+                    size += len(event.raw)
+                    if size >= BATCH_BYTES:  # a client that reads slowly holds one batch
+                        yield batch
+                        batch, size = [], 0
+                if batch:
+                    yield batch
         finally:
             await raw_chunks.aclose()
             await self._raw.aclose()
+        if self.done:
+            return
         if decoder.pending:
             raise UpstreamFailure(
                 FailureKind.TRUNCATED, "the upstream stream ended inside an event"

@@ -1,6 +1,7 @@
 """One write for a sized answer, on uvicorn's real httptools protocol fed bytes in process: the
-head goes out with the body, streams and HEAD answers are written as before, and an answer that
-fails after its head still sends that head before the connection closes."""
+head goes out with the body, an event stream's head with its first event, other streams and
+HEAD answers are written as before, and an answer that fails after its head still sends that
+head before the connection closes."""
 
 from __future__ import annotations
 
@@ -25,11 +26,13 @@ async def sized(scope: Any, receive: Any, send: Any) -> None:
     await send({"type": "http.response.body", "body": BODY})
 
 
-async def streamed(scope: Any, receive: Any, send: Any) -> None:
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"text/event-stream")]})
-    await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
-    await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+def streamed(content_type: bytes) -> Any:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", content_type)]})
+        await send({"type": "http.response.body", "body": b"data: 1\n\n", "more_body": True})
+        await send({"type": "http.response.body", "body": b"data: 2\n\n"})
+    return app
 
 
 async def fails_after_head(scope: Any, receive: Any, send: Any) -> None:
@@ -71,10 +74,22 @@ async def test_a_sized_answer_is_one_write(applied: bool) -> None:
 
 
 async def test_a_stream_is_written_as_it_comes(applied: bool) -> None:
-    transport = await serve(streamed, GET)
+    transport = await serve(streamed(b"application/x-ndjson"), GET)
     assert len(transport.writes) == 3  # head, then each chunk
     assert transport.writes[0].startswith(b"HTTP/1.1 200 OK\r\n")
     assert b"transfer-encoding: chunked" in transport.writes[0]
+
+
+async def test_an_event_stream_head_leaves_with_its_first_event(applied: bool) -> None:
+    transport = await serve(streamed(b"text/event-stream"), GET)
+    whole = b"".join(transport.writes)
+    assert whole.startswith(b"HTTP/1.1 200 OK\r\n") and b"transfer-encoding: chunked" in whole
+    assert whole.endswith(b"data: 2\n\n\r\n0\r\n\r\n")
+    if applied:
+        assert len(transport.writes) == 2
+        assert transport.writes[0].endswith(b"data: 1\n\n\r\n")
+    else:
+        assert len(transport.writes) == 3
 
 
 async def test_a_head_answer_has_no_body_and_is_written_at_once(applied: bool) -> None:
