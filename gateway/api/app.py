@@ -104,9 +104,8 @@ def create_app(settings: Settings) -> Starlette:
     def book(endpoint: str, error: GatewayError) -> None:
         gateway = getattr(app.state, "gateway", None)
         if gateway is not None:
-            account = RequestAccount(gateway.stats, gateway.metrics, endpoint)
-            account.tenancy = gateway.tenants.tenancy(endpoint, {})  # its access log line
-            account.close(error=error)
+            tenancy = gateway.tenants.tenancy(endpoint, {})  # for its access log line
+            RequestAccount(gateway.stats, gateway.metrics, endpoint, tenancy).close(error=error)
 
     limits = IntakeLimits(
         max_body_bytes=settings.max_body_bytes, body_timeout_s=settings.body_timeout_s,

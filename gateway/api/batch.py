@@ -35,9 +35,8 @@ from gateway.tenants.admission import Tenant
 async def _run_item(gateway: Gateway, request: Request, index: int, item: Any,
                     slots: asyncio.Semaphore, tenant: Tenant, directives: Directives,
                     deadline: Deadline) -> tuple[dict[str, Any], Decimal]:
-    account = RequestAccount(gateway.stats, gateway.metrics, "/batch")
-    account.tenancy = tenancy = gateway.tenants.tenancy("/batch", request.headers)
-    tenancy.tenant = tenant
+    tenancy = gateway.tenants.tenancy("/batch", request.headers, tenant)
+    account = RequestAccount(gateway.stats, gateway.metrics, "/batch", tenancy)
     try:
         plan = plan_chat(gateway.catalog, item, catalog_defaults=True)
         if plan.stream:

@@ -86,8 +86,8 @@ class ChatChunks:
 
 async def embeddings(request: Request) -> Response:
     gateway = gateway_of(request)
-    account = RequestAccount(gateway.stats, gateway.metrics, "/v1/embeddings")
-    account.tenancy = tenancy = gateway.tenants.tenancy("/v1/embeddings", request.headers)
+    tenancy = gateway.tenants.tenancy("/v1/embeddings", request.headers)
+    account = RequestAccount(gateway.stats, gateway.metrics, "/v1/embeddings", tenancy)
     try:
         await tenancy.authenticate(request.scope.get(TENANT_KEY))
         body = await read_json(request, gateway.settings.max_body_bytes)
@@ -100,8 +100,7 @@ async def embeddings(request: Request) -> Response:
         raise
     account.answered_by(answer.requested, answer.served,
                         answer.price or gateway.catalog.models[answer.served],
-                        upstream_s=answer.upstream_s)
-    tenancy.answered(answer.attempts, None)
+                        upstream_s=answer.upstream_s, attempts=answer.attempts)
     charge = account.charge({"prompt_tokens": answer.tokens, "completion_tokens": 0})
     return Answered(answer.body, account=account, headers={
         **cost_headers(charge),

@@ -188,15 +188,15 @@ async def answer(gateway: Gateway, account: RequestAccount, plan: ChatPlan, tena
     outcome = await gateway.cache.serve(
         plan, tenant, directives if plan.cacheable else BYPASS,
         lambda: route(plan.model, plan.payload, deadline, path=plan.path), _shared)
+    cache = outcome.result.value if outcome.result else None
     if outcome.answer is not None:
         served = _from_cache(gateway, plan, outcome.answer)
-        account.answered_by(plan.model, served.name, served.entry, cached=True)
+        account.answered_by(plan.model, served.name, served.entry, cached=True, cache=cache)
     else:
         assert outcome.served is not None
         served = outcome.served
-        account.answered_by(plan.model, served.name, served.price, upstream_s=served.upstream_s)
-    if account.tenancy is not None:
-        account.tenancy.answered(served.attempts, outcome.result.value if outcome.result else None)
+        account.answered_by(plan.model, served.name, served.price, upstream_s=served.upstream_s,
+                            attempts=served.attempts, cache=cache)
     exchange = ChatExchange(gateway, account, plan, served, outcome)
     if not plan.stream and outcome.wants_answer:
         reply: UpstreamReply = served.result
@@ -210,8 +210,8 @@ async def start_exchange(request: Request, endpoint: str,
     """Authenticate, read and plan the request, then answer it; the client leaving cancels the
     upstream call. Any error closes the account before it propagates to the edge."""
     gateway = gateway_of(request)
-    account = RequestAccount(gateway.stats, gateway.metrics, endpoint)
-    account.tenancy = tenancy = gateway.tenants.tenancy(endpoint, request.headers)
+    tenancy = gateway.tenants.tenancy(endpoint, request.headers)
+    account = RequestAccount(gateway.stats, gateway.metrics, endpoint, tenancy)
     try:
         tenant = (await tenancy.authenticate(request.scope.get(TENANT_KEY))).scope
         body = await read_json(request, gateway.settings.max_body_bytes)

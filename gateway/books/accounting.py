@@ -1,6 +1,7 @@
-"""One request's account: the one place a price is computed, whatever the route and however the
-answer came (upstream, cache hit, semantic hit, coalesced, error), and the ``/health`` counters
-and metrics that follow from it.
+"""One request's account: the record every stage's result goes into, the one place a price is
+computed (whatever the route and however the answer came: upstream, cache hit, semantic hit,
+coalesced, error), and the books that close once from it: ``/health`` counters, metrics, and the
+tenancy's settlement, ledger and access log line.
 
 A cached or coalesced answer costs 0 and *saves* what its tokens cost at the price of the model
 (and deployment) that first answered; an upstream answer costs its tokens at the price of what
@@ -18,7 +19,7 @@ from gateway.observability.health import ServiceStats
 from gateway.observability.metrics import Metrics
 from gateway.plan.schemas import Usage
 from gateway.pricing import Price, Tokens, read_tokens, tokens_cost_usd
-from gateway.tenants.request import RequestTenancy
+from gateway.tenants.request import Outcome, RequestTenancy
 
 ZERO = Decimal(0)
 
@@ -40,35 +41,43 @@ class Charge:
 
 
 class RequestAccount:
-    """Opened when a request arrives, closed exactly once when its last byte is sent."""
+    """Opened when a request arrives (with its tenancy, the tenant stage's), filled in by the
+    stages as they hand on (``answered_by``, ``charge``), closed exactly once when its last
+    byte is sent."""
 
-    __slots__ = ("_charge", "_closed", "_metrics", "_price", "_stats", "cached", "endpoint",
-                 "model", "overhead_s", "started", "tenancy", "upstream_s")
+    __slots__ = ("_charge", "_closed", "_metrics", "_price", "_stats", "attempts", "cache",
+                 "cached", "endpoint", "model", "overhead_s", "started", "tenancy", "upstream_s")
 
-    def __init__(self, stats: ServiceStats, metrics: Metrics, endpoint: str) -> None:
+    def __init__(self, stats: ServiceStats, metrics: Metrics, endpoint: str,
+                 tenancy: RequestTenancy | None = None) -> None:
         self._stats = stats
         self._metrics = metrics
         self.endpoint = endpoint
+        self.tenancy = tenancy  # closed with the books: settlement, ledger, access log
         self.started = time.monotonic()
         self.model = ""
         self.upstream_s = 0.0
         self.overhead_s: float | None = None
         self.cached = False
+        self.attempts = 0
+        self.cache: str | None = None  # what the cache did: hit, miss, semantic, ...
         self._price: Price | None = None
         self._charge: Charge | None = None
         self._closed = False
-        self.tenancy: RequestTenancy | None = None  # the key's limits, ledger and access log
 
     def elapsed_ms(self) -> float:
         return round(1000 * (time.monotonic() - self.started), 3)
 
     def answered_by(self, requested: str, served: str, price: Price, *, upstream_s: float = 0.0,
-                    cached: bool = False) -> None:
-        """Who answered and at what price; a fallback is counted when it was not ``requested``."""
+                    cached: bool = False, attempts: int = 0, cache: str | None = None) -> None:
+        """Who answered, at what price, after how many upstream attempts and with what from the
+        cache; a fallback is counted when it was not ``requested``."""
         self.model = served
         self._price = price
         self.upstream_s = upstream_s
         self.cached = cached
+        self.attempts = attempts
+        self.cache = cache
         if served != requested and not cached:
             self._metrics.observe_fallback(requested, served)
 
@@ -88,9 +97,6 @@ class RequestAccount:
             self._charge = Charge(prompt, completion, worth, ZERO, tokens)
         if self._closed:
             self._observe_charge(self._charge)
-        if self.tenancy is not None:
-            charge = self._charge
-            self.tenancy.charged(prompt, completion, charge.cost, charge.saved, tokens)
         return self._charge
 
     def _observe_charge(self, charge: Charge) -> None:
@@ -122,6 +128,14 @@ class RequestAccount:
             self.endpoint, self.model, error.status if error else status, total,
             overhead, error.type if error else None)
         if self.tenancy is not None:
-            self.tenancy.close(status=error.status if error else status,
-                               error_code=error.code if error else None, latency_ms=1000 * total,
-                               upstream_ms=1000 * self.upstream_s, served=self.model)
+            charge = self._charge
+            self.tenancy.close(Outcome(
+                status=error.status if error else status,
+                error_code=error.code if error else None, latency_ms=1000 * total,
+                upstream_ms=1000 * self.upstream_s, served=self.model, attempts=self.attempts,
+                cache=self.cache,
+                prompt_tokens=charge.prompt_tokens if charge else 0,
+                completion_tokens=charge.completion_tokens if charge else 0,
+                cost=charge.cost if charge else None,
+                saved=charge.saved if charge else ZERO,
+                tokens=charge.tokens if charge else None))

@@ -344,10 +344,11 @@ class Tenants:
         if self._redis is not None:
             await self._redis.aclose()
 
-    def tenancy(self, route: str, headers: Mapping[str, str]) -> RequestTenancy:
+    def tenancy(self, route: str, headers: Mapping[str, str],
+                tenant: Tenant = ANONYMOUS) -> RequestTenancy:
         """A request's tenancy, opened before anything can fail so that every request, refused
-        ones included, gets its access log line."""
-        return RequestTenancy(self, ANONYMOUS, route, headers)
+        ones included, gets its access log line; anonymous until authenticated."""
+        return RequestTenancy(self, tenant, route, headers)
 
     # Limits
 

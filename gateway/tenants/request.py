@@ -1,9 +1,9 @@
-"""One request's tenancy: who it is for, what it was admitted to, what it cost, closed once
-with the request's book.
+"""One request's tenancy: who it is for and what it was admitted to; closed once, by the
+request's books, with the ``Outcome`` they record.
 
 Apart from ``Tenants`` because it lives as long as one request, while ``Tenants`` lives as long
-as the worker: the request's handlers fill it in as they go; ``close`` settles the admission and
-writes the access log line.
+as the worker: the tenant stage fills it in (key, admission) and nothing after it does;
+``close`` settles the admission, writes the ledger's increment and the access log line.
 """
 
 from __future__ import annotations
@@ -24,10 +24,28 @@ if TYPE_CHECKING:
     from gateway.tenants import Tenants
 
 
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a request came to, as its books record it when they close: everything the
+    settlement, the ledger and the access log need, in one record."""
+
+    status: int
+    error_code: str | None
+    latency_ms: float
+    upstream_ms: float
+    served: str | None
+    attempts: int = 0
+    cache: str | None = None
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    cost: Decimal | None = None
+    saved: Decimal = Decimal(0)
+    tokens: Tokens | None = None
+
+
 @dataclass(slots=True)
 class RequestTenancy:
-    """One request's tenancy, filled in as it goes and closed with its book: settles the
-    admission and writes the access log line."""
+    """One request's tenancy: the key and its admission, closed with the request's books."""
 
     tenants: Tenants
     tenant: Tenant
@@ -35,13 +53,6 @@ class RequestTenancy:
     headers: Mapping[str, str]
     admission: Admission | None = None
     requested: str | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: Decimal | None = None
-    saved: Decimal = Decimal(0)
-    cache: str | None = None
-    attempts: int = 0
-    tokens: Tokens | None = None
 
     def request_id(self) -> str:
         """The client's ``x-request-id``, or a new one: read for the access log line, after the
@@ -104,28 +115,21 @@ class RequestTenancy:
             return refusal
         return None
 
-    def answered(self, attempts: int, cache: str | None) -> None:
-        self.attempts, self.cache = attempts, cache
-
     def rate_headers(self) -> dict[str, str]:
         return self.admission.headers() if self.admission is not None else {}
 
-    def charged(self, prompt_tokens: int, completion_tokens: int, cost: Decimal,
-                saved: Decimal, tokens: Tokens | None = None) -> None:
-        self.prompt_tokens, self.completion_tokens = prompt_tokens, completion_tokens
-        self.cost, self.saved, self.tokens = cost, saved, tokens
-
-    def close(self, *, status: int, error_code: str | None, latency_ms: float,
-              upstream_ms: float, served: str | None) -> None:
+    def close(self, outcome: Outcome) -> None:
         if self.admission is not None:
-            self.tenants.settle(self.admission, prompt_tokens=self.prompt_tokens,
-                                completion_tokens=self.completion_tokens,
-                                cost=self.cost or Decimal(0), saved=self.saved,
-                                error=status >= 400, model=served or None, tokens=self.tokens)
+            self.tenants.settle(self.admission, prompt_tokens=outcome.prompt_tokens,
+                                completion_tokens=outcome.completion_tokens,
+                                cost=outcome.cost or Decimal(0), saved=outcome.saved,
+                                error=outcome.status >= 400, model=outcome.served or None,
+                                tokens=outcome.tokens)
         self.tenants.access.record(
             request_id=self.request_id(), key_name=self.tenant.name, team=self.tenant.team,
-            route=self.route, requested_model=self.requested, served_model=served or None,
-            status=status, error_code=error_code, latency_ms=latency_ms,
-            upstream_ms=upstream_ms, input_tokens=self.prompt_tokens,
-            output_tokens=self.completion_tokens, cost=self.cost, cache=self.cache,
-            attempts=self.attempts)
+            route=self.route, requested_model=self.requested,
+            served_model=outcome.served or None, status=outcome.status,
+            error_code=outcome.error_code, latency_ms=outcome.latency_ms,
+            upstream_ms=outcome.upstream_ms, input_tokens=outcome.prompt_tokens,
+            output_tokens=outcome.completion_tokens, cost=outcome.cost, cache=outcome.cache,
+            attempts=outcome.attempts)
