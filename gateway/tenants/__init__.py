@@ -215,27 +215,43 @@ class Tenants:
     async def admit(self, tenant: Tenant, model: str, estimated_tokens: int) -> Admission:
         return await self.begin(tenant, model, estimated_tokens)
 
+    def unlimited(self, tenant: Tenant, model: str, end_user: str = "") -> Admission | None:
+        """The admission of a request with nothing to check, made at once: the anonymous
+        tenant's, or a key's whose key, team and end users have no window, parallel cap or
+        budget (a model either may not use is refused here). None when there are limits to
+        check (``begin``). Such an admission is settled without a limits call too: only the
+        ledger and the spend counters are written when the request closes."""
+        admission = Admission(tenant, model, 0, end_user=end_user)
+        if tenant.anonymous:
+            return admission
+        limits = tenant.limits
+        if not limits.allows(model):
+            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
+            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
+                               f"This API key may not use the model {model!r}.", param="model")
+        shape = self._shape_for(tenant, model)
+        team = shape.team
+        if team is not None and not team.allows(model):
+            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
+            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
+                               f"Team {team.name!r} may not use the model {model!r}.",
+                               param="model")
+        if shape.windows or shape.max_parallel is not None or shape.budgets or shape.shared \
+                or (end_user and limits.end_user_limited):
+            return None
+        return admission
+
     def begin(self, tenant: Tenant, model: str, estimated_tokens: int,
               end_user: str = "") -> asyncio.Future[Admission]:
         """An admission's start, done before this returns: a model the key may not use is
         refused here, and the limits check is on its way to Redis (so an overlapped check
         leaves before the upstream call). The future holds the admission or its refusal."""
         future: asyncio.Future[Admission] = running_loop().create_future()
-        admission = Admission(tenant, model, estimated_tokens, end_user=end_user)
-        if tenant.anonymous:
-            future.set_result(admission)
+        free = self.unlimited(tenant, model, end_user)
+        if free is not None:
+            future.set_result(free)
             return future
-        limits = tenant.limits
-        if not limits.allows(model):
-            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
-            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
-                               f"This API key may not use the model {model!r}.", param="model")
-        team = self.teams.get(tenant.team)
-        if team is not None and not team.allows(model):
-            self.metrics.child(self.metrics.tenant_refusals, "model").inc()
-            raise GatewayError(ErrorCode.MODEL_NOT_ALLOWED,
-                               f"Team {team.name!r} may not use the model {model!r}.",
-                               param="model")
+        admission = Admission(tenant, model, estimated_tokens, end_user=end_user)
         plan = self._plan(tenant, model, estimated_tokens, end_user)
         if plan.empty:
             future.set_result(admission)

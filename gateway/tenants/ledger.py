@@ -254,7 +254,7 @@ class SqliteLedger:
     def __init__(self, path: Path, on_drop: Callable[[], None] | None = None,
                  max_end_users: int = 1000) -> None:
         self.max_end_users = max_end_users
-        self._db, self._lock = open_sqlite(path)
+        self._db, self._lock = open_sqlite(path, sync_every_commit=False)
         with self._lock:
             _migrate(self._db)
             self._db.execute(LEDGER_TABLE)

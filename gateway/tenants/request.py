@@ -73,23 +73,24 @@ class RequestTenancy:
         return end_user_label(payload.get("user")) if isinstance(payload, dict) else ""
 
     async def admit(self, model: str, payload: Any) -> Admission:
-        return await self._admit(model, estimate_tokens(payload), self.end_user(payload))
-
-    async def _admit(self, model: str, estimated_tokens: int, end_user: str = "") -> Admission:
-        self.requested = model
-        self.admission = await self.tenants.begin(self.tenant, model, estimated_tokens, end_user)
+        await self.admit_or_overlap(model, payload, overlap=False)
+        assert self.admission is not None
         return self.admission
 
-    async def admit_or_overlap(self, model: str,
-                               payload: Any) -> asyncio.Future[Admission] | None:
-        """Admit now; or, when ``Tenants.may_overlap`` says so, start the admission and return
-        it, for the caller to await before it sends anything (a refusal then still refuses)."""
-        estimated = estimate_tokens(payload)
-        end_user = self.end_user(payload)
-        if not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
-            await self._admit(model, estimated, end_user)
-            return None
+    async def admit_or_overlap(self, model: str, payload: Any, *,
+                               overlap: bool = True) -> asyncio.Future[Admission] | None:
+        """Admit now (at once, with no limits call, when there is nothing to check); or, when
+        ``Tenants.may_overlap`` says so, start the admission and return it, for the caller to
+        await before it sends anything (a refusal then still refuses)."""
         self.requested = model
+        end_user = self.end_user(payload)
+        self.admission = self.tenants.unlimited(self.tenant, model, end_user)
+        if self.admission is not None:
+            return None
+        estimated = estimate_tokens(payload)
+        if not overlap or not self.tenants.may_overlap(self.tenant, model, estimated, end_user):
+            self.admission = await self.tenants.begin(self.tenant, model, estimated, end_user)
+            return None
         begun = self.tenants.begin(self.tenant, model, estimated, end_user)
         begun.add_done_callback(self._admitted)
         return begun

@@ -448,3 +448,26 @@ async def test_an_end_users_budget_on_redis_refuses_that_end_user_on_every_repli
         assert "end user 'alice'" in refused.value.message
         await tenants.begin(tenant, "gpt-4.1", 1, "bob")
         await tenants.begin(tenant, "gpt-4.1", 1, "")
+
+
+async def test_a_key_without_limits_is_admitted_without_a_limits_call(
+        pair: tuple[Tenants, Tenants]) -> None:
+    a, _ = pair
+    calls: list[object] = []
+    submit = a.limiter.submit
+    a.limiter.submit = lambda plan, done: (calls.append(plan), submit(plan, done))  # type: ignore[method-assign]
+    _, plain = await make_key(a)
+    _, limited = await make_key(a, rpm=100)
+    _, narrow = await make_key(a, models=["gpt-4.1"])
+    plain_tenant = await a.authenticate(bearer(plain))
+    free = a.unlimited(plain_tenant, "gpt-4.1")
+    assert free is not None and free.plan is None
+    assert (await a.begin(plain_tenant, "gpt-4.1", 5)).plan is None
+    assert calls == []
+    limited_tenant = await a.authenticate(bearer(limited))
+    assert a.unlimited(limited_tenant, "gpt-4.1") is None
+    assert (await a.begin(limited_tenant, "gpt-4.1", 5)).plan is not None
+    assert len(calls) == 1
+    with pytest.raises(GatewayError) as refused:  # the model check still holds without limits
+        a.unlimited(await a.authenticate(bearer(narrow)), "deepseek-v3.2")
+    assert refused.value.code == "model_not_allowed"
