@@ -11,6 +11,7 @@ same run. Bounded in time; nothing leaves 127.0.0.1.
     python -m loadtest.bench seed [--profile ci|full]                 # the seed's k6 scenario
     python -m loadtest.bench tenants [--keys 100]                     # keys, limits, Redis: cost
     python -m loadtest.bench compare [--base REF] [--keys 100]     # this code vs earlier code
+    python -m loadtest.bench streams [--rates 25,50] [--base REF]    # a stream's CPU, idle CPU
     python -m loadtest.bench tenants-layer [--keys 100] [--team-limits]  # the same, in process only
     python -m loadtest.bench hostile [--vus 90] [--slow 10]           # beside slow-body clients
     python -m loadtest.bench transports [--reference REV]             # upstream HTTP clients
@@ -836,6 +837,54 @@ def compare(args: argparse.Namespace) -> None:
     (args.out / "compare.json").write_text(json.dumps({"stats": stats, "rows": rows}, indent=1))
 
 
+def streams(args: argparse.Namespace) -> None:
+    """A stream's CPU on this code and on earlier code (``--base``, ``--round1``), one plain-key
+    gateway each, all up at once: first each worker's CPU while idle (what it spends each second
+    whatever the traffic), then, at each of ``--rates`` streams a second, the server's CPU per
+    stream and the time to first byte, the gateways in turn, reversed on odd rounds."""
+    bench = Bench(args.out)
+    refs = {name: ref for name, ref in (("base", args.base), ("round1", args.round1)) if ref}
+    versions = [("this code", ROOT), *[(f"{name} {refs[name]}", path)
+                                       for name, path in _checkouts(bench.logs, refs)]]
+    rates = [int(r) for r in args.rates.split(",")]
+    body = {**CHAT, "stream": True}
+    stats: dict[str, dict[str, list[float]]] = {}
+    with bench.fake("--api-key", UPSTREAM_KEY) as fake, contextlib.ExitStack() as alive:
+        gateways = [(label, alive.enter_context(bench.gateway(fake, root=root)))
+                    for label, root in versions]
+        for label, gw in gateways:
+            bench.k6(f"{_slug(label)}-warm", f"{gw.v1}/chat/completions", body, rate=rates[0],
+                     duration=3, key=CLIENT_KEY, unique=True)
+        time.sleep(2)
+        before = {label: _cpu_s(gw.process.proc.pid) for label, gw in gateways}
+        time.sleep(args.idle)
+        for label, gw in gateways:
+            idle = (_cpu_s(gw.process.proc.pid) - before[label]) / args.idle * 1e3
+            stats.setdefault(label, {})["idle_ms_per_s"] = [idle]
+        for r in range(args.rounds):
+            for label, gw in gateways if r % 2 == 0 else gateways[::-1]:
+                pid = gw.process.proc.pid
+                for per_s in rates:
+                    cpu_before = _cpu_s(pid)
+                    m = bench.k6(f"{_slug(label)}-{r}-{per_s}", f"{gw.v1}/chat/completions", body,
+                                 rate=per_s, duration=args.duration, key=CLIENT_KEY, unique=True)
+                    served = float(m["http_reqs"]["values"]["count"]) * (1 - failed(m))
+                    row = stats[label]
+                    row.setdefault(f"cpu_{per_s}", []).append(
+                        (_cpu_s(pid) - cpu_before) / max(served, 1) * 1e6)
+                    row.setdefault(f"ttfb_{per_s}", []).append(
+                        trend(m, "http_req_waiting", "med"))
+    rows = []
+    for label, row in stats.items():
+        rows.append([label, f"{row['idle_ms_per_s'][0]:.1f}",
+                     *[f"{statistics.median(row[f'cpu_{per_s}']):.0f} / "
+                       f"{statistics.median(row[f'ttfb_{per_s}']):.2f}" for per_s in rates]])
+    print_table(f"Streams with a plain key, {args.rounds} round(s) of {args.duration} s, medians",
+                rows, ["code", "idle CPU ms/s",
+                       *[f"{per_s}/s: CPU µs per stream / TTFB p50 ms" for per_s in rates]])
+    (args.out / "streams.json").write_text(json.dumps(stats, indent=1))
+
+
 def _checkouts(logs: Path, refs: dict[str, str]) -> list[tuple[str, Path]]:
     """A detached work tree of each git ref, removed when the benchmark process exits."""
     out = []
@@ -1332,6 +1381,15 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=6)
     p.set_defaults(run=compare)
 
+    p = sub.add_parser("streams")
+    p.add_argument("--base", default=BASE_REF, help="the git ref to compare with ('' to leave "
+                   "it out)")
+    p.add_argument("--round1", default=ROUND1_REF, help="round 1's ref ('' to leave it out)")
+    p.add_argument("--rates", default="25,50", help="streams a second, comma-separated")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--duration", type=int, default=8)
+    p.add_argument("--idle", type=int, default=10, help="seconds of idle CPU measured")
+    p.set_defaults(run=streams)
     p = sub.add_parser("tenants-layer")
     p.add_argument("--keys", type=int, default=100)
     p.add_argument("--requests", type=int, default=5000)
