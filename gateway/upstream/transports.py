@@ -49,6 +49,9 @@ PROXY_FAILED = "could not reach the upstream through the proxy"
 DROPPED = "the upstream dropped the connection mid-answer"
 NO_ANSWER = "the upstream did not answer in time"
 STALLED = "the upstream stream stalled past the idle timeout"
+# The most of a stream read at once: what is read is split into events at once, so a client
+# that stops reading holds at most this much of them (the rest waits in the client's buffer).
+READ_BYTES = 16 * 1024
 
 
 class RawStream(Protocol):
@@ -350,7 +353,7 @@ class _AiohttpStream:
 
     async def chunks(self) -> AsyncIterator[bytes]:
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.content.iter_chunked(READ_BYTES):
                 yield chunk
         except (TimeoutError, aiohttp.ClientError) as exc:
             raise _aiohttp_failure(exc, streaming=True) from None
