@@ -232,33 +232,41 @@ class GatewayServer:
                  target: str = "service:LLMGateway", extra_env: dict[str, str] | None = None,
                  root: Path = ROOT, port: int | None = None, home: Path | None = None):
         """``root`` is the checkout to serve (another version of the code, for a comparison);
-        ``port``/``home``: a given port and ``BENTOML_HOME``, to start a replica again."""
-        self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        full_env = {
-            "HOLYSHEEP_BASE_URL": upstream,
-            "HOLYSHEEP_API_KEY": UPSTREAM_KEY,
-            "GATEWAY_API_KEYS": CLIENT_KEY,
-            "GATEWAY_RETRY_BASE": "0.02",
-            "GATEWAY_CACHE": "false",
-            "BENTOML_DO_NOT_TRACK": "true",
-            # Nothing balances across these: stop at SIGTERM without failing /readyz first
-            # (tests of graceful shutdown set their own drain time).
-            "GATEWAY_SHUTDOWN_DRAIN": "0",
-            # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
-            # sharing a home would erase each other's metrics.
-            "BENTOML_HOME": str(home or log_dir / f"bentoml-home-{self.port}"),
-            **(env or {}),
-            **(extra_env or {}),
-        }
-        self.process = Process(
-            [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
-             "--port", str(self.port)],
-            fresh_log(log_dir, f"gateway-{self.port}"),
-            env=full_env,
-            cwd=root,
-        )
-        wait_http(f"{self.url}/readyz", self.process, timeout=90)
+        ``port``/``home``: a given port and ``BENTOML_HOME``, to start a replica again. A free
+        port taken by someone else before the server binds it is replaced, twice at most."""
+        for attempt in range(3):
+            self.port = port or free_port()
+            self.url = f"http://127.0.0.1:{self.port}"
+            full_env = {
+                "HOLYSHEEP_BASE_URL": upstream,
+                "HOLYSHEEP_API_KEY": UPSTREAM_KEY,
+                "GATEWAY_API_KEYS": CLIENT_KEY,
+                "GATEWAY_RETRY_BASE": "0.02",
+                "GATEWAY_CACHE": "false",
+                "BENTOML_DO_NOT_TRACK": "true",
+                # Nothing balances across these: stop at SIGTERM without failing /readyz first
+                # (tests of graceful shutdown set their own drain time).
+                "GATEWAY_SHUTDOWN_DRAIN": "0",
+                # `bentoml serve` wipes $BENTOML_HOME/prometheus_multiproc_dir at start: gateways
+                # sharing a home would erase each other's metrics.
+                "BENTOML_HOME": str(home or log_dir / f"bentoml-home-{self.port}"),
+                **(env or {}),
+                **(extra_env or {}),
+            }
+            self.process = Process(
+                [sys.executable, "-m", "bentoml", "serve", target, "--host", "127.0.0.1",
+                 "--port", str(self.port)],
+                fresh_log(log_dir, f"gateway-{self.port}"),
+                env=full_env,
+                cwd=root,
+            )
+            try:
+                wait_http(f"{self.url}/readyz", self.process, timeout=90)
+                return
+            except RuntimeError as exc:
+                if port is not None or attempt == 2 or "Could not bind" not in str(exc):
+                    raise
+                self.process.stop()
 
     @property
     def v1(self) -> str:
